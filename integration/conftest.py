@@ -1,0 +1,79 @@
+"""A real stack for end-to-end tests: embedded Qdrant, a tiny trained model, a gRPC server on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import grpc  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from genret.beir import demo_corpus_path, load_corpus  # noqa: E402
+from genret.config import Config  # noqa: E402
+from genret.engine import Engine  # noqa: E402
+from genret.indexer import IndexOptions, TrainingQueries, build_index  # noqa: E402
+from genret.loader import load_beir  # noqa: E402
+from genret.server import ServerThread  # noqa: E402
+from genret.store import QdrantStore  # noqa: E402
+from genret.train import TrainConfig  # noqa: E402
+from genret.v1 import genret_pb2_grpc as pb_grpc  # noqa: E402
+
+N_DOCS = 24
+TENANT = "acme"
+OTHER = "globex"
+
+
+@dataclasses.dataclass
+class Stack:
+    config: Config
+    store: QdrantStore
+    engine: Engine
+    server: ServerThread
+    stub: pb_grpc.GenRetStub
+    channel: grpc.Channel
+    titles: dict[str, str]  # doc_id -> title (each document's own training query)
+
+
+def _small_corpus(tmp: Path, n: int) -> Path:
+    src = demo_corpus_path()
+    folder = tmp / "corpus"
+    folder.mkdir()
+    lines = (src / "corpus.jsonl").read_text().splitlines()[:n]
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    corpus = _small_corpus(tmp, N_DOCS)
+    cfg = Config(qdrant_path=str(tmp / "qdrant"), collection="e2e", index_dir=str(tmp / "index"), port=0,
+                 device="cpu")
+    store = QdrantStore(cfg)
+    load_beir(store, corpus, TENANT, with_vectors=True)
+    load_beir(store, corpus, OTHER, with_vectors=True, limit=6)  # same texts, another namespace
+    docs = load_corpus(corpus)
+    titles = {d.doc_id: d.title for d in docs}
+    tq = TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles})
+    opts = IndexOptions(scheme="semantic", branching=4, model="tiny", max_chunks=1,
+                        train=TrainConfig(epochs=60, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3,
+                                          progress=False, seed=0))
+    torch.manual_seed(0)
+    build_index(store, cfg.index_dir, opts, torch.device("cpu"), tq)
+    engine = Engine.load(cfg, store)
+    server = ServerThread(cfg, engine).__enter__()
+    channel = grpc.insecure_channel(server.target)
+    try:
+        yield Stack(cfg, store, engine, server, pb_grpc.GenRetStub(channel), channel, titles)
+    finally:
+        channel.close()
+        server.stop()
+        store.close()

@@ -1,0 +1,68 @@
+"""Read IR collections in BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    title: str
+    text: str
+
+
+def demo_corpus_path() -> Path:
+    """The Cranfield collection shipped with the package (the demo corpus)."""
+    return Path(str(resources.files("genret") / "demo_data" / "cranfield"))
+
+
+def load_corpus(folder: str | Path) -> list[Document]:
+    path = Path(folder) / "corpus.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a BEIR folder holds corpus.jsonl")
+    docs = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "_id" not in row:
+                raise ValueError(f"{path}:{n}: a corpus line needs an _id")
+            docs.append(Document(str(row["_id"]), row.get("title") or "", row.get("text") or ""))
+    return docs
+
+
+def load_queries(folder: str | Path) -> dict[str, str]:
+    path = Path(folder) / "queries.jsonl"
+    out: dict[str, str] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                out[str(row["_id"])] = row["text"]
+    return out
+
+
+def load_qrels(folder: str | Path, split: str) -> dict[str, dict[str, int]]:
+    """``{query_id: {doc_id: grade}}`` for one split, positive grades only."""
+    path = Path(folder) / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: no qrels for split '{split}'")
+    out: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None:
+            return out
+        for row in reader:
+            if len(row) < 3:
+                continue
+            grade = int(float(row[2]))
+            if grade > 0:
+                out.setdefault(row[0], {})[row[1]] = grade
+    return out

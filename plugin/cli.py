@@ -1,0 +1,189 @@
+"""The `genret` command: load, index, serve, search, eval, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from genret.config import Config, force_offline, load_config
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("qdrant and index (also GENRET_* environment variables)")
+    g.add_argument("--qdrant-path", help="embedded Qdrant directory (default genret-data/qdrant)")
+    g.add_argument("--qdrant-url", help="Qdrant server URL; overrides --qdrant-path")
+    g.add_argument("--qdrant-api-key", help="API key for the Qdrant server")
+    g.add_argument("--collection", help="Qdrant collection (default genret)")
+    g.add_argument("--tenant-key", help="payload field naming the tenant (default tenant)")
+    g.add_argument("--text-key", help="payload field with the document text (default text)")
+    g.add_argument("--title-key", help="payload field with the title (default title)")
+    g.add_argument("--index-dir", help="index directory (default genret-data/index)")
+    g.add_argument("--device", help="auto, cpu or cuda[:n]")
+    g.add_argument("-v", "--verbose", action="store_true")
+
+
+def _index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheme", default="semantic", choices=["semantic", "atomic", "naive"])
+    p.add_argument("--branching", type=int, default=10, help="k of hierarchical k-means")
+    p.add_argument("--model", default="default",
+                   help="'default' (MiniLM encoder + small decoder), 'tiny', or a local HF seq2seq checkpoint")
+    p.add_argument("--epochs", type=float, default=5.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--encoder-lr", type=float, default=5e-5)
+    p.add_argument("--decoder-lr", type=float, default=1e-3)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
+    p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder on cached encoder states")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--queries-from", help="BEIR folder whose training queries become training pairs")
+    p.add_argument("--queries-split", default="train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genret", description="Generative retrieval sidecar for Qdrant")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("load", help="load a BEIR folder into the Qdrant collection")
+    _common(p)
+    p.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--no-vectors", action="store_true", help="skip MiniLM dense vectors")
+    p.add_argument("--limit", type=int, default=None)
+
+    p = sub.add_parser("index", help="assign docids and train the generative index")
+    _common(p)
+    _index_args(p)
+
+    p = sub.add_parser("serve", help="serve the index over gRPC")
+    _common(p)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+
+    p = sub.add_parser("search", help="query a running sidecar")
+    p.add_argument("query")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--beam-size", type=int, default=0)
+    p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"])
+    p.add_argument("--timeout", type=float, default=30.0)
+
+    p = sub.add_parser("eval", help="generative vs dense vs BM25 on a BEIR split")
+    _common(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--beam-size", type=int, default=100)
+    p.add_argument("--out", default="integration/bench/results")
+    p.add_argument("--name", default=None, help="results file name (default eval-<collection>-<split>)")
+
+    p = sub.add_parser("demo", help="the whole path on the bundled Cranfield corpus, embedded Qdrant")
+    _common(p)
+    p.add_argument("--minutes", type=float, default=6.0, help="training budget")
+    p.add_argument("--fresh", action="store_true", help="rebuild the collection and index")
+    return parser
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Config:
+    keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key",
+            "index_dir", "device", "host", "port")
+    overrides = {k: getattr(args, k, None) for k in keys}
+    overrides.update(extra)
+    return load_config(overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    force_offline()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        return _dispatch(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"genret {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "search":
+        from genret.client import GenretClient, format_hits
+
+        with GenretClient(args.target, args.timeout) as client:
+            resp = client.search(args.tenant, args.query, args.top_k, args.beam_size, args.mode)
+        print(format_hits(resp))
+        return 0
+
+    from genret.devices import resolve_device
+    from genret.store import QdrantStore
+
+    cfg = _config(args)
+    if args.command == "serve":
+        from genret.server import serve
+
+        asyncio.run(serve(cfg))
+        return 0
+    if args.command == "demo":
+        from genret.demo import run_demo
+
+        return run_demo(cfg, minutes=args.minutes, fresh=args.fresh)
+
+    store = QdrantStore(cfg)
+    try:
+        if args.command == "load":
+            from genret.loader import load_beir
+
+            n = load_beir(store, args.data, args.tenant, not args.no_vectors, resolve_device(cfg.device),
+                          args.limit)
+            print(f"loaded {n} documents into '{cfg.collection}' (tenant '{args.tenant}')")
+        elif args.command == "index":
+            _index(args, cfg, store)
+        elif args.command == "eval":
+            _eval(args, cfg, store)
+    finally:
+        store.close()
+    return 0
+
+
+def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
+    from genret.beir import load_qrels, load_queries
+    from genret.devices import resolve_device
+    from genret.indexer import IndexOptions, TrainingQueries, build_index
+    from genret.train import TrainConfig
+
+    tq = None
+    if args.queries_from:
+        tq = TrainingQueries(load_queries(args.queries_from), load_qrels(args.queries_from, args.queries_split))
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
+                            decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
+                            freeze_encoder=args.freeze_encoder, seed=args.seed)
+    opts = IndexOptions(scheme=args.scheme, branching=args.branching, model=args.model, train=train_cfg)
+    m = build_index(store, cfg.index_dir, opts, resolve_device(cfg.device), tq)
+    stats = m.training["stats"]
+    print(f"index written to {cfg.index_dir}: {sum(m.tenants.values())} docids in {len(m.tenants)} tenant(s), "
+          f"{stats['steps']} steps, {stats['examples_per_s']:.1f} examples/s, loss {stats['final_loss']:.3f}")
+
+
+def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
+    from genret.engine import Engine
+    from genret.evaluate import evaluate, markdown_table, write_results
+
+    engine = Engine.load(cfg, store)
+    results = evaluate(engine, store, args.data, args.split, args.tenant, beams=args.beam_size)
+    name = args.name or f"eval-{cfg.collection}-{args.split}"
+    js, _ = write_results(results, args.out, name, {
+        "data": str(args.data), "split": args.split, "collection": cfg.collection, "tenant": args.tenant,
+        "index_training": engine.manifest.training, "docid_scheme": engine.manifest.codec})
+    print(markdown_table(results, name))
+    print(f"written: {js}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Configuration: one frozen dataclass from defaults, GENRET_* environment variables and CLI flags.
+
+This is the only module that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "GENRET_"
+_SECRET_FIELDS = frozenset({"qdrant_api_key"})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the sidecar and its commands need, passed explicitly."""
+
+    # Qdrant
+    qdrant_path: str = "genret-data/qdrant"
+    qdrant_url: str = ""
+    qdrant_api_key: str = ""
+    collection: str = "genret"
+    tenant_key: str = "tenant"
+    text_key: str = "text"
+    title_key: str = "title"
+    # Index
+    index_dir: str = "genret-data/index"
+    device: str = "auto"
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 50051
+    grace_s: float = 5.0
+    max_query_chars: int = 2048
+    max_top_k: int = 100
+    max_beam: int = 200
+    max_batch: int = 256
+    default_top_k: int = 10
+    default_beam: int = 20
+    kernel_backend: str = "auto"
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as a dict with secrets replaced, for logging."""
+        out = dataclasses.asdict(self)
+        for name in _SECRET_FIELDS:
+            if out.get(name):
+                out[name] = "***"
+        return out
+
+    @property
+    def uses_server(self) -> bool:
+        return bool(self.qdrant_url)
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Defaults, then ``GENRET_<FIELD>`` variables, then non-None ``overrides`` (CLI flags)."""
+    env = dict(os.environ) if environ is None else environ
+    base = Config()
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = _coerce(raw, getattr(base, f.name))
+    for key, val in (overrides or {}).items():
+        if val is not None and key in {f.name for f in fields(Config)}:
+            values[key] = val
+    return dataclasses.replace(base, **values)
+
+
+def force_offline() -> None:
+    """No code path may reach a model hub: make Hugging Face libraries offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def ensure_dir(path: str | Path) -> Path:
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,208 @@
+"""The search engine: domain requests in, ranked hits out. No gRPC types here.
+
+validate -> encode queries -> constrained beam search from each query's tenant root -> leaves to point
+ids -> hydrate from Qdrant under the tenant filter -> threshold -> hits.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+
+from genret.beam import constrained_beam_search
+from genret.config import Config
+from genret.devices import resolve_device
+from genret.docids import DocidCodec
+from genret.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from genret.index_dir import MODEL_DIR, Manifest, read_manifest
+from genret.modeling import HFSeq2SeqBackend, Seq2SeqBackend, load_trained
+from genret.namespaces import Namespaces, load_namespaces
+from genret.store import QdrantStore
+
+
+class Mode(Enum):
+    GENERATIVE = "generative"
+    DENSE = "dense"
+    HYBRID = "hybrid"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    tenant: str
+    text: str
+    top_k: int = 0
+    beams: int = 0
+    mode: Mode = Mode.GENERATIVE
+    score_threshold: float | None = None
+    with_payload: bool = False
+    index: str = ""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    point_id: str
+    docid: str
+    score: float
+    retriever: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    tenant: str
+    documents: int
+    trie_nodes: int
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    index: str
+    docid_scheme: str
+    docid_vocab_size: int
+    max_docid_length: int
+    model: str
+    created_at: str
+    genret_version: str
+    namespaces: list[NamespaceStats]
+
+
+class Engine:
+    def __init__(self, config: Config, store: QdrantStore, backend: Seq2SeqBackend, codec: DocidCodec,
+                 namespaces: Namespaces, manifest: Manifest) -> None:
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self.codec = codec
+        self.manifest = manifest
+        self._namespaces = namespaces  # replaced whole, never mutated
+        self._device_forest = namespaces.forest.to_device(backend.device)
+        self._dense_encoder: Any = None
+        self._dense_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, config: Config, store: QdrantStore) -> Engine:
+        manifest = read_manifest(config.index_dir)
+        if manifest.collection != store.collection:
+            raise ValueError(f"index {config.index_dir} was built for collection '{manifest.collection}', "
+                             f"not '{store.collection}'")
+        spec = manifest.model_spec
+        model, tokenizer = load_trained(f"{config.index_dir}/{MODEL_DIR}", spec)
+        backend = HFSeq2SeqBackend(model, tokenizer, spec, resolve_device(config.device))
+        codec = manifest.docid_codec()
+        return cls(config, store, backend, codec, load_namespaces(store, codec), manifest)
+
+    @property
+    def namespaces(self) -> Namespaces:
+        return self._namespaces
+
+    # --- validation ----------------------------------------------------------------------------
+    def normalise(self, q: SearchQuery) -> SearchQuery:
+        """Check a query against the limits and fill defaults; raises InvalidArgument / NotFound."""
+        cfg = self.config
+        if not q.tenant:
+            raise InvalidArgument("tenant is required")
+        if q.index and q.index != self.store.collection:
+            raise NotFound(f"index '{q.index}' is not served here (serving '{self.store.collection}')")
+        if not q.text.strip():
+            raise InvalidArgument("query is empty")
+        if len(q.text) > cfg.max_query_chars:
+            raise InvalidArgument(f"query has {len(q.text)} characters; the limit is {cfg.max_query_chars}")
+        top_k = q.top_k or cfg.default_top_k
+        if not 1 <= top_k <= cfg.max_top_k:
+            raise InvalidArgument(f"top_k must be in 1..{cfg.max_top_k}, got {q.top_k}")
+        beams = q.beams or max(top_k, cfg.default_beam)
+        if not 1 <= beams <= cfg.max_beam:
+            raise InvalidArgument(f"beam_size must be in 1..{cfg.max_beam}, got {q.beams}")
+        if beams < top_k:
+            raise InvalidArgument(f"beam_size ({beams}) must be at least top_k ({top_k})")
+        if q.score_threshold is not None and not math.isfinite(q.score_threshold):
+            raise InvalidArgument("score_threshold must be a finite number")
+        if q.mode in (Mode.HYBRID, Mode.AUTO):
+            raise Unimplemented(f"mode {q.mode.name} is not available in this version; use GENERATIVE or DENSE")
+        if not self._namespaces.has(q.tenant):
+            raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
+        return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index)
+
+    # --- search --------------------------------------------------------------------------------
+    def search_batch(self, queries: Sequence[SearchQuery], deadline: float | None = None) -> list[list[SearchHit]]:
+        """Answer normalised queries; generative ones are decoded together, grouped by beam width."""
+        results: list[list[SearchHit]] = [[] for _ in queries]
+        ns = self._namespaces
+        forest = self._device_forest
+        groups: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.mode == Mode.DENSE:
+                results[i] = self._dense(q)
+            else:
+                groups.setdefault(q.beams, []).append(i)
+        for beams, idx in groups.items():
+            enc = self.backend.encode([queries[i].text for i in idx])
+            roots = torch.tensor([ns.root(queries[i].tenant) for i in idx], dtype=torch.long)
+            res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
+                                          self.config.kernel_backend)
+            leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
+            for row, i in enumerate(idx):
+                results[i] = self._generative_hits(queries[i], ns, leaves[row], scores[row])
+        return results
+
+    def _generative_hits(self, q: SearchQuery, ns: Namespaces, leaves: list[int],
+                         scores: list[float]) -> list[SearchHit]:
+        tenant_idx = ns.root(q.tenant)
+        cands = []
+        for leaf, score in zip(leaves, scores, strict=True):
+            if leaf < 0 or not math.isfinite(score):
+                continue
+            value = int(ns.forest.leaf_value[leaf])
+            if int(ns.tenant_of[value]) != tenant_idx:  # cannot happen when decoding from the root
+                raise RuntimeError("decoded a docid outside the caller's namespace")
+            if q.score_threshold is not None and score < q.score_threshold:
+                continue
+            cands.append((ns.point_ids[value], ns.docids[value], score))
+        cands = cands[: q.top_k]
+        payloads = self.store.hydrate(q.tenant, [c[0] for c in cands], q.with_payload)
+        return [SearchHit(pid, docid, score, "generative", payloads[pid])
+                for pid, docid, score in cands if pid in payloads]
+
+    def _dense(self, q: SearchQuery) -> list[SearchHit]:
+        if not self.store.has_vectors():
+            raise FailedPrecondition(f"collection '{self.store.collection}' has no dense vectors; "
+                                     "load it with vectors to use DENSE")
+        vec = self.embed_queries([q.text])[0]
+        hits = self.store.dense_search(q.tenant, vec, q.top_k, q.with_payload)
+        out = []
+        for h in hits:
+            if q.score_threshold is not None and h.score < q.score_threshold:
+                continue
+            out.append(SearchHit(h.point_id, "", h.score, "dense", h.payload))
+        return out
+
+    def embed_queries(self, texts: Sequence[str]) -> Any:
+        with self._dense_lock:
+            if self._dense_encoder is None:
+                from genret.embed import TextEncoder
+
+                self._dense_encoder = TextEncoder(device=self.backend.device)
+        return self._dense_encoder.encode(list(texts))
+
+    # --- info ----------------------------------------------------------------------------------
+    def info(self, tenant: str = "") -> IndexStats:
+        ns = self._namespaces
+        if tenant and not ns.has(tenant):
+            raise NotFound(f"tenant '{tenant}' has no documents in index '{self.store.collection}'")
+        names = [tenant] if tenant else sorted(ns.counts)
+        m = self.manifest
+        return IndexStats(self.store.collection, self.codec.name, self.codec.vocab_size, self.codec.max_length,
+                          str(m.model.get("base", "")), m.created_at, m.versions.get("genret", ""),
+                          [NamespaceStats(t, ns.counts[t], ns.forest.nodes_in(t)) for t in names])
+
+
+def monotonic_deadline(seconds_left: float | None) -> float | None:
+    return None if seconds_left is None else time.monotonic() + seconds_left

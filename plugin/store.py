@@ -1,0 +1,203 @@
+"""Qdrant as the system of record: load documents, scroll them, write docids, hydrate hits, dense search.
+
+Every call made on behalf of a tenant carries that tenant's payload filter, so isolation never depends
+on the caller, on shard keys or on the embedded mode's behaviour.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from genret.config import Config
+from genret.errors import Unavailable
+
+DOCID_KEY = "genret_docid"
+DOC_ID_KEY = "doc_id"
+VECTOR_NAME = "dense"
+_POINT_NAMESPACE = uuid.UUID("6f1c1f4e-9d55-4a0b-9c51-0d2f2b6f3a11")
+
+PointId = str
+
+
+def point_id_for(tenant: str, doc_id: str) -> PointId:
+    """A stable Qdrant point id (UUID5) for a tenant's document id."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{tenant}\x00{doc_id}"))
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    point_id: PointId
+    tenant: str
+    doc_id: str
+    title: str
+    text: str
+    docid: str | None
+    vector: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class DenseHit:
+    point_id: PointId
+    score: float
+    payload: dict[str, Any]
+
+
+class QdrantStore:
+    """The sidecar's only door to Qdrant: embedded (local path) by default, a server with ``qdrant_url``."""
+
+    def __init__(self, config: Config, client: QdrantClient | None = None) -> None:
+        self.config = config
+        self.collection = config.collection
+        if client is not None:
+            self.client = client
+        elif config.qdrant_url:
+            self.client = QdrantClient(url=config.qdrant_url, api_key=config.qdrant_api_key or None)
+        else:
+            self.client = QdrantClient(path=config.qdrant_path)
+        # The embedded client is not safe for concurrent use; a server client is.
+        self._lock = threading.Lock() if not config.qdrant_url else None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if self._lock is None:
+                return fn(*args, **kwargs)
+            with self._lock:
+                return fn(*args, **kwargs)
+        except (ValueError, KeyError):
+            raise
+        except Exception as exc:  # network or server failure
+            raise Unavailable(f"Qdrant call {getattr(fn, '__name__', fn)} failed: {exc}") from exc
+
+    # --- filters -------------------------------------------------------------------------------
+    def tenant_filter(self, tenant: str, *extra: models.Condition) -> models.Filter:
+        cond = models.FieldCondition(key=self.config.tenant_key, match=models.MatchValue(value=tenant))
+        return models.Filter(must=[cond, *extra])
+
+    # --- collection ----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return bool(self._call(self.client.collection_exists, self.collection))
+
+    def ensure_collection(self, vector_size: int | None) -> None:
+        """Create the collection (and payload indexes) if it does not exist yet."""
+        if self.exists():
+            return
+        vectors = ({VECTOR_NAME: models.VectorParams(size=vector_size, distance=models.Distance.COSINE)}
+                   if vector_size else {})
+        self._call(self.client.create_collection, self.collection, vectors_config=vectors)
+        self._call(self.client.create_payload_index, self.collection, self.config.tenant_key,
+                   field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True))
+        self._call(self.client.create_payload_index, self.collection, DOCID_KEY,
+                   field_schema=models.PayloadSchemaType.KEYWORD)
+
+    def has_vectors(self) -> bool:
+        info = self._call(self.client.get_collection, self.collection)
+        vectors = info.config.params.vectors
+        return isinstance(vectors, dict) and VECTOR_NAME in vectors
+
+    def upsert_documents(self, tenant: str, docs: Sequence[tuple[str, str, str]],
+                         vectors: np.ndarray | None, batch_size: int = 256) -> list[PointId]:
+        """Write (doc_id, title, text) documents of one tenant; returns their point ids."""
+        ids = [point_id_for(tenant, d[0]) for d in docs]
+        for s in range(0, len(docs), batch_size):
+            points = []
+            for i in range(s, min(s + batch_size, len(docs))):
+                doc_id, title, text = docs[i]
+                payload = {self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
+                           self.config.title_key: title, self.config.text_key: text}
+                vec = {VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {}
+                points.append(models.PointStruct(id=ids[i], vector=vec, payload=payload))
+            self._call(self.client.upsert, self.collection, points=points, wait=True)
+        return ids
+
+    # --- reads ---------------------------------------------------------------------------------
+    def tenants(self) -> list[str]:
+        """Every tenant value present in the collection (one pass over payloads)."""
+        seen: set[str] = set()
+        for rec in self._scroll(None, [self.config.tenant_key], with_vectors=False):
+            value = (rec.payload or {}).get(self.config.tenant_key)
+            if isinstance(value, str):
+                seen.add(value)
+        return sorted(seen)
+
+    def scroll_tenant(self, tenant: str, with_vectors: bool = False) -> Iterator[StoredDoc]:
+        """All documents of one tenant, tenant filter applied."""
+        keys = [self.config.tenant_key, DOC_ID_KEY, self.config.title_key, self.config.text_key, DOCID_KEY]
+        for rec in self._scroll(self.tenant_filter(tenant), keys, with_vectors=with_vectors):
+            yield self._to_doc(rec)
+
+    def docids_of_tenant(self, tenant: str) -> list[tuple[PointId, str]]:
+        """(point id, docid) for the tenant's points that carry a docid."""
+        out = []
+        for rec in self._scroll(self.tenant_filter(tenant), [DOCID_KEY, self.config.tenant_key], with_vectors=False):
+            payload = rec.payload or {}
+            if payload.get(self.config.tenant_key) != tenant:  # defence in depth
+                continue
+            docid = payload.get(DOCID_KEY)
+            if isinstance(docid, str) and docid:
+                out.append((str(rec.id), docid))
+        return out
+
+    def _scroll(self, flt: models.Filter | None, keys: list[str], with_vectors: bool,
+                page: int = 512) -> Iterator[models.Record]:
+        offset = None
+        while True:
+            records, offset = self._call(
+                self.client.scroll, self.collection, scroll_filter=flt, limit=page, offset=offset,
+                with_payload=keys, with_vectors=[VECTOR_NAME] if with_vectors else False)
+            yield from records
+            if offset is None:
+                return
+
+    def _to_doc(self, rec: models.Record) -> StoredDoc:
+        p = rec.payload or {}
+        vec = None
+        if isinstance(rec.vector, dict) and VECTOR_NAME in rec.vector:
+            vec = np.asarray(rec.vector[VECTOR_NAME], dtype=np.float32)
+        return StoredDoc(str(rec.id), str(p.get(self.config.tenant_key, "")), str(p.get(DOC_ID_KEY, rec.id)),
+                         str(p.get(self.config.title_key) or ""), str(p.get(self.config.text_key) or ""),
+                         p.get(DOCID_KEY), vec)
+
+    def hydrate(self, tenant: str, ids: Sequence[PointId], with_payload: bool) -> dict[PointId, dict[str, Any]]:
+        """Payloads of the given points that belong to ``tenant`` (others are silently absent)."""
+        if not ids:
+            return {}
+        flt = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(ids)))
+        records, _ = self._call(self.client.scroll, self.collection, scroll_filter=flt, limit=len(ids),
+                                with_payload=True if with_payload else [self.config.tenant_key])
+        out: dict[PointId, dict[str, Any]] = {}
+        for rec in records:
+            payload = rec.payload or {}
+            if payload.get(self.config.tenant_key) == tenant:
+                out[str(rec.id)] = payload if with_payload else {}
+        return out
+
+    def dense_search(self, tenant: str, vector: np.ndarray, limit: int, with_payload: bool) -> list[DenseHit]:
+        res = self._call(self.client.query_points, self.collection, query=vector.tolist(), using=VECTOR_NAME,
+                         query_filter=self.tenant_filter(tenant), limit=limit, with_payload=True)
+        hits = []
+        for p in res.points:
+            payload = p.payload or {}
+            if payload.get(self.config.tenant_key) != tenant:  # defence in depth
+                continue
+            hits.append(DenseHit(str(p.id), float(p.score), payload if with_payload else {}))
+        return hits
+
+    # --- writes --------------------------------------------------------------------------------
+    def write_docids(self, tenant: str, assignments: Sequence[tuple[PointId, str]], batch_size: int = 256) -> None:
+        """Store each point's docid in its payload; every operation is scoped by the tenant filter."""
+        for s in range(0, len(assignments), batch_size):
+            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(
+                payload={DOCID_KEY: docid},
+                filter=self.tenant_filter(tenant, models.HasIdCondition(has_id=[pid]))))
+                for pid, docid in assignments[s : s + batch_size]]
+            self._call(self.client.batch_update_points, self.collection, update_operations=ops, wait=True)

@@ -1,0 +1,112 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_MODE_UNSPECIFIED: _ClassVar[SearchMode]
+    SEARCH_MODE_GENERATIVE: _ClassVar[SearchMode]
+    SEARCH_MODE_DENSE: _ClassVar[SearchMode]
+    SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
+    SEARCH_MODE_AUTO: _ClassVar[SearchMode]
+SEARCH_MODE_UNSPECIFIED: SearchMode
+SEARCH_MODE_GENERATIVE: SearchMode
+SEARCH_MODE_DENSE: SearchMode
+SEARCH_MODE_HYBRID: SearchMode
+SEARCH_MODE_AUTO: SearchMode
+
+class SearchRequest(_message.Message):
+    __slots__ = ("tenant", "query", "top_k", "beam_size", "mode", "score_threshold", "with_payload", "index")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    query: str
+    top_k: int
+    beam_size: int
+    mode: SearchMode
+    score_threshold: float
+    with_payload: bool
+    index: str
+    def __init__(self, tenant: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., score_threshold: _Optional[float] = ..., with_payload: _Optional[bool] = ..., index: _Optional[str] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("point_id", "docid", "score", "payload", "retriever")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVER_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    docid: str
+    score: float
+    payload: _struct_pb2.Struct
+    retriever: str
+    def __init__(self, point_id: _Optional[str] = ..., docid: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., retriever: _Optional[str] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "took_ms")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    took_ms: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...
+
+class SearchBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[SearchRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ...) -> None: ...
+
+class SearchBatchResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[SearchResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ...) -> None: ...
+
+class GetIndexInfoRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class NamespaceInfo(_message.Message):
+    __slots__ = ("tenant", "documents", "trie_nodes")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TRIE_NODES_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    documents: int
+    trie_nodes: int
+    def __init__(self, tenant: _Optional[str] = ..., documents: _Optional[int] = ..., trie_nodes: _Optional[int] = ...) -> None: ...
+
+class IndexInfo(_message.Message):
+    __slots__ = ("index", "docid_scheme", "docid_vocab_size", "max_docid_length", "model", "created_at", "genret_version", "namespaces")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCID_SCHEME_FIELD_NUMBER: _ClassVar[int]
+    DOCID_VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOCID_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    GENRET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    index: str
+    docid_scheme: str
+    docid_vocab_size: int
+    max_docid_length: int
+    model: str
+    created_at: str
+    genret_version: str
+    namespaces: _containers.RepeatedCompositeFieldContainer[NamespaceInfo]
+    def __init__(self, index: _Optional[str] = ..., docid_scheme: _Optional[str] = ..., docid_vocab_size: _Optional[int] = ..., max_docid_length: _Optional[int] = ..., model: _Optional[str] = ..., created_at: _Optional[str] = ..., genret_version: _Optional[str] = ..., namespaces: _Optional[_Iterable[_Union[NamespaceInfo, _Mapping]]] = ...) -> None: ...

@@ -42,7 +42,7 @@ class Stack:
     titles: dict[str, str]  # doc_id -> title (each document's own training query)
 
 
-def _small_corpus(tmp: Path, n: int) -> Path:
+def small_corpus(tmp: Path, n: int) -> Path:
     src = demo_corpus_path()
     folder = tmp / "corpus"
     folder.mkdir()
@@ -54,7 +54,7 @@ def _small_corpus(tmp: Path, n: int) -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    corpus = _small_corpus(tmp, N_DOCS)
+    corpus = small_corpus(tmp, N_DOCS)
     cfg = Config(qdrant_path=str(tmp / "qdrant"), collection="e2e", index_dir=str(tmp / "index"), port=0,
                  device="cpu")
     store = QdrantStore(cfg)

@@ -96,3 +96,16 @@ def test_docids_are_stored_in_qdrant_and_survive_reload(stack: Stack) -> None:
     again = load_namespaces(stack.store, stack.engine.codec)
     assert again.counts == stack.engine.namespaces.counts
     assert set(again.docids) == set(stack.engine.namespaces.docids)
+
+
+def test_engine_stops_decoding_past_the_deadline(stack: Stack) -> None:
+    import time
+
+    import pytest
+
+    from genret.engine import SearchQuery
+    from genret.errors import DeadlineExceeded
+
+    q = stack.engine.normalise(SearchQuery(TENANT, "wing", 5, 20))
+    with pytest.raises(DeadlineExceeded):
+        stack.engine.search_batch([q], deadline=time.monotonic() - 1)

@@ -39,6 +39,8 @@ def load_corpus(folder: str | Path) -> list[Document]:
 
 def load_queries(folder: str | Path) -> dict[str, str]:
     path = Path(folder) / "queries.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a BEIR folder holds queries.jsonl")
     out: dict[str, str] = {}
     with path.open(encoding="utf-8") as f:
         for line in f:

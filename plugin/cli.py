@@ -38,6 +38,7 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder on cached encoder states")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-chunks", type=int, default=8, help="word-window pairs per document")
     p.add_argument("--queries-from", help="BEIR folder whose training queries become training pairs")
     p.add_argument("--queries-split", default="train")
 
@@ -114,10 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "search":
+        import grpc
+
         from genret.client import GenretClient, format_hits
 
         with GenretClient(args.target, args.timeout) as client:
-            resp = client.search(args.tenant, args.query, args.top_k, args.beam_size, args.mode)
+            try:
+                resp = client.search(args.tenant, args.query, args.top_k, args.beam_size, args.mode)
+            except grpc.RpcError as exc:
+                print(f"genret search: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                return 1
         print(format_hits(resp))
         return 0
 
@@ -164,7 +171,8 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                             decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
                             freeze_encoder=args.freeze_encoder, seed=args.seed)
-    opts = IndexOptions(scheme=args.scheme, branching=args.branching, model=args.model, train=train_cfg)
+    opts = IndexOptions(scheme=args.scheme, branching=args.branching, model=args.model,
+                        max_chunks=args.max_chunks, train=train_cfg)
     m = build_index(store, cfg.index_dir, opts, resolve_device(cfg.device), tq)
     stats = m.training["stats"]
     print(f"index written to {cfg.index_dir}: {sum(m.tenants.values())} docids in {len(m.tenants)} tenant(s), "
@@ -172,9 +180,11 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
 
 
 def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
+    from genret.beir import load_qrels, load_queries
     from genret.engine import Engine
     from genret.evaluate import evaluate, markdown_table, write_results
 
+    load_queries(args.data), load_qrels(args.data, args.split)  # fail fast on a wrong folder or split
     engine = Engine.load(cfg, store)
     results = evaluate(engine, store, args.data, args.split, args.tenant, beams=args.beam_size)
     name = args.name or f"eval-{cfg.collection}-{args.split}"

@@ -39,7 +39,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
     try:
         if fresh or not store.exists():
             if store.exists():
-                store.client.delete_collection(cfg.collection)
+                store.drop_collection()
             t0 = time.perf_counter()
             n = load_beir(store, data, DEMO_TENANT, with_vectors=True, device=device)
             print(f"[1/4] loaded {n} Cranfield documents into Qdrant '{cfg.collection}' "

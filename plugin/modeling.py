@@ -133,7 +133,7 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec,
                  device: torch.device, max_query_tokens: int = 64) -> None:
-        self.model = model.to(device).eval()
+        self.model = model.to(device).eval()  # type: ignore[arg-type]
         self.tokenizer = tokenizer
         self.spec = spec
         self.device = device

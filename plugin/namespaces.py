@@ -48,5 +48,9 @@ def build_namespaces(codec: DocidCodec, entries: Mapping[str, Sequence[tuple[Poi
 
 
 def load_namespaces(store: QdrantStore, codec: DocidCodec) -> Namespaces:
-    """Every tenant's (point, docid) pairs as Qdrant holds them: the source of truth."""
-    return build_namespaces(codec, {t: store.docids_of_tenant(t) for t in store.tenants()})
+    """Every tenant's (point, docid) pairs as Qdrant holds them: the source of truth.
+
+    Tenants whose points carry no docid yet (loaded after the last indexing) have no namespace.
+    """
+    entries = {t: store.docids_of_tenant(t) for t in store.tenants()}
+    return build_namespaces(codec, {t: items for t, items in entries.items() if items})

@@ -63,6 +63,7 @@ class QdrantStore:
             self.client = QdrantClient(path=config.qdrant_path)
         # The embedded client is not safe for concurrent use; a server client is.
         self._lock = threading.Lock() if not config.qdrant_url else None
+        self._has_vectors: bool | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -99,10 +100,17 @@ class QdrantStore:
         self._call(self.client.create_payload_index, self.collection, DOCID_KEY,
                    field_schema=models.PayloadSchemaType.KEYWORD)
 
+    def drop_collection(self) -> None:
+        self._call(self.client.delete_collection, self.collection)
+        self._has_vectors = None
+
     def has_vectors(self) -> bool:
-        info = self._call(self.client.get_collection, self.collection)
-        vectors = info.config.params.vectors
-        return isinstance(vectors, dict) and VECTOR_NAME in vectors
+        """Whether the collection has the named dense vector (cached: a collection's schema is fixed)."""
+        if self._has_vectors is None:
+            info = self._call(self.client.get_collection, self.collection)
+            vectors = info.config.params.vectors
+            self._has_vectors = isinstance(vectors, dict) and VECTOR_NAME in vectors
+        return self._has_vectors
 
     def upsert_documents(self, tenant: str, docs: Sequence[tuple[str, str, str]],
                          vectors: np.ndarray | None, batch_size: int = 256) -> list[PointId]:

@@ -89,7 +89,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
         raise ValueError("training needs the same positive number of texts and docids")
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model.to(device).train()
+    model.to(device).train()  # type: ignore[arg-type]
     enc = tokenizer(list(texts), truncation=True, max_length=cfg.max_input_tokens)
     ids = [torch.tensor(x) for x in enc["input_ids"]]
     labels_all = _labels(docids)
@@ -108,7 +108,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
                "lr": cfg.decoder_lr}]
     if not cfg.freeze_encoder:
         groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
     warm = max(1, int(total_steps * cfg.warmup_frac))
     decay = max(1, total_steps - warm)  # linear warm-up, then linear decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, (total_steps - s) / decay))

@@ -7,8 +7,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from genret.config import Config, force_offline
+
+force_offline()
 if not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -17,7 +18,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from genret.beir import demo_corpus_path, load_corpus  # noqa: E402
-from genret.config import Config  # noqa: E402
 from genret.engine import Engine  # noqa: E402
 from genret.indexer import IndexOptions, TrainingQueries, build_index  # noqa: E402
 from genret.loader import load_beir  # noqa: E402

@@ -109,3 +109,16 @@ def test_engine_stops_decoding_past_the_deadline(stack: Stack) -> None:
     q = stack.engine.normalise(SearchQuery(TENANT, "wing", 5, 20))
     with pytest.raises(DeadlineExceeded):
         stack.engine.search_batch([q], deadline=time.monotonic() - 1)
+
+
+def test_concurrent_searches_are_micro_batched_with_identical_results(stack: Stack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    reqs = [pb.SearchRequest(tenant=TENANT if i % 3 else OTHER, query=t, top_k=4)
+            for i, t in enumerate(list(stack.titles.values())[:12])]
+    sequential = [stack.stub.Search(r, timeout=30) for r in reqs]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        concurrent = list(pool.map(lambda r: stack.stub.Search(r, timeout=60), reqs))
+    for a, b in zip(sequential, concurrent, strict=True):
+        assert [h.point_id for h in a.hits] == [h.point_id for h in b.hits]
+        assert all(abs(x.score - y.score) < 1e-4 for x, y in zip(a.hits, b.hits, strict=True))

@@ -93,8 +93,11 @@ class Engine:
         if manifest.collection != store.collection:
             raise ValueError(f"index {config.index_dir} was built for collection '{manifest.collection}', "
                              f"not '{store.collection}'")
+        if manifest.tenant_key != config.tenant_key:
+            raise ValueError(f"index {config.index_dir} uses tenant field '{manifest.tenant_key}', "
+                             f"not '{config.tenant_key}'")
         spec = manifest.model_spec
-        model, tokenizer = load_trained(f"{config.index_dir}/{MODEL_DIR}", spec)
+        model, tokenizer = load_trained(f"{config.index_dir}/{MODEL_DIR}")
         backend = HFSeq2SeqBackend(model, tokenizer, spec, resolve_device(config.device))
         codec = manifest.docid_codec()
         return cls(config, store, backend, codec, load_namespaces(store, codec), manifest)

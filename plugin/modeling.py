@@ -84,7 +84,8 @@ def load_checkpoint_for_docids(path: str | Path, docid_vocab: int) -> tuple[PreT
     return model, tokenizer, ModelSpec("checkpoint", str(path), offset, int(start), docid_vocab)
 
 
-def load_trained(path: str | Path, spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_trained(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model and tokenizer saved by ``genret index``."""
     model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model, tokenizer

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.json_format import ParseDict
 
 from genret import errors
+from genret.batcher import MicroBatcher
 from genret.config import Config
 from genret.engine import Engine, IndexStats, Mode, SearchHit, SearchQuery
 from genret.v1 import genret_pb2 as pb
@@ -93,6 +94,8 @@ class GenRetServicer(pb_grpc.GenRetServicer):
         self.config = config
         self.engine = engine
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-engine")
+        self._batcher: MicroBatcher[SearchQuery, list[SearchHit]] = MicroBatcher(
+            engine.search_batch, self._pool, config.max_batch)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -126,8 +129,11 @@ class GenRetServicer(pb_grpc.GenRetServicer):
         async def work() -> pb.SearchResponse:
             t0 = time.perf_counter()
             q = self.engine.normalise(query_from_proto(request))
-            deadline = self._deadline(context)
-            hits = await self._run(context, lambda: self.engine.search_batch([q], deadline)[0])
+            remaining = context.time_remaining()
+            try:
+                hits = await asyncio.wait_for(self._batcher.submit(q, self._deadline(context)), timeout=remaining)
+            except TimeoutError as exc:
+                raise errors.DeadlineExceeded("deadline passed while the request was being served") from exc
             return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
 
         return await self._guard(context, work)

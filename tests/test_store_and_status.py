@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from genret import errors
+from genret.config import Config
+from genret.servicer import status_for
+from genret.store import QdrantStore, point_id_for
+
+
+def test_unreachable_qdrant_server_is_unavailable() -> None:
+    store = QdrantStore(Config(qdrant_url="http://127.0.0.1:9", collection="c"))
+    try:
+        with pytest.raises(errors.Unavailable, match="Qdrant"):
+            store.exists()
+    finally:
+        store.close()
+    assert status_for(errors.Unavailable("x")) == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("exc, code", [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT), (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION)])
+def test_each_domain_error_has_its_status(exc: type[Exception], code: grpc.StatusCode) -> None:
+    assert status_for(exc("m")) == code
+    assert status_for(RuntimeError("boom")) is None  # becomes INTERNAL with a request id
+
+
+def test_point_ids_are_stable_and_tenant_specific() -> None:
+    assert point_id_for("a", "1") == point_id_for("a", "1")
+    assert point_id_for("a", "1") != point_id_for("b", "1")
+
+
+def test_embedded_store_round_trip_under_tenant_filter(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c"))
+    try:
+        store.ensure_collection(4)
+        vec = np.eye(4, dtype=np.float32)
+        a = store.upsert_documents("a", [("1", "t1", "x"), ("2", "t2", "y")], vec[:2])
+        b = store.upsert_documents("b", [("1", "t1", "x")], vec[:1])
+        assert store.tenants() == ["a", "b"]
+        store.write_docids("a", [(a[0], "0-1"), (a[1], "0-2")])
+        store.write_docids("b", [(a[0], "9-9")])  # a's point named under b's filter: must not be touched
+        assert sorted(store.docids_of_tenant("a")) == sorted([(a[0], "0-1"), (a[1], "0-2")])
+        assert store.docids_of_tenant("b") == []
+        assert set(store.hydrate("b", a + b, with_payload=True)) == set(b)
+        hits = store.dense_search("b", vec[0], 10, with_payload=True)
+        assert [h.point_id for h in hits] == b and hits[0].payload["tenant"] == "b"
+    finally:
+        store.close()

@@ -202,10 +202,19 @@ class QdrantStore:
 
     # --- writes --------------------------------------------------------------------------------
     def write_docids(self, tenant: str, assignments: Sequence[tuple[PointId, str]], batch_size: int = 256) -> None:
-        """Store each point's docid in its payload; every operation is scoped by the tenant filter."""
+        """Store each point's docid in its payload.
+
+        Per batch, one tenant-filtered read confirms that every point belongs to ``tenant``; only then are
+        the payloads written by id (a per-point filtered write costs a collection scan each in embedded
+        mode). A point outside the tenant aborts the batch before anything in it is written.
+        """
         for s in range(0, len(assignments), batch_size):
-            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(
-                payload={DOCID_KEY: docid},
-                filter=self.tenant_filter(tenant, models.HasIdCondition(has_id=[pid]))))
-                for pid, docid in assignments[s : s + batch_size]]
+            batch = assignments[s : s + batch_size]
+            ids = [pid for pid, _ in batch]
+            owned = self.hydrate(tenant, ids, with_payload=False)
+            foreign = [pid for pid in ids if pid not in owned]
+            if foreign:
+                raise ValueError(f"{len(foreign)} point(s) are not in tenant '{tenant}', e.g. {foreign[0]}")
+            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload={DOCID_KEY: docid}, points=[pid]))
+                   for pid, docid in batch]
             self._call(self.client.batch_update_points, self.collection, update_operations=ops, wait=True)

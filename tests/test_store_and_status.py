@@ -48,7 +48,8 @@ def test_embedded_store_round_trip_under_tenant_filter(tmp_path) -> None:  # typ
         b = store.upsert_documents("b", [("1", "t1", "x")], vec[:1])
         assert store.tenants() == ["a", "b"]
         store.write_docids("a", [(a[0], "0-1"), (a[1], "0-2")])
-        store.write_docids("b", [(a[0], "9-9")])  # a's point named under b's filter: must not be touched
+        with pytest.raises(ValueError, match="not in tenant 'b'"):
+            store.write_docids("b", [(b[0], "1-1"), (a[0], "9-9")])  # a's point named for b: nothing written
         assert sorted(store.docids_of_tenant("a")) == sorted([(a[0], "0-1"), (a[1], "0-2")])
         assert store.docids_of_tenant("b") == []
         assert set(store.hydrate("b", a + b, with_payload=True)) == set(b)

@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         return _dispatch(args)
     except (FileNotFoundError, ValueError) as exc:

@@ -73,7 +73,8 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
                     resp = client.search(DEMO_TENANT, queries[qid], top_k=5)
                     relevant = set(train_qrels[qid])
                     print(f"\nquery {qid}: {queries[qid]}")
-                    print(f"  relevant docs: {', '.join(sorted(relevant, key=int)[:8])}")
+                    shown = ", ".join(sorted(relevant, key=int)[:8]) + (", ..." if len(relevant) > 8 else "")
+                    print(f"  judged relevant ({len(relevant)}): {shown}")
                     lines = format_hits(resp).splitlines()
                     for line, hit in zip(lines, resp.hits, strict=False):
                         doc = hit.payload.fields["doc_id"].string_value

@@ -10,6 +10,8 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from genret.progress import progress_interval
+
 EMBED_DIM = 384
 
 
@@ -38,7 +40,7 @@ class TextEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts])  # similar lengths per batch: less padding
         starts = range(0, len(texts), batch_size)
-        for s in tqdm(starts, desc="embed", disable=not progress, unit="batch"):
+        for s in tqdm(starts, desc="embed", disable=not progress, mininterval=progress_interval(), unit="batch"):
             idx = order[s : s + batch_size]
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
 from genret.modeling import ModelSpec
+from genret.progress import progress_interval
 
 IGNORE = -100
 
@@ -115,7 +116,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
 
     t0 = time.monotonic()
     step, seen, last_loss, stopped_by = 0, 0, float("nan"), "epochs"
-    bar = tqdm(total=total_steps, desc="train", disable=not cfg.progress, unit="step")
+    bar = tqdm(total=total_steps, desc="train", disable=not cfg.progress, mininterval=progress_interval(),
+               unit="step")
     epoch = 0
     while step < total_steps:
         order = list(range(n))
@@ -163,7 +165,8 @@ def _encode_all(encoder: torch.nn.Module, ids: Sequence[torch.Tensor], device: t
     encoder.eval()
     out: list[torch.Tensor] = [torch.empty(0)] * len(ids)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    for s in tqdm(range(0, len(ids), batch_size), desc="encode", disable=not progress, unit="batch"):
+    batches = range(0, len(ids), batch_size)
+    for s in tqdm(batches, desc="encode", disable=not progress, mininterval=progress_interval(), unit="batch"):
         idx = order[s : s + batch_size]
         input_ids, mask = _pad_ids([ids[i] for i in idx], 0, device)
         hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -206,6 +205,3 @@ class Engine:
                           str(m.model.get("base", "")), m.created_at, m.versions.get("genret", ""),
                           [NamespaceStats(t, ns.counts[t], ns.forest.nodes_in(t)) for t in names])
 
-
-def monotonic_deadline(seconds_left: float | None) -> float | None:
-    return None if seconds_left is None else time.monotonic() + seconds_left

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -100,13 +100,9 @@ class GenRetServicer(pb_grpc.GenRetServicer):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            raise errors.DeadlineExceeded("deadline already passed")
-        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    async def _within_deadline(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(fut, timeout=remaining)
+            return await asyncio.wait_for(work, timeout=context.time_remaining())
         except TimeoutError as exc:
             raise errors.DeadlineExceeded("deadline passed while the request was being served") from exc
 
@@ -129,11 +125,7 @@ class GenRetServicer(pb_grpc.GenRetServicer):
         async def work() -> pb.SearchResponse:
             t0 = time.perf_counter()
             q = self.engine.normalise(query_from_proto(request))
-            remaining = context.time_remaining()
-            try:
-                hits = await asyncio.wait_for(self._batcher.submit(q, self._deadline(context)), timeout=remaining)
-            except TimeoutError as exc:
-                raise errors.DeadlineExceeded("deadline passed while the request was being served") from exc
+            hits = await self._within_deadline(context, self._batcher.submit(q, self._deadline(context)))
             return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
 
         return await self._guard(context, work)
@@ -154,7 +146,8 @@ class GenRetServicer(pb_grpc.GenRetServicer):
                 except errors.GenretError as exc:
                     raise type(exc)(f"requests[{i}]: {exc}") from exc
             deadline = self._deadline(context)
-            results = await self._run(context, lambda: self.engine.search_batch(qs, deadline))
+            run = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.search_batch, qs, deadline)
+            results = await self._within_deadline(context, run)
             took = (time.perf_counter() - t0) * 1e3
             return pb.SearchBatchResponse(responses=[hits_to_proto(h, took) for h in results])
 

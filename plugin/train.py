@@ -146,7 +146,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
             seen += len(idx)
             last_loss = float(loss.detach())
             bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.3f}")
+            bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
         if stopped_by == "time":
             break
         epoch += 1

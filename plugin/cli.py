@@ -185,7 +185,8 @@ def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     from genret.engine import Engine
     from genret.evaluate import evaluate, markdown_table, write_results
 
-    load_queries(args.data), load_qrels(args.data, args.split)  # fail fast on a wrong folder or split
+    load_queries(args.data)  # fail fast on a wrong folder or split, before loading the model
+    load_qrels(args.data, args.split)
     engine = Engine.load(cfg, store)
     results = evaluate(engine, store, args.data, args.split, args.tenant, beams=args.beam_size)
     name = args.name or f"eval-{cfg.collection}-{args.split}"

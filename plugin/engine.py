@@ -151,12 +151,27 @@ class Engine:
             res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
                                           self.config.kernel_backend)
             leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
-            for row, i in enumerate(idx):
-                results[i] = self._generative_hits(queries[i], ns, leaves[row], scores[row])
+            cands = {i: self._candidates(queries[i], ns, leaves[row], scores[row]) for row, i in enumerate(idx)}
+            self._hydrate_into(results, queries, cands)
         return results
 
-    def _generative_hits(self, q: SearchQuery, ns: Namespaces, leaves: list[int],
-                         scores: list[float]) -> list[SearchHit]:
+    def _hydrate_into(self, results: list[list[SearchHit]], queries: Sequence[SearchQuery],
+                      cands: dict[int, list[tuple[str, str, float]]]) -> None:
+        """One tenant-filtered Qdrant read per tenant in the batch; hits whose point is gone are dropped."""
+        by_tenant: dict[str, list[int]] = {}
+        for i in cands:
+            by_tenant.setdefault(queries[i].tenant, []).append(i)
+        for tenant, rows in by_tenant.items():
+            ids = list(dict.fromkeys(pid for i in rows for pid, _, _ in cands[i]))
+            payloads = self.store.hydrate(tenant, ids, any(queries[i].with_payload for i in rows))
+            for i in rows:
+                keep = queries[i].with_payload
+                results[i] = [SearchHit(pid, docid, score, "generative", payloads[pid] if keep else {})
+                              for pid, docid, score in cands[i] if pid in payloads]
+
+    def _candidates(self, q: SearchQuery, ns: Namespaces, leaves: list[int],
+                    scores: list[float]) -> list[tuple[str, str, float]]:
+        """(point id, docid, score) of the query's best leaves, threshold applied, at most top_k."""
         tenant_idx = ns.root(q.tenant)
         cands = []
         for leaf, score in zip(leaves, scores, strict=True):
@@ -168,10 +183,7 @@ class Engine:
             if q.score_threshold is not None and score < q.score_threshold:
                 continue
             cands.append((ns.point_ids[value], ns.docids[value], score))
-        cands = cands[: q.top_k]
-        payloads = self.store.hydrate(q.tenant, [c[0] for c in cands], q.with_payload)
-        return [SearchHit(pid, docid, score, "generative", payloads[pid])
-                for pid, docid, score in cands if pid in payloads]
+        return cands[: q.top_k]
 
     def _dense(self, q: SearchQuery) -> list[SearchHit]:
         if not self.store.has_vectors():

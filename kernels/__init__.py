@@ -1,7 +1,14 @@
-"""Constrained-decoding ops: each as a torch reference (the spec) behind one dispatcher."""
+"""Constrained-decoding ops: Triton kernels and their torch references behind one dispatcher."""
 
 from __future__ import annotations
 
-from genret.kernels.dispatch import BACKENDS, StepResult, trie_beam_step
+from genret.kernels.dispatch import (
+    BACKENDS,
+    SCORING,
+    RowTopK,
+    StepResult,
+    trie_beam_step,
+    trie_beam_step_children,
+)
 
-__all__ = ["BACKENDS", "StepResult", "trie_beam_step"]
+__all__ = ["BACKENDS", "SCORING", "RowTopK", "StepResult", "trie_beam_step", "trie_beam_step_children"]

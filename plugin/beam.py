@@ -1,60 +1,115 @@
 """Beam search constrained to a trie forest: it can only produce docids that exist.
 
-Score of a docid = its sequence log-probability under the model, sum over its tokens (EOS included) of
-log_softmax over the docid vocabulary. A finished beam keeps its score and competes with unfinished ones,
-so with ``beams`` at least the number of docids the search is exhaustive (equals brute-force scoring).
+The loop: encode once (by the caller), then per step one decoder call with the KV cache, one fused
+constrained step (``genret.kernels``), one cache reorder; it stops when every beam has ended.
+
+Scoring modes (``SCORING``):
+* ``vocab``: a docid's score is its sequence log-probability, sum over its tokens (EOS included) of
+  log_softmax over the whole docid vocabulary. Logits are computed for the docid vocabulary only.
+* ``children``: logits only for the children the trie allows at each step, log_softmax over those:
+  the log-probability of the docid given that it exists in the caller's namespace. Nothing the trie
+  forbids is computed.
+A finished beam keeps its score and competes with unfinished ones, so with ``beams`` at least the number
+of docids the search is exhaustive (in ``vocab`` mode it equals brute-force scoring).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from genret.errors import DeadlineExceeded
-from genret.kernels import trie_beam_step
-from genret.modeling import EncodedQueries, Seq2SeqBackend
+from genret.kernels import SCORING, StepResult, trie_beam_step, trie_beam_step_children
+from genret.modeling import DocidHead, EncodedQueries, Seq2SeqBackend
 from genret.trie import DeviceForest
 
 EOS = 1
 PAD = 0
+NEG_INF = float("-inf")
+
+# (features (rows, H), beam scores, nodes, done (rows,)) -> the step's new beams
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], StepResult]
 
 
 @dataclass(frozen=True)
 class BeamResult:
     leaves: torch.Tensor  # (batch, beams) trie leaf node per hypothesis; -1 when none
     scores: torch.Tensor  # (batch, beams) log-probabilities, descending; -inf when none
+    steps: int  # decoder steps run
 
 
-def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, roots: torch.Tensor,
-                            forest: DeviceForest, beams: int, deadline: float | None = None,
-                            kernel_backend: str = "auto") -> BeamResult:
-    """Decode each query (row of ``enc``) from its own root in the forest (rows may mix tenants)."""
-    batch = roots.shape[0]
+def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, start_nodes: torch.Tensor, beams: int,
+            max_steps: int, step_fn: StepFn, deadline: float | None) -> BeamResult:
+    batch = start_nodes.shape[0]
     device = backend.device
     rows = batch * beams
-    nodes = roots.to(device).repeat_interleave(beams)  # (rows,)
-    scores = torch.full((batch, beams), float("-inf"), device=device)
+    nodes = start_nodes.to(device).long().repeat_interleave(beams)  # (rows,)
+    scores = torch.full((batch, beams), NEG_INF, device=device)
     scores[:, 0] = 0.0
     scores = scores.view(rows)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     state = backend.start(enc, beams)
     tokens: torch.Tensor | None = None
     base = (torch.arange(batch, device=device) * beams).unsqueeze(1)  # (batch, 1)
-    for _ in range(forest.max_depth):
+    steps = 0
+    for steps in range(1, max_steps + 1):  # noqa: B007
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded("deadline passed during decoding")
-        logits = backend.step(state, tokens)  # (rows, V)
-        res = trie_beam_step(logits, scores, nodes, done, forest.row_ptr, forest.child_token,
-                             forest.child_node, forest.live, beams, beams, backend=kernel_backend)
+        features = backend.step(state, tokens)  # (rows, H)
+        res = step_fn(features, scores, nodes, done)
         backend.reorder(state, (base + res.parents).view(rows))
         scores, nodes, tokens = res.scores.view(rows), res.nodes.view(rows), res.tokens.view(rows)
-        done = (tokens == PAD) | (tokens == EOS) | (scores == float("-inf"))
+        done = (tokens == PAD) | (tokens == EOS) | (scores == NEG_INF)
         if bool(done.all()):
             break
-    finished = (tokens == EOS) | (tokens == PAD) if tokens is not None else done
-    valid = finished & (scores > float("-inf"))
-    leaves = torch.where(valid, nodes, torch.full_like(nodes, -1)).view(batch, beams)
-    scores = torch.where(valid, scores, torch.full_like(scores, float("-inf"))).view(batch, beams)
-    return BeamResult(leaves, scores)
+    valid = done & (scores > NEG_INF)
+    leaves = torch.where(valid, nodes, -1).view(batch, beams)
+    return BeamResult(leaves, torch.where(valid, scores, NEG_INF).view(batch, beams), steps)
+
+
+def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, roots: torch.Tensor,
+                            forest: DeviceForest, beams: int, deadline: float | None = None,
+                            kernel_backend: str = "auto", scoring: str = "vocab") -> BeamResult:
+    """Decode each query (row of ``enc``) from its own root in the forest (rows may mix tenants)."""
+    if scoring not in SCORING:
+        raise ValueError(f"unknown scoring mode {scoring!r}; valid: {', '.join(SCORING)}")
+    head = backend.head
+    f = forest
+
+    def step(features: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor) -> StepResult:
+        if scoring == "children":
+            return trie_beam_step_children(features, head.weight, head.bias, scores, nodes, done, f.row_ptr,
+                                           f.child_token, f.live, f.num_roots, f.max_children, beams, beams,
+                                           backend=kernel_backend)
+        return trie_beam_step(head.logits(features), scores, nodes, done, f.row_ptr, f.child_token, f.live,
+                              f.num_roots, f.max_children, beams, beams, backend=kernel_backend)
+
+    return _decode(backend, enc, roots, beams, forest.max_depth, step, deadline)
+
+
+def free_step(head: DocidHead, features: torch.Tensor, scores: torch.Tensor, done: torch.Tensor,
+              beams: int) -> StepResult:
+    """An unconstrained beam step over the docid vocabulary (the baseline that measures the trie's cost)."""
+    logp = torch.log_softmax(head.logits(features).float(), dim=-1)  # (rows, V)
+    vocab = logp.shape[1]
+    cand = scores[:, None] + logp
+    cand = torch.where(done[:, None], NEG_INF, cand)
+    cand[:, PAD] = torch.where(done & (scores > NEG_INF), scores, cand[:, PAD])
+    top = cand.view(-1, beams * vocab).topk(beams, dim=1)
+    tokens = top.indices % vocab
+    return StepResult(top.values, tokens, torch.zeros_like(tokens), top.indices // vocab)
+
+
+def unconstrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, beams: int,
+                              max_steps: int) -> BeamResult:
+    """The same loop with no trie (any token sequence): what the constraint is measured against."""
+    head = backend.head
+    batch = enc.hidden.shape[0]
+
+    def step(features: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor) -> StepResult:
+        return free_step(head, features, scores, done, beams)
+
+    return _decode(backend, enc, torch.zeros(batch, dtype=torch.long), beams, max_steps, step, None)

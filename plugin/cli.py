@@ -23,6 +23,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--title-key", help="payload field with the title (default title)")
     g.add_argument("--index-dir", help="index directory (default genret-data/index)")
     g.add_argument("--device", help="auto, cpu or cuda[:n]")
+    g.add_argument("--kernel-backend", choices=["auto", "triton", "torch"], help="constrained-decoding kernels")
+    g.add_argument("--scoring", choices=["vocab", "children"],
+                   help="vocab: log-softmax over all docid tokens; children: only over the trie's allowed ones")
     g.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, **extra: Any) -> Config:
     keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key",
-            "index_dir", "device", "host", "port")
+            "index_dir", "device", "kernel_backend", "scoring", "host", "port")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)

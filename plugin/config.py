@@ -40,7 +40,8 @@ class Config:
     max_batch: int = 256
     default_top_k: int = 10
     default_beam: int = 20
-    kernel_backend: str = "auto"
+    kernel_backend: str = "auto"  # auto | triton | torch
+    scoring: str = "vocab"  # vocab | children (see genret.beam)
 
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with secrets replaced, for logging."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import torch
 
 from genret.beam import constrained_beam_search
@@ -21,6 +22,7 @@ from genret.devices import resolve_device
 from genret.docids import DocidCodec
 from genret.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from genret.index_dir import MODEL_DIR, Manifest, read_manifest
+from genret.kernels import BACKENDS, SCORING
 from genret.modeling import HFSeq2SeqBackend, Seq2SeqBackend, load_trained
 from genret.namespaces import Namespaces, load_namespaces
 from genret.store import QdrantStore
@@ -76,6 +78,10 @@ class IndexStats:
 class Engine:
     def __init__(self, config: Config, store: QdrantStore, backend: Seq2SeqBackend, codec: DocidCodec,
                  namespaces: Namespaces, manifest: Manifest) -> None:
+        if config.kernel_backend not in BACKENDS:
+            raise ValueError(f"kernel_backend must be one of {', '.join(BACKENDS)}, got {config.kernel_backend!r}")
+        if config.scoring not in SCORING:
+            raise ValueError(f"scoring must be one of {', '.join(SCORING)}, got {config.scoring!r}")
         self.config = config
         self.store = store
         self.backend = backend
@@ -149,7 +155,7 @@ class Engine:
             enc = self.backend.encode([queries[i].text for i in idx])
             roots = torch.tensor([ns.root(queries[i].tenant) for i in idx], dtype=torch.long)
             res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
-                                          self.config.kernel_backend)
+                                          self.config.kernel_backend, self.config.scoring)
             leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
             cands = {i: self._candidates(queries[i], ns, leaves[row], scores[row]) for row, i in enumerate(idx)}
             self._hydrate_into(results, queries, cands)
@@ -174,10 +180,10 @@ class Engine:
         """(point id, docid, score) of the query's best leaves, threshold applied, at most top_k."""
         tenant_idx = ns.root(q.tenant)
         cands = []
-        for leaf, score in zip(leaves, scores, strict=True):
-            if leaf < 0 or not math.isfinite(score):
+        ranks = ns.forest.leaf_rank(np.asarray(leaves, dtype=np.int64)).tolist()
+        for value, score in zip(ranks, scores, strict=True):
+            if value < 0 or not math.isfinite(score):
                 continue
-            value = int(ns.forest.leaf_value[leaf])
             if int(ns.tenant_of[value]) != tenant_idx:  # cannot happen when decoding from the root
                 raise RuntimeError("decoded a docid outside the caller's namespace")
             if q.score_threshold is not None and score < q.score_threshold:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,28 @@ class DecodeState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DocidHead:
+    """The output layer restricted to the docid vocabulary: logits = features @ weight.T + bias."""
+
+    weight: torch.Tensor  # (V, hidden)
+    bias: torch.Tensor | None  # (V,)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        out = features @ self.weight.T  # (rows, V)
+        return out + self.bias if self.bias is not None else out
+
+
 class Seq2SeqBackend(ABC):
-    """What beam search needs from a model: encode once, then one decoder step at a time."""
+    """What beam search needs from a model: encode once, then one decoder step at a time.
+
+    ``step`` returns the decoder's output features (the output layer's input); ``head`` turns them into
+    docid-vocabulary logits, so a caller can compute logits for every docid token or only some.
+    """
 
     docid_vocab: int
     device: torch.device
+    head: DocidHead
 
     @abstractmethod
     def encode(self, texts: Sequence[str]) -> EncodedQueries: ...
@@ -122,11 +140,37 @@ class Seq2SeqBackend(ABC):
 
     @abstractmethod
     def step(self, state: DecodeState, tokens: torch.Tensor | None) -> torch.Tensor:
-        """Feed docid tokens (rows,) (None: the start token); return docid-vocab logits (rows, V)."""
+        """Feed docid tokens (rows,) (None: the start token); return output features (rows, hidden)."""
 
     @abstractmethod
     def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
         """Make row r of the state what row index[r] was (beam selection)."""
+
+
+def _output_slot(model: PreTrainedModel) -> tuple[torch.nn.Module, str, torch.nn.Module]:
+    """(parent module, attribute name, module) of the model's output layer."""
+    out = model.get_output_embeddings()
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is out:
+                return parent, name, child
+    raise ValueError(f"{type(model).__name__} has no output embedding layer")
+
+
+@contextmanager
+def _features_out(model: PreTrainedModel, parent: torch.nn.Module, name: str,
+                  layer: torch.nn.Module) -> Iterator[None]:
+    """The model's forward returns the output layer's input instead of its output, for one call."""
+    setattr(parent, name, torch.nn.Identity())
+    final_bias = getattr(model, "final_logits_bias", None)  # BART-style bias added after the output layer
+    if isinstance(final_bias, torch.Tensor):
+        setattr(model, "final_logits_bias", torch.zeros(1, 1, device=final_bias.device))  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(parent, name, layer)
+        if isinstance(final_bias, torch.Tensor):
+            setattr(model, "final_logits_bias", final_bias)  # noqa: B010
 
 
 class HFSeq2SeqBackend(Seq2SeqBackend):
@@ -144,6 +188,17 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
         # transformers 5.x names the KV cache argument ``cache``; 4.x calls it ``past_key_values``.
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._slot = _output_slot(self.model)
+        layer_weight: torch.Tensor = self._slot[2].weight  # type: ignore[assignment]
+        layer_bias: torch.Tensor | None = getattr(self._slot[2], "bias", None)
+        with torch.no_grad():
+            weight = layer_weight.index_select(0, self.token_map).detach().clone()
+            bias = layer_bias.index_select(0, self.token_map).detach().clone() if layer_bias is not None else None
+            final = getattr(self.model, "final_logits_bias", None)
+            if isinstance(final, torch.Tensor):
+                extra = final.reshape(-1).index_select(0, self.token_map)
+                bias = extra if bias is None else bias + extra
+        self.head = DocidHead(weight, bias)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> EncodedQueries:
@@ -162,15 +217,20 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
             ids = torch.full((rows, 1), self.spec.start_token, dtype=torch.long, device=self.device)
         else:
             ids = self.token_map[tokens.clamp(min=0)].unsqueeze(1)  # (rows, 1)
-        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=state.hidden),
-                         attention_mask=state.mask, decoder_input_ids=ids, use_cache=True,
-                         **{self._cache_arg: state.past})
+        with _features_out(self.model, *self._slot):
+            out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=state.hidden),
+                             attention_mask=state.mask, decoder_input_ids=ids, use_cache=True,
+                             **{self._cache_arg: state.past})
         state.past = getattr(out, self._cache_arg)
-        return out.logits[:, -1, :].index_select(1, self.token_map)  # (rows, V)
+        return out.logits[:, -1, :]  # (rows, hidden): the output layer's input
 
     def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
-        if state.past is not None:
-            state.past.reorder_cache(index)
+        """Beams only move within their query, whose cross-attention keys and values are the same for
+        every beam: only the self-attention cache needs reordering."""
+        if state.past is None:
+            return
+        self_cache = getattr(state.past, "self_attention_cache", None)
+        (self_cache if self_cache is not None else state.past).reorder_cache(index)
 
 
 def build_tiny_model(docid_vocab: int, hidden: int = 64, layers: int = 2, max_docid_len: int = 32,

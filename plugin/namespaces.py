@@ -14,12 +14,12 @@ from genret.trie import TrieForest, build_forest
 
 @dataclass(frozen=True)
 class Namespaces:
-    """An immutable snapshot: forest + per-leaf point ids and docid strings."""
+    """An immutable snapshot: forest + per-leaf point ids and docid strings, indexed by leaf rank."""
 
     forest: TrieForest
-    point_ids: tuple[PointId, ...]  # indexed by leaf_value
+    point_ids: tuple[PointId, ...]  # indexed by forest.leaf_rank(leaf)
     docids: tuple[str, ...]
-    tenant_of: np.ndarray  # (values,) tenant index of each leaf value
+    tenant_of: np.ndarray  # (leaves,) tenant index of each leaf
     counts: Mapping[str, int]
 
     def has(self, tenant: str) -> bool:
@@ -42,8 +42,8 @@ def build_namespaces(codec: DocidCodec, entries: Mapping[str, Sequence[tuple[Poi
             tenant_idx.append(t)
     tokens = codec.encode_many(docids) if docids else np.zeros((0, codec.max_length + 1), dtype=np.int64)
     tenant_arr = np.asarray(tenant_idx, dtype=np.int64)
-    forest = build_forest(tenants, tenant_arr, tokens)
-    return Namespaces(forest, tuple(pids), tuple(docids), tenant_arr,
+    forest, rows = build_forest(tenants, tenant_arr, tokens)
+    return Namespaces(forest, tuple(pids[i] for i in rows), tuple(docids[i] for i in rows), tenant_arr[rows],
                       {t: len(entries[t]) for t in tenants})
 
 

@@ -2,12 +2,17 @@
 
 Nodes are numbered depth-major: the tenant roots first (node ``t`` is tenant ``t``'s root), then all
 depth-1 nodes, and so on; inside a depth, nodes are in lexicographic order of their prefixes. So the
-children of a node are one contiguous run of edges, sorted by token:
+children of a node are one contiguous run of edges, sorted by token, and edge ``e`` leads to node
+``num_roots + e`` (child node ids are implicit, nothing stores them):
 
-    edges of node n:   row_ptr[n] .. row_ptr[n+1]
-    edge e:            child_token[e] (a docid token), child_node[e] (the node it leads to)
-    live[n]:           live docids below n (0 means the subtree is deleted: never decoded)
-    leaf_value[n]:     for a leaf (the node after EOS) the row of its docid in ``values``; else -1
+    edges of node n:   row_ptr[n] .. row_ptr[n+1]                 int32
+    edge e:            child_token[e] (a docid token)             int16 when the vocabulary fits, else int32
+                       leads to node num_roots + e
+    live[n]:           live docids below n (0: the subtree is deleted, never decoded)    int32
+
+A leaf is the node reached by EOS. Leaves are numbered by rank (their order by node id); a bitmap with
+per-word counts maps a leaf node to its rank in O(1), and ``build_forest`` returns which input row each
+rank stands for. The device holds only ``row_ptr``, ``child_token`` and ``live``.
 
 A forest is immutable. Changes build a new forest, which readers pick up by swapping one reference:
 a search in flight sees the old forest or the new one, never a mix.
@@ -27,17 +32,25 @@ from genret.docids import EOS, PAD
 @dataclass(frozen=True)
 class TrieForest:
     tenants: tuple[str, ...]
-    row_ptr: np.ndarray  # (nodes + 1,) int64
-    child_token: np.ndarray  # (edges,) int64
-    child_node: np.ndarray  # (edges,) int64
-    live: np.ndarray  # (nodes,) int64
-    leaf_value: np.ndarray  # (nodes,) int64, -1 for inner nodes
-    node_depth: np.ndarray  # (nodes,) int64
+    row_ptr: np.ndarray  # (nodes + 1,) int32
+    child_token: np.ndarray  # (edges,) int16 | int32, edges = nodes - num_roots
+    live: np.ndarray  # (nodes,) int32
+    leaf_words: np.ndarray  # (ceil(nodes / 64),) uint64 bitmap of leaves
+    leaf_base: np.ndarray  # (words,) int64 leaves before each word
     max_depth: int  # tokens on the longest path, EOS included
+    max_children: int
+
+    @property
+    def num_roots(self) -> int:
+        return len(self.tenants)
 
     @property
     def num_nodes(self) -> int:
         return int(self.row_ptr.shape[0] - 1)
+
+    @property
+    def num_leaves(self) -> int:
+        return int(self.leaf_base[-1] + np.bitwise_count(self.leaf_words[-1])) if len(self.leaf_words) else 0
 
     def root_of(self, tenant: str) -> int:
         return self.tenants.index(tenant)
@@ -45,8 +58,9 @@ class TrieForest:
     def children(self, node: int) -> tuple[np.ndarray, np.ndarray]:
         """(tokens, nodes) of the live children of ``node``."""
         lo, hi = int(self.row_ptr[node]), int(self.row_ptr[node + 1])
-        keep = self.live[self.child_node[lo:hi]] > 0
-        return self.child_token[lo:hi][keep], self.child_node[lo:hi][keep]
+        nodes = np.arange(lo, hi, dtype=np.int64) + self.num_roots
+        keep = self.live[nodes] > 0
+        return self.child_token[lo:hi][keep].astype(np.int64), nodes[keep]
 
     def walk(self, tenant: str, tokens: Sequence[int]) -> int:
         """The leaf reached by ``tokens`` + EOS from the tenant's root, or -1 if the docid is absent."""
@@ -56,30 +70,46 @@ class TrieForest:
             pos = lo + int(np.searchsorted(self.child_token[lo:hi], tok))
             if pos >= hi or self.child_token[pos] != tok:
                 return -1
-            node = int(self.child_node[pos])
+            node = pos + self.num_roots
         return node if self.live[node] > 0 else -1
 
+    def leaf_rank(self, nodes: np.ndarray) -> np.ndarray:
+        """Rank of each leaf node (index into the rows ``build_forest`` returned); -1 for other nodes."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        ok = (nodes >= 0) & (nodes < self.num_nodes)
+        safe = np.where(ok, nodes, 0)
+        word, bit = safe >> 6, (safe & 63).astype(np.uint64)
+        words = self.leaf_words[word]
+        is_leaf = ok & (((words >> bit) & np.uint64(1)) == 1)
+        below = words & ((np.uint64(1) << bit) - np.uint64(1))
+        rank = self.leaf_base[word] + np.bitwise_count(below).astype(np.int64)
+        return np.where(is_leaf, rank, -1)
+
     def nodes_in(self, tenant: str) -> int:
-        """Nodes of one tenant's subtree, root included."""
-        root = self.root_of(tenant)
-        count, frontier = 1, np.array([root])
-        while len(frontier):
-            lo, hi = self.row_ptr[frontier], self.row_ptr[frontier + 1]
-            frontier = np.concatenate([self.child_node[a:b] for a, b in zip(lo, hi, strict=True)])
-            count += len(frontier)
-        return count
+        """Nodes of one tenant's subtree, root included: each depth's nodes form one contiguous range."""
+        lo = hi = self.root_of(tenant)  # nodes lo..hi (inclusive) at the current depth
+        count = 1
+        while True:
+            first, last = int(self.row_ptr[lo]), int(self.row_ptr[hi + 1])  # edges of the range
+            if first >= last:
+                return count
+            count += last - first
+            lo, hi = first + self.num_roots, last - 1 + self.num_roots
+
+    def device_nbytes(self) -> int:
+        return int(self.row_ptr.nbytes + self.child_token.nbytes + self.live.nbytes)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.row_ptr, self.child_token, self.child_node, self.live,
-                                      self.leaf_value, self.node_depth))
+        return self.device_nbytes() + int(self.leaf_words.nbytes + self.leaf_base.nbytes)
 
     def to_device(self, device: torch.device) -> DeviceForest:
         return DeviceForest(
             row_ptr=torch.from_numpy(self.row_ptr).to(device),
             child_token=torch.from_numpy(self.child_token).to(device),
-            child_node=torch.from_numpy(self.child_node).to(device),
             live=torch.from_numpy(self.live).to(device),
+            num_roots=self.num_roots,
             max_depth=self.max_depth,
+            max_children=self.max_children,
         )
 
 
@@ -87,83 +117,103 @@ class TrieForest:
 class DeviceForest:
     """The arrays the decoding kernels read, as tensors on the decoding device."""
 
-    row_ptr: torch.Tensor
-    child_token: torch.Tensor
-    child_node: torch.Tensor
-    live: torch.Tensor
+    row_ptr: torch.Tensor  # (nodes + 1,) int32
+    child_token: torch.Tensor  # (edges,) int16 | int32
+    live: torch.Tensor  # (nodes,) int32
+    num_roots: int
     max_depth: int
+    max_children: int
+
+
+def _lex_order(tenant_of_row: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Row order by (tenant, tokens...) lexicographically; tokens are packed into as few sort keys as fit."""
+    n, width = tokens.shape
+    bits = max(1, int(tokens.max()).bit_length()) if n else 1
+    per_key = max(1, 63 // bits)
+    keys = []
+    for lo in range(0, width, per_key):
+        key = np.zeros(n, dtype=np.int64)
+        for j in range(lo, min(width, lo + per_key)):
+            key = (key << bits) | tokens[:, j]
+        keys.append(key)
+    return np.lexsort([*reversed(keys), tenant_of_row])  # np.lexsort sorts by its last key first
 
 
 def build_forest(tenants: Sequence[str], tenant_of_row: np.ndarray, tokens: np.ndarray,
-                 values: np.ndarray | None = None, alive: np.ndarray | None = None) -> TrieForest:
-    """Build the forest from EOS-terminated, PAD-padded token rows.
+                 alive: np.ndarray | None = None) -> tuple[TrieForest, np.ndarray]:
+    """Build the forest from EOS-terminated, PAD-padded token rows; return it and the row of each leaf rank.
 
     tenant_of_row: (n,) index into ``tenants``; tokens: (n, L) with each row ``codes.. EOS PAD..``;
-    values: (n,) what each leaf stands for (default: the row index); alive: (n,) bool, dead rows stay
-    in the structure but count as deleted.
+    alive: (n,) bool, dead rows stay in the structure but count as deleted.
     """
+    tokens = np.asarray(tokens, dtype=np.int64)
     n, width = tokens.shape if tokens.ndim == 2 else (0, 0)
     num_roots = len(tenants)
     tenant_of_row = np.asarray(tenant_of_row, dtype=np.int64)
-    values = np.arange(n, dtype=np.int64) if values is None else np.asarray(values, dtype=np.int64)
     alive = np.ones(n, dtype=bool) if alive is None else np.asarray(alive, dtype=bool)
     if n:
-        has_eos = (tokens == EOS).any(axis=1)
-        if not has_eos.all():
+        if not (tokens == EOS).any(axis=1).all():
             raise ValueError("every docid row must end with EOS")
         if ((tenant_of_row < 0) | (tenant_of_row >= num_roots)).any():
             raise ValueError("tenant index out of range")
+        if tokens.min() < 0:
+            raise ValueError("docid tokens must be non-negative")
 
-    # Sort rows by (tenant, tokens...) lexicographically; np.lexsort sorts by its last key first.
-    order = np.lexsort([tokens[:, j] for j in range(width - 1, -1, -1)] + [tenant_of_row]) if n else \
-        np.zeros(0, dtype=np.int64)
-    toks, ten = tokens[order], tenant_of_row[order]
-    vals, alv = values[order], alive[order]
+    order = _lex_order(tenant_of_row, tokens) if n else np.zeros(0, dtype=np.int64)
+    toks, ten, alv = tokens[order], tenant_of_row[order], alive[order]
     valid = toks != PAD  # (n, L): row has a node at depth j+1
-    # differs[i, j]: row i's prefix of length j+1 (with tenant) differs from row i-1's.
-    same_tok = np.zeros_like(valid)
+    same = np.zeros((n, width + 1), dtype=bool)  # column 0: same tenant as the previous row
     if n > 1:
-        same_tok[1:] = toks[1:] == toks[:-1]
-    same_ten = np.zeros(n, dtype=bool)
-    if n > 1:
-        same_ten[1:] = ten[1:] == ten[:-1]
-    prefix_same = np.logical_and.accumulate(same_tok, axis=1) & same_ten[:, None]
+        same[1:, 0] = ten[1:] == ten[:-1]
+        same[1:, 1:] = toks[1:] == toks[:-1]
+    prefix_same = np.logical_and.accumulate(same, axis=1)[:, 1:]
     is_new = valid & ~prefix_same  # (n, L) a new node at depth j+1 starts at row i
 
     node_at = np.full((n, width), -1, dtype=np.int64)  # node id at depth j+1 of row i
+    parent_parts, token_parts = [], []
     next_id = num_roots
     for j in range(width):
         starts = is_new[:, j]
         ids = np.cumsum(starts) - 1 + next_id
         node_at[:, j] = np.where(valid[:, j], ids, -1)
         next_id += int(starts.sum())
+        rows = np.flatnonzero(starts)
+        parent_parts.append(ten[rows] if j == 0 else node_at[rows, j - 1])
+        token_parts.append(toks[rows, j])
     num_nodes = next_id
-    if n and len(np.unique(node_at[np.arange(n), (valid.sum(1) - 1)])) != n:
+    last = valid.sum(1) - 1
+    leaf_node = node_at[np.arange(n), last]
+    if n and prefix_same[:, -1].any():  # a row equal to the previous one, tenant included
         raise ValueError("docids are not unique inside their namespace")
 
-    parent = np.full(num_nodes, -1, dtype=np.int64)
-    token = np.full(num_nodes, PAD, dtype=np.int64)
-    depth = np.zeros(num_nodes, dtype=np.int64)
-    for j in range(width):
-        rows = np.nonzero(is_new[:, j])[0]
-        nodes = node_at[rows, j]
-        parent[nodes] = ten[rows] if j == 0 else node_at[rows, j - 1]
-        token[nodes] = toks[rows, j]
-        depth[nodes] = j + 1
-    counts = np.bincount(parent[num_roots:], minlength=num_nodes) if num_nodes > num_roots else \
-        np.zeros(num_nodes, dtype=np.int64)
+    parent = np.concatenate(parent_parts) if parent_parts else np.zeros(0, dtype=np.int64)
+    child_token = np.concatenate(token_parts) if token_parts else np.zeros(0, dtype=np.int64)
+    counts = np.bincount(parent, minlength=num_nodes)
     row_ptr = np.zeros(num_nodes + 1, dtype=np.int64)
     np.cumsum(counts, out=row_ptr[1:])
+    if row_ptr[-1] >= 2**31:
+        raise ValueError("trie forest exceeds 2^31 edges")
 
-    live = np.zeros(num_nodes, dtype=np.int64)
-    if n:
-        live_rows = np.repeat(alv[:, None], width, axis=1) & valid
-        np.add.at(live, node_at[live_rows], 1)
-        np.add.at(live, ten[alv], 1)
-    leaf_value = np.full(num_nodes, -1, dtype=np.int64)
-    if n:
-        last = valid.sum(1) - 1
-        leaf_value[node_at[np.arange(n), last]] = vals
-    max_depth = int(valid.sum(1).max()) if n else 0
-    return TrieForest(tuple(tenants), row_ptr, token[num_roots:].copy(),
-                      np.arange(num_roots, num_nodes, dtype=np.int64), live, leaf_value, depth, max_depth)
+    on_live_path = valid & alv[:, None]
+    live = np.bincount(node_at[on_live_path], minlength=num_nodes)
+    live[:num_roots] += np.bincount(ten[alv], minlength=num_roots)
+
+    is_leaf = np.zeros(-(-num_nodes // 64) * 64, dtype=bool)
+    is_leaf[leaf_node] = True
+    leaf_words = np.packbits(is_leaf, bitorder="little").view(np.uint64)
+    per_word = np.bitwise_count(leaf_words).astype(np.int64)
+    leaf_base = np.cumsum(per_word) - per_word
+    leaf_rows = order[np.argsort(leaf_node, kind="stable")]
+
+    token_dtype = np.int16 if child_token.size == 0 or child_token.max() < 2**15 else np.int32
+    forest = TrieForest(
+        tenants=tuple(tenants),
+        row_ptr=row_ptr.astype(np.int32),
+        child_token=child_token.astype(token_dtype),
+        live=live.astype(np.int32),
+        leaf_words=leaf_words,
+        leaf_base=leaf_base,
+        max_depth=int(valid.sum(1).max()) if n else 0,
+        max_children=int(counts.max()) if num_nodes else 0,
+    )
+    return forest, leaf_rows

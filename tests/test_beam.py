@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from genret.beam import constrained_beam_search
+from genret.beam import constrained_beam_search, unconstrained_beam_search
 from genret.docids import SemanticCodec, assign_semantic
 from genret.modeling import HFSeq2SeqBackend, build_tiny_model
 from genret.train import sequence_loss
@@ -34,13 +37,13 @@ def brute_force(model, tok, spec, codec, docids, query):  # type: ignore[no-unty
 
 def test_exhaustive_beam_equals_brute_force() -> None:
     docids, codec, backend, model, tok, spec = make_case(40, 4, seed=1)
-    forest = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
+    forest, order = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
     enc = backend.encode(QUERIES)
     res = constrained_beam_search(backend, enc, torch.zeros(len(QUERIES), dtype=torch.long),
                                   forest.to_device(torch.device("cpu")), beams=len(docids))
     for q, query in enumerate(QUERIES):
         ref = brute_force(model, tok, spec, codec, docids, query)
-        got_docs = [int(forest.leaf_value[n]) for n in res.leaves[q].tolist()]
+        got_docs = order[forest.leaf_rank(res.leaves[q].numpy())].tolist()
         assert sorted(got_docs) == list(range(len(docids)))  # every docid, each once
         np.testing.assert_allclose(res.scores[q].numpy(), np.sort(ref)[::-1], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(res.scores[q].numpy(), ref[got_docs], rtol=1e-4, atol=1e-4)
@@ -49,7 +52,7 @@ def test_exhaustive_beam_equals_brute_force() -> None:
 def test_narrow_beam_returns_only_existing_docids_of_the_right_tenant() -> None:
     docids, codec, backend, *_ = make_case(30, 3, seed=2)
     tenant_of = np.array([i % 2 for i in range(len(docids))])
-    forest = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
+    forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
     enc = backend.encode(QUERIES[:2])
     res = constrained_beam_search(backend, enc, torch.tensor([0, 1]), forest.to_device(torch.device("cpu")),
                                   beams=5)
@@ -58,15 +61,76 @@ def test_narrow_beam_returns_only_existing_docids_of_the_right_tenant() -> None:
         assert scores == sorted(scores, reverse=True)
         for leaf in res.leaves[q].tolist():
             assert leaf >= 0
-            assert tenant_of[forest.leaf_value[leaf]] == tenant
+            assert tenant_of[order[forest.leaf_rank(np.array([leaf]))[0]]] == tenant
 
 
 def test_tenant_with_fewer_docids_than_beams_pads_with_empty() -> None:
     docids, codec, backend, *_ = make_case(6, 3, seed=3)
     tenant_of = np.array([0] * 5 + [1])
-    forest = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
+    forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
     enc = backend.encode(QUERIES[:1])
     res = constrained_beam_search(backend, enc, torch.tensor([1]), forest.to_device(torch.device("cpu")),
                                   beams=4)
-    assert res.leaves[0, 0] >= 0 and forest.leaf_value[int(res.leaves[0, 0])] == 5
+    assert res.leaves[0, 0] >= 0 and order[forest.leaf_rank(res.leaves[0, :1].numpy())[0]] == 5
     assert (res.leaves[0, 1:] == -1).all() and torch.isinf(res.scores[0, 1:]).all()
+
+
+def test_children_scoring_is_a_distribution_over_the_namespace() -> None:
+    """Renormalised over the allowed children at every step, exhaustive scores sum to probability 1."""
+    docids, codec, backend, *_ = make_case(30, 3, seed=4)
+    forest, _ = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
+    res = constrained_beam_search(backend, backend.encode(QUERIES), torch.zeros(len(QUERIES), dtype=torch.long),
+                                  forest.to_device(torch.device("cpu")), beams=len(docids), scoring="children")
+    assert (res.leaves >= 0).all()
+    np.testing.assert_allclose(res.scores.exp().sum(1).numpy(), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", ["vocab", "children"])
+def test_triton_loop_equals_torch_loop(scoring: str) -> None:
+    docids, codec, backend, *_ = make_case(50, 4, seed=5)
+    tenant_of = np.array([i % 3 for i in range(len(docids))])
+    forest, _ = build_forest(["a", "b", "c"], tenant_of, codec.encode_many(docids))
+    d = forest.to_device(torch.device("cpu"))
+    enc = backend.encode(QUERIES)
+    roots = torch.tensor([0, 2, 1])  # one batch, three tenants
+    a = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="torch", scoring=scoring)
+    b = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="triton", scoring=scoring)
+    assert torch.equal(a.leaves, b.leaves)
+    np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_unconstrained_loop_runs_the_same_steps() -> None:
+    docids, codec, backend, *_ = make_case(20, 3, seed=6)
+    res = unconstrained_beam_search(backend, backend.encode(QUERIES), beams=4, max_steps=codec.max_length + 1)
+    assert res.steps <= codec.max_length + 1
+    assert (res.scores[:, 1:] <= res.scores[:, :-1]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), tenants=st.integers(1, 3), n=st.integers(1, 40), beams=st.integers(1, 8),
+       dead=st.floats(0.0, 0.9), scoring=st.sampled_from(["vocab", "children"]),
+       kernel=st.sampled_from(["torch", "triton"]))
+def test_every_decoded_docid_exists_in_its_tenants_namespace(seed: int, tenants: int, n: int, beams: int,
+                                                              dead: float, scoring: str, kernel: str) -> None:
+    rng = np.random.default_rng(seed)
+    docids = [d for d in CASE_DOCIDS if rng.random() < 0.9][:n] or CASE_DOCIDS[:1]
+    tenant_of = rng.integers(0, tenants, len(docids))
+    alive = rng.random(len(docids)) >= dead
+    names = [f"t{i}" for i in range(tenants)]
+    forest, order = build_forest(names, tenant_of, CASE_CODEC.encode_many(docids), alive=alive)
+    roots = torch.as_tensor(rng.integers(0, tenants, 2))
+    res = constrained_beam_search(CASE_BACKEND, CASE_BACKEND.encode(QUERIES[:2]), roots,
+                                  forest.to_device(torch.device("cpu")), beams, kernel_backend=kernel,
+                                  scoring=scoring)
+    for q in range(2):
+        found = [int(x) for x in res.leaves[q] if x >= 0]
+        rows = order[forest.leaf_rank(np.array(found, dtype=np.int64))] if found else np.zeros(0, dtype=np.int64)
+        assert (forest.leaf_rank(np.array(found, dtype=np.int64)) >= 0).all()
+        for row in rows:
+            assert alive[row] and tenant_of[row] == int(roots[q])
+            assert forest.walk(names[int(roots[q])], [t for t in CASE_CODEC.encode(docids[row]) if t > 1]) >= 0
+        expected = min(beams, int((alive & (tenant_of == int(roots[q]))).sum()))
+        assert len(found) == expected and len(set(found)) == len(found)
+
+
+CASE_DOCIDS, CASE_CODEC, CASE_BACKEND, *_ = make_case(40, 3, seed=9)

@@ -31,9 +31,9 @@ def test_local_t5_checkpoint_learns_docids(tmp_path: Path, minilm_tokenizer) -> 
     train(model, tok, spec, texts * 8, rows * 8, TrainConfig(epochs=40, batch_size=8, encoder_lr=1e-2,
                                                                decoder_lr=1e-2, progress=False),
           torch.device("cpu"))
-    forest = build_forest(["t"], np.zeros(4, dtype=np.int64), labels)
+    forest, order = build_forest(["t"], np.zeros(4, dtype=np.int64), labels)
     backend = HFSeq2SeqBackend(model, tok, spec, torch.device("cpu"))
     res = constrained_beam_search(backend, backend.encode(texts), torch.zeros(4, dtype=torch.long),
                                   forest.to_device(torch.device("cpu")), beams=2)
-    top = [int(forest.leaf_value[int(n)]) for n in res.leaves[:, 0]]
+    top = order[forest.leaf_rank(res.leaves[:, 0].numpy())].tolist()
     assert top == [0, 1, 2, 3]

@@ -13,7 +13,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +103,10 @@ class EncodedQueries:
 
 @dataclass
 class DecodeState:
-    hidden: torch.Tensor  # (batch*beams, tokens, hidden)
-    mask: torch.Tensor  # (batch*beams, tokens)
+    hidden: torch.Tensor  # (batch, tokens, hidden) before the first step, (batch*beams, ...) after
+    mask: torch.Tensor  # same rows as hidden
+    beams: int
     past: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -208,10 +208,12 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
         return EncodedQueries(out.last_hidden_state, batch["attention_mask"])
 
     def start(self, enc: EncodedQueries, beams: int) -> DecodeState:
-        return DecodeState(enc.hidden.repeat_interleave(beams, 0), enc.mask.repeat_interleave(beams, 0))
+        return DecodeState(enc.hidden, enc.mask, beams)
 
     @torch.inference_mode()
     def step(self, state: DecodeState, tokens: torch.Tensor | None) -> torch.Tensor:
+        """The first step runs once per query (all its beams are the same start token), so cross-attention
+        keys and values are computed per query; then the cache is expanded to every beam."""
         rows = state.hidden.shape[0]
         if tokens is None:
             ids = torch.full((rows, 1), self.spec.start_token, dtype=torch.long, device=self.device)
@@ -222,7 +224,13 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
                              attention_mask=state.mask, decoder_input_ids=ids, use_cache=True,
                              **{self._cache_arg: state.past})
         state.past = getattr(out, self._cache_arg)
-        return out.logits[:, -1, :]  # (rows, hidden): the output layer's input
+        features = out.logits[:, -1, :]  # (rows, hidden): the output layer's input
+        if tokens is None:
+            expand = torch.arange(rows, device=self.device).repeat_interleave(state.beams)  # (batch*beams,)
+            state.past.reorder_cache(expand)
+            state.hidden, state.mask = state.hidden[expand], state.mask[expand]
+            features = features[expand]
+        return features
 
     def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
         """Beams only move within their query, whose cross-attention keys and values are the same for

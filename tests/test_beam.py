@@ -12,6 +12,7 @@ from genret.modeling import HFSeq2SeqBackend, build_tiny_model
 from genret.train import sequence_loss
 from genret.trie import build_forest
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 QUERIES = ["wing flutter at supersonic speed", "heat transfer in boundary layers", "x"]
 
 
@@ -21,18 +22,18 @@ def make_case(n_docs: int, branching: int, seed: int):  # type: ignore[no-untype
     depth = max(len(d.split("-")) for d in docids)
     codec = SemanticCodec(branching, depth)
     model, tok, spec = build_tiny_model(codec.vocab_size, seed=seed)
-    return docids, codec, HFSeq2SeqBackend(model, tok, spec, torch.device("cpu")), model, tok, spec
+    return docids, codec, HFSeq2SeqBackend(model, tok, spec, DEVICE), model, tok, spec
 
 
 def brute_force(model, tok, spec, codec, docids, query):  # type: ignore[no-untyped-def]
     """Sequence log-probability of every docid by teacher forcing."""
-    labels = torch.as_tensor(codec.encode_many(docids))
+    labels = torch.as_tensor(codec.encode_many(docids), device=DEVICE)
     labels = torch.where(labels == 0, torch.full_like(labels, -100), labels)
-    batch = tok([query] * len(docids), return_tensors="pt", truncation=True, max_length=64)
+    batch = tok([query] * len(docids), return_tensors="pt", truncation=True, max_length=64).to(DEVICE)
     with torch.no_grad():
         nll = sequence_loss(model, spec, labels, input_ids=batch["input_ids"],
                             attention_mask=batch["attention_mask"], reduction="none")
-    return (-nll).numpy()
+    return (-nll).cpu().numpy()
 
 
 def test_exhaustive_beam_equals_brute_force() -> None:
@@ -40,13 +41,13 @@ def test_exhaustive_beam_equals_brute_force() -> None:
     forest, order = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
     enc = backend.encode(QUERIES)
     res = constrained_beam_search(backend, enc, torch.zeros(len(QUERIES), dtype=torch.long),
-                                  forest.to_device(torch.device("cpu")), beams=len(docids))
+                                  forest.to_device(DEVICE), beams=len(docids))
     for q, query in enumerate(QUERIES):
         ref = brute_force(model, tok, spec, codec, docids, query)
-        got_docs = order[forest.leaf_rank(res.leaves[q].numpy())].tolist()
+        got_docs = order[forest.leaf_rank(res.leaves[q].cpu().numpy())].tolist()
         assert sorted(got_docs) == list(range(len(docids)))  # every docid, each once
-        np.testing.assert_allclose(res.scores[q].numpy(), np.sort(ref)[::-1], rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(res.scores[q].numpy(), ref[got_docs], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(res.scores[q].cpu().numpy(), np.sort(ref)[::-1], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(res.scores[q].cpu().numpy(), ref[got_docs], rtol=1e-4, atol=1e-4)
 
 
 def test_narrow_beam_returns_only_existing_docids_of_the_right_tenant() -> None:
@@ -54,7 +55,7 @@ def test_narrow_beam_returns_only_existing_docids_of_the_right_tenant() -> None:
     tenant_of = np.array([i % 2 for i in range(len(docids))])
     forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
     enc = backend.encode(QUERIES[:2])
-    res = constrained_beam_search(backend, enc, torch.tensor([0, 1]), forest.to_device(torch.device("cpu")),
+    res = constrained_beam_search(backend, enc, torch.tensor([0, 1]), forest.to_device(DEVICE),
                                   beams=5)
     for q, tenant in enumerate([0, 1]):
         scores = res.scores[q].tolist()
@@ -69,9 +70,9 @@ def test_tenant_with_fewer_docids_than_beams_pads_with_empty() -> None:
     tenant_of = np.array([0] * 5 + [1])
     forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
     enc = backend.encode(QUERIES[:1])
-    res = constrained_beam_search(backend, enc, torch.tensor([1]), forest.to_device(torch.device("cpu")),
+    res = constrained_beam_search(backend, enc, torch.tensor([1]), forest.to_device(DEVICE),
                                   beams=4)
-    assert res.leaves[0, 0] >= 0 and order[forest.leaf_rank(res.leaves[0, :1].numpy())[0]] == 5
+    assert res.leaves[0, 0] >= 0 and order[forest.leaf_rank(res.leaves[0, :1].cpu().numpy())[0]] == 5
     assert (res.leaves[0, 1:] == -1).all() and torch.isinf(res.scores[0, 1:]).all()
 
 
@@ -80,9 +81,9 @@ def test_children_scoring_is_a_distribution_over_the_namespace() -> None:
     docids, codec, backend, *_ = make_case(30, 3, seed=4)
     forest, _ = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
     res = constrained_beam_search(backend, backend.encode(QUERIES), torch.zeros(len(QUERIES), dtype=torch.long),
-                                  forest.to_device(torch.device("cpu")), beams=len(docids), scoring="children")
+                                  forest.to_device(DEVICE), beams=len(docids), scoring="children")
     assert (res.leaves >= 0).all()
-    np.testing.assert_allclose(res.scores.exp().sum(1).numpy(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(res.scores.exp().sum(1).cpu().numpy(), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("scoring", ["vocab", "children"])
@@ -90,13 +91,13 @@ def test_triton_loop_equals_torch_loop(scoring: str) -> None:
     docids, codec, backend, *_ = make_case(50, 4, seed=5)
     tenant_of = np.array([i % 3 for i in range(len(docids))])
     forest, _ = build_forest(["a", "b", "c"], tenant_of, codec.encode_many(docids))
-    d = forest.to_device(torch.device("cpu"))
+    d = forest.to_device(DEVICE)
     enc = backend.encode(QUERIES)
     roots = torch.tensor([0, 2, 1])  # one batch, three tenants
     a = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="torch", scoring=scoring)
     b = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="triton", scoring=scoring)
     assert torch.equal(a.leaves, b.leaves)
-    np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.scores.cpu().numpy(), b.scores.cpu().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_unconstrained_loop_runs_the_same_steps() -> None:
@@ -120,10 +121,10 @@ def test_every_decoded_docid_exists_in_its_tenants_namespace(seed: int, tenants:
     forest, order = build_forest(names, tenant_of, CASE_CODEC.encode_many(docids), alive=alive)
     roots = torch.as_tensor(rng.integers(0, tenants, 2))
     res = constrained_beam_search(CASE_BACKEND, CASE_BACKEND.encode(QUERIES[:2]), roots,
-                                  forest.to_device(torch.device("cpu")), beams, kernel_backend=kernel,
+                                  forest.to_device(DEVICE), beams, kernel_backend=kernel,
                                   scoring=scoring)
     for q in range(2):
-        found = [int(x) for x in res.leaves[q] if x >= 0]
+        found = [int(x) for x in res.leaves[q].tolist() if x >= 0]
         rows = order[forest.leaf_rank(np.array(found, dtype=np.int64))] if found else np.zeros(0, dtype=np.int64)
         assert (forest.leaf_rank(np.array(found, dtype=np.int64)) >= 0).all()
         for row in rows:

@@ -97,6 +97,7 @@ CASES = [
     (3, 3, 80, 4, 2, 6, 130, 4),
     (4, 2, 300, 2, 3, 5, 1030, 2),  # vocab not a multiple of the 1024 block; wide nodes
     (5, 1, 5, 2, 3, 3, 9, 6),  # long single-child chains
+    (6, 2, 200, 2, 3, 4, 33000, 2),  # a vocabulary past int16 tokens
 ]
 
 

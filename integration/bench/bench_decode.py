@@ -1,0 +1,181 @@
+"""End-to-end constrained decoding: ours against Hugging Face ``generate``, one process, one device.
+
+    python integration/bench/bench_decode.py [--device cuda] [--out integration/bench/results/decode-<dev>.json]
+
+Model: T5-small shape (6+6 layers, d_model 512, 8 heads, d_ff 2048, vocabulary 32,128), random weights
+(timing does not depend on training; bf16 on CUDA, fp32 on CPU). Docid tokens are T5 tokens 2.. and EOS
+is T5's EOS, so every variant scores the same sequences. Queries: Cranfield queries (MiniLM tokenizer).
+Variants, each decoding the same queries with beam ``--beam`` to full docid depth:
+  hf-prefix        generate(..., prefix_allowed_tokens_fn) over a dict trie (how research code decodes)
+  hf-free          generate(...) unconstrained
+  ours-free        our loop (encoder once, KV cache, one step op per token) with no trie
+  ours-vocab/<be>  our loop, trie step on full-vocabulary logits: HF's scores, backend torch or triton
+  ours-children/<be>  our loop, logits only for the allowed children (log_softmax over them)
+<be>: torch (the reference: vectorised gathers over the CSR) or triton (CUDA only).
+Reported per batch size: queries/s, p50/p99 latency of one batch, and the trie's share of the loop's time
+(1 - time(ours-free) / time(variant)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+from genret.beam import constrained_beam_search, unconstrained_beam_search
+from genret.beir import demo_corpus_path
+from genret.config import force_offline
+from genret.embed import minilm_path
+from genret.kernels.bench.common import environment, percentile, print_table, synthetic_docids, timed, write_json
+from genret.modeling import HFSeq2SeqBackend, ModelSpec
+from genret.trie import DeviceForest, build_forest
+
+EOS = 1
+
+
+def t5_small(device: torch.device, seed: int = 0) -> T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6,
+                   num_heads=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=EOS)
+    model = T5ForConditionalGeneration(cfg)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def dict_trie(tokens: np.ndarray) -> dict[int, Any]:
+    """Nested dicts token -> subtree, as research code builds them."""
+    root: dict[int, Any] = {}
+    for row in tokens.tolist():
+        node = root
+        for t in row:
+            node = node.setdefault(t, {})
+    return root
+
+
+def prefix_fn(trie: dict[int, Any]) -> Callable[[int, torch.Tensor], list[int]]:
+    def allowed(_batch_id: int, sent: torch.Tensor) -> list[int]:
+        node = trie
+        for t in sent.tolist()[1:]:  # skip the decoder start token
+            node = node.get(t)
+            if node is None:
+                return [EOS]
+        return list(node) or [EOS]
+
+    return allowed
+
+
+def queries(n: int) -> list[str]:
+    lines = (demo_corpus_path() / "queries.jsonl").read_text().splitlines()
+    texts = [json.loads(x)["text"] for x in lines]
+    return [texts[i % len(texts)] for i in range(n)]
+
+
+def make_variants(model: T5ForConditionalGeneration, backend: HFSeq2SeqBackend, enc_in: dict[str, torch.Tensor],
+                  texts: list[str], forest: DeviceForest, depth: int, allowed: Callable[[int, torch.Tensor], list[int]],
+                  beam: int, kernel_backends: list[str]) -> dict[str, Callable[[], Any]]:
+    """Each variant decodes the same queries to full docid depth."""
+    roots = torch.zeros(len(texts), dtype=torch.long)
+
+    def hf(constrained: bool) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.inference_mode():
+                return model.generate(**enc_in, num_beams=beam, num_return_sequences=beam, max_new_tokens=depth + 1,
+                                      do_sample=False, prefix_allowed_tokens_fn=allowed if constrained else None)
+        return run
+
+    def ours(kb: str, scoring: str) -> Callable[[], Any]:
+        return lambda: constrained_beam_search(backend, backend.encode(texts), roots, forest, beam,
+                                               kernel_backend=kb, scoring=scoring)
+
+    out: dict[str, Callable[[], Any]] = {
+        "hf-prefix": hf(True), "hf-free": hf(False),
+        "ours-free": lambda: unconstrained_beam_search(backend, backend.encode(texts), beam, depth + 1)}
+    for kb in kernel_backends:
+        out[f"ours-vocab/{kb}"] = ours(kb, "vocab")
+        out[f"ours-children/{kb}"] = ours(kb, "children")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--docids", default="100000:8:6,1000000:6:10", help="n:depth:branching,...")
+    p.add_argument("--batches", default="1,32,128")
+    p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--repeats", default="1:10,32:3,128:2", help="batch:timed repeats")
+    p.add_argument("--skip", default="", help="comma-separated variants to skip")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    force_offline()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    repeats = {int(k): int(v) for k, v in (x.split(":") for x in args.repeats.split(","))}
+    skip = set(filter(None, args.skip.split(",")))
+    model = t5_small(device)
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    spec = ModelSpec("checkpoint", "t5-small-shape", token_offset=0, start_token=0, docid_vocab=32128)
+    backend = HFSeq2SeqBackend(model, tok, spec, device)
+    kernel_backends = ["torch", "triton"] if device.type == "cuda" else ["torch"]
+    rows_out: list[dict[str, Any]] = []
+    for set_spec in args.docids.split(","):
+        n, depth, branching = (int(x) for x in set_spec.split(":"))
+        docids = synthetic_docids(n, depth, branching)
+        t0 = time.perf_counter()
+        forest, order = build_forest(["t"], np.zeros(n, dtype=np.int64), docids)
+        build_s = time.perf_counter() - t0
+        d = forest.to_device(device)
+        t0 = time.perf_counter()
+        allowed = prefix_fn(dict_trie(docids))
+        dict_s = time.perf_counter() - t0
+        print(f"{n} docids depth {depth}: forest {build_s:.2f}s, dict trie {dict_s:.2f}s", flush=True)
+        for batch in (int(b) for b in args.batches.split(",")):
+            texts = queries(batch)
+            enc = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt").to(device)
+            enc_in = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+            variants = make_variants(model, backend, enc_in, texts, d, depth, allowed, args.beam, kernel_backends)
+            result: dict[str, Any] = {"docids": n, "depth": depth, "batch": batch, "beam": args.beam}
+            times: dict[str, list[float]] = {}
+            for name, fn in variants.items():
+                if name in skip:
+                    continue
+                times[name] = timed(fn, device, repeats.get(batch, 3), warmup=1 if batch <= 32 else 0)
+                result[f"{name} q/s"] = batch / float(np.mean(times[name]))
+                result[f"{name} p50 ms"] = percentile(times[name], 50) * 1e3
+                result[f"{name} p99 ms"] = percentile(times[name], 99) * 1e3
+                print(f"  batch {batch} {name}: {percentile(times[name], 50):.3f}s", flush=True)
+            if "ours-free" in times:
+                free = float(np.median(times["ours-free"]))
+                for name in times:
+                    if name.startswith("ours-") and name != "ours-free":
+                        result[f"{name} trie share"] = 1.0 - free / float(np.median(times[name]))
+            # Same answers: our vocab scoring is HF's; the top docid should match generate's best sequence.
+            if "hf-prefix" not in skip and batch <= 32:
+                res = variants[f"ours-vocab/{kernel_backends[-1]}"]()
+                top = order[forest.leaf_rank(res.leaves[:, 0].cpu().numpy())]
+                seqs = variants["hf-prefix"]()[:, 1:].view(batch, args.beam, -1)[:, 0, : depth + 1].cpu().numpy()
+                result["top1 agrees with hf-prefix"] = float(np.mean([
+                    np.array_equal(seqs[b], docids[top[b]]) for b in range(batch)]))
+            rows_out.append(result)
+    cols = ["docids", "depth", "batch"]
+    names = [k[: -len(" q/s")] for k in rows_out[0] if k.endswith(" q/s")]
+    table_qps = print_table(rows_out, cols + [f"{v} q/s" for v in names])
+    table_lat = print_table(rows_out, cols + [f"{v} p50 ms" for v in names] + [f"{v} p99 ms" for v in names])
+    share_cols = [k for k in rows_out[0] if k.endswith("trie share")]
+    table_share = print_table(rows_out, cols + share_cols + ["top1 agrees with hf-prefix"])
+    out = args.out or f"integration/bench/results/decode-{device.type}.json"
+    write_json(out, {"benchmark": "constrained_decode", "environment": environment(device),
+                     "model": "T5-small shape, random weights", "beam": args.beam, "rows": rows_out,
+                     "tables": {"queries_per_s": table_qps, "latency": table_lat, "trie_share": table_share}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Benchmark helpers shared by ``kernels/bench`` and ``integration/bench`` scripts."""

@@ -1,0 +1,98 @@
+"""What every benchmark script shares: synthetic docids, timing, the environment record, table and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genret.docids import EOS
+
+
+def synthetic_docids(n: int, depth: int, branching: int, seed: int = 0) -> np.ndarray:
+    """``n`` distinct docids of ``depth`` digits in base ``branching`` (tokens 2..branching+1), EOS-ended.
+
+    Drawn uniformly without replacement from all branching**depth codes: n = branching**depth is the
+    complete tree (e.g. 1M docids of 6 decimal digits).
+    """
+    total = branching**depth
+    if n > total:
+        raise ValueError(f"{n} docids do not fit {depth} digits of base {branching}")
+    rng = np.random.default_rng(seed)
+    codes = np.arange(total, dtype=np.int64) if n == total else rng.choice(total, n, replace=False)
+    toks = np.zeros((n, depth + 1), dtype=np.int64)
+    for j in range(depth - 1, -1, -1):
+        toks[:, j] = 2 + codes % branching
+        codes = codes // branching
+    toks[:, depth] = EOS
+    return toks
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` calls after ``warmup`` untimed ones, synchronising the device."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for pkg in ("genret", "torch", "triton", "transformers", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"device": device_name(device), "device_type": device.type, "python": platform.python_version(),
+            "versions": versions, "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+             "-|-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}", flush=True)

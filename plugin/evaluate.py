@@ -92,7 +92,8 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
     doc_key_of = {d.point_id: d.doc_id for d in docs}
     results = [_timed("generative", lambda: engine_run(engine, tenant, queries, Mode.GENERATIVE, min(k, beams),
                                                        beams, doc_key_of, batch_size), qrels,
-                      {"beam_size": beams, "top_k": min(k, beams), "docid_scheme": engine.codec.name})]
+                      {"beam_size": beams, "top_k": min(k, beams), "docid_scheme": engine.codec.name,
+                       "scoring": engine.config.scoring, "kernel_backend": engine.config.kernel_backend})]
     if store.has_vectors():
         results.append(_timed("dense (Qdrant, MiniLM)", lambda: engine_run(
             engine, tenant, queries, Mode.DENSE, k, k, doc_key_of, batch_size), qrels, {"top_k": k}))

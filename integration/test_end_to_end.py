@@ -81,7 +81,7 @@ def test_index_info_lists_namespaces(stack: Stack) -> None:
     info = stack.stub.GetIndexInfo(pb.GetIndexInfoRequest(), timeout=10)
     assert info.index == "e2e" and info.docid_scheme == "semantic"
     counts = {n.tenant: n.documents for n in info.namespaces}
-    assert counts == {TENANT: 24, OTHER: 6}
+    assert counts[TENANT] == 24 and counts[OTHER] == 6  # other tests add tenants of their own
     with_grpc_error = None
     try:
         stack.stub.GetIndexInfo(pb.GetIndexInfoRequest(tenant="nobody"), timeout=10)

@@ -1,4 +1,4 @@
-"""The `genret` command: load, index, serve, search, eval, demo."""
+"""The `genret` command: load, index, serve, search, keys, eval, demo."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheme", default="semantic", choices=["semantic", "atomic", "naive"])
     p.add_argument("--branching", type=int, default=10, help="k of hierarchical k-means")
+    p.add_argument("--docid-headroom", type=int, default=1,
+                   help="extra semantic docid levels for documents upserted after indexing")
     p.add_argument("--model", default="default",
                    help="'default' (MiniLM encoder + small decoder), 'tiny', or a local HF seq2seq checkpoint")
     p.add_argument("--epochs", type=float, default=5.0)
@@ -65,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--keys-file", help="API key file (see `genret keys add`); without it, no auth")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only")
+    p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p.add_argument("--tenant-max-inflight", type=int, help="per-tenant requests in flight (default 32)")
+    p.add_argument("--max-inflight", type=int, help="requests in flight over all tenants (default 512)")
+
+    p = sub.add_parser("keys", help="manage API keys")
+    p.add_argument("action", choices=["add"])
+    p.add_argument("--keys-file", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--tenant", action="append", default=[], help="a tenant the key may use (repeatable)")
+    p.add_argument("--admin", action="store_true", help="management RPCs and every tenant")
 
     p = sub.add_parser("search", help="query a running sidecar")
     p.add_argument("query")
@@ -74,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=0)
     p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"])
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--api-key", default="", help="sent as x-api-key metadata")
+    p.add_argument("--tls-ca", default="", help="PEM CA certificate: connect with TLS")
 
     p = sub.add_parser("eval", help="generative vs dense vs BM25 on a BEIR split")
     _common(p)
@@ -93,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, **extra: Any) -> Config:
     keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key",
-            "index_dir", "device", "kernel_backend", "scoring", "host", "port")
+            "index_dir", "device", "kernel_backend", "scoring", "host", "port", "keys_file", "tls_cert", "tls_key",
+            "tenant_max_inflight", "max_inflight")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)
@@ -123,13 +140,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         from genret.client import GenretClient, format_hits
 
-        with GenretClient(args.target, args.timeout) as client:
+        with GenretClient(args.target, args.timeout, args.api_key, args.tls_ca) as client:
             try:
                 resp = client.search(args.tenant, args.query, args.top_k, args.beam_size, args.mode)
             except grpc.RpcError as exc:
                 print(f"genret search: {exc.code().name}: {exc.details()}", file=sys.stderr)
                 return 1
         print(format_hits(resp))
+        return 0
+
+    if args.command == "keys":
+        from genret.auth import add_key
+
+        key = add_key(args.keys_file, args.name, args.tenant, args.admin)
+        print(key)  # shown once; the file keeps only its SHA-256
         return 0
 
     from genret.devices import resolve_device
@@ -175,7 +199,8 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                             decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
                             freeze_encoder=args.freeze_encoder, seed=args.seed)
-    opts = IndexOptions(scheme=args.scheme, branching=args.branching, model=args.model,
+    opts = IndexOptions(scheme=args.scheme, branching=args.branching, docid_headroom=args.docid_headroom,
+                        model=args.model,
                         max_chunks=args.max_chunks, train=train_cfg)
     m = build_index(store, cfg.index_dir, opts, resolve_device(cfg.device), tq)
     stats = m.training["stats"]

@@ -40,6 +40,14 @@ class Config:
     max_batch: int = 256
     default_top_k: int = 10
     default_beam: int = 20
+    max_write_batch: int = 256  # documents per upsert or delete call
+    max_document_chars: int = 100_000
+    # Auth, TLS, fairness
+    keys_file: str = ""  # JSON of key digests -> tenants (see genret.auth); empty: no auth
+    tls_cert: str = ""  # PEM certificate chain; with tls_key, the port serves TLS only
+    tls_key: str = ""
+    tenant_max_inflight: int = 32  # one tenant's requests being served or queued
+    max_inflight: int = 512  # all tenants together
     kernel_backend: str = "auto"  # auto | triton | torch
     scoring: str = "vocab"  # vocab | children (see genret.beam)
 

@@ -201,12 +201,14 @@ def assign_naive(doc_ids: Sequence[str]) -> list[str]:
     return list(doc_ids)
 
 
-def build_codec(scheme: str, docids_by_tenant: dict[str, list[str]], branching: int) -> DocidCodec:
-    """The smallest codec of ``scheme`` that covers every tenant's docids."""
+def build_codec(scheme: str, docids_by_tenant: dict[str, list[str]], branching: int,
+                headroom: int = 0) -> DocidCodec:
+    """The smallest codec of ``scheme`` that covers every tenant's docids; semantic codecs get ``headroom``
+    more levels, so documents added later can go below a full cluster."""
     all_ids = [d for ids in docids_by_tenant.values() for d in ids]
     if scheme == "semantic":
         depth = max((len(d.split("-")) for d in all_ids), default=1)
-        return SemanticCodec(branching, depth)
+        return SemanticCodec(branching, depth + headroom)
     if scheme == "atomic":
         return AtomicCodec(max((int(d) + 1 for d in all_ids), default=1))
     if scheme == "naive":

@@ -26,6 +26,8 @@ from genret.kernels import BACKENDS, SCORING
 from genret.modeling import HFSeq2SeqBackend, Seq2SeqBackend, load_trained
 from genret.namespaces import Namespaces, load_namespaces
 from genret.store import QdrantStore
+from genret.trie import DeviceForest
+from genret.writer import Deleted, DocumentWriter, NewDocument, Upserted
 
 
 class Mode(Enum):
@@ -75,6 +77,12 @@ class IndexStats:
     namespaces: list[NamespaceStats]
 
 
+@dataclass(frozen=True)
+class _Live:
+    namespaces: Namespaces
+    forest: DeviceForest
+
+
 class Engine:
     def __init__(self, config: Config, store: QdrantStore, backend: Seq2SeqBackend, codec: DocidCodec,
                  namespaces: Namespaces, manifest: Manifest) -> None:
@@ -87,10 +95,15 @@ class Engine:
         self.backend = backend
         self.codec = codec
         self.manifest = manifest
-        self._namespaces = namespaces  # replaced whole, never mutated
-        self._device_forest = namespaces.forest.to_device(backend.device)
+        self._live = _Live(namespaces, namespaces.forest.to_device(backend.device))  # replaced whole
         self._dense_encoder: Any = None
         self._dense_lock = threading.Lock()
+        self.writer = DocumentWriter(config, store, codec, self.embed_documents, lambda: self._live.namespaces,
+                                     self._publish)
+
+    def _publish(self, namespaces: Namespaces) -> None:
+        """Swap in a new snapshot: one reference assignment, so readers see the old one or the new one."""
+        self._live = _Live(namespaces, namespaces.forest.to_device(self.backend.device))
 
     @classmethod
     def load(cls, config: Config, store: QdrantStore) -> Engine:
@@ -109,7 +122,20 @@ class Engine:
 
     @property
     def namespaces(self) -> Namespaces:
-        return self._namespaces
+        return self._live.namespaces
+
+    # --- writes --------------------------------------------------------------------------------
+    def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]:
+        self._check_index(index)
+        return self.writer.upsert(tenant, docs)
+
+    def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted:
+        self._check_index(index)
+        return self.writer.delete(tenant, doc_ids)
+
+    def _check_index(self, index: str) -> None:
+        if index and index != self.store.collection:
+            raise NotFound(f"index '{index}' is not served here (serving '{self.store.collection}')")
 
     # --- validation ----------------------------------------------------------------------------
     def normalise(self, q: SearchQuery) -> SearchQuery:
@@ -117,8 +143,7 @@ class Engine:
         cfg = self.config
         if not q.tenant:
             raise InvalidArgument("tenant is required")
-        if q.index and q.index != self.store.collection:
-            raise NotFound(f"index '{q.index}' is not served here (serving '{self.store.collection}')")
+        self._check_index(q.index)
         if not q.text.strip():
             raise InvalidArgument("query is empty")
         if len(q.text) > cfg.max_query_chars:
@@ -135,7 +160,7 @@ class Engine:
             raise InvalidArgument("score_threshold must be a finite number")
         if q.mode in (Mode.HYBRID, Mode.AUTO):
             raise Unimplemented(f"mode {q.mode.name} is not available in this version; use GENERATIVE or DENSE")
-        if not self._namespaces.has(q.tenant):
+        if not self.namespaces.has(q.tenant):
             raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
         return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index)
 
@@ -143,13 +168,13 @@ class Engine:
     def search_batch(self, queries: Sequence[SearchQuery], deadline: float | None = None) -> list[list[SearchHit]]:
         """Answer normalised queries; generative ones are decoded together, grouped by beam width."""
         results: list[list[SearchHit]] = [[] for _ in queries]
-        ns = self._namespaces
-        forest = self._device_forest
+        live = self._live  # one snapshot for the whole batch
+        ns, forest = live.namespaces, live.forest
         groups: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
             if q.mode == Mode.DENSE:
                 results[i] = self._dense(q)
-            else:
+            elif ns.has(q.tenant):  # a tenant whose last document was deleted meanwhile has no hits
                 groups.setdefault(q.beams, []).append(i)
         for beams, idx in groups.items():
             enc = self.backend.encode([queries[i].text for i in idx])
@@ -204,6 +229,9 @@ class Engine:
             out.append(SearchHit(h.point_id, "", h.score, "dense", h.payload))
         return out
 
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.embed_queries(texts), dtype=np.float32)
+
     def embed_queries(self, texts: Sequence[str]) -> Any:
         with self._dense_lock:
             if self._dense_encoder is None:
@@ -214,7 +242,7 @@ class Engine:
 
     # --- info ----------------------------------------------------------------------------------
     def info(self, tenant: str = "") -> IndexStats:
-        ns = self._namespaces
+        ns = self.namespaces
         if tenant and not ns.has(tenant):
             raise NotFound(f"tenant '{tenant}' has no documents in index '{self.store.collection}'")
         names = [tenant] if tenant else sorted(ns.counts)

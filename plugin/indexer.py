@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 class IndexOptions:
     scheme: str = "semantic"
     branching: int = 10
+    docid_headroom: int = 1  # extra semantic levels for documents upserted later
     model: str = "default"  # "default", "tiny" or a local HF seq2seq checkpoint path
     decoder_layers: int = 3
     chunk_words: int = 64
@@ -68,7 +69,7 @@ def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions
         emb = _doc_embeddings(docs, device) if options.scheme == "semantic" else None
         docids_by_tenant[t] = assign_docids(options.scheme, [d.doc_id for d in docs], emb,
                                             options.branching, options.train.seed)
-    codec = build_codec(options.scheme, docids_by_tenant, options.branching)
+    codec = build_codec(options.scheme, docids_by_tenant, options.branching, options.docid_headroom)
     log.info("docids: scheme=%s vocab=%d max_length=%d", codec.name, codec.vocab_size, codec.max_length)
 
     pairs: list[tuple[Pair, str]] = []  # (pair, docid)

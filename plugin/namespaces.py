@@ -1,8 +1,13 @@
-"""Tenant namespaces: the trie forest plus what each leaf stands for, rebuilt from Qdrant payloads."""
+"""Tenant namespaces: the trie forest plus what each leaf stands for, rebuilt from Qdrant payloads.
+
+A ``Namespaces`` value is immutable. A change (``apply``) builds a new one from the old rows plus the
+added ones minus the removed ones, and the engine swaps one reference: a search in flight keeps the
+snapshot it started with, so it sees the old state or the new state, never a mix.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,13 +19,18 @@ from genret.trie import TrieForest, build_forest
 
 @dataclass(frozen=True)
 class Namespaces:
-    """An immutable snapshot: forest + per-leaf point ids and docid strings, indexed by leaf rank."""
+    """An immutable snapshot: forest + per-leaf point ids, docids, tenants and tokens, by leaf rank."""
 
     forest: TrieForest
     point_ids: tuple[PointId, ...]  # indexed by forest.leaf_rank(leaf)
     docids: tuple[str, ...]
-    tenant_of: np.ndarray  # (leaves,) tenant index of each leaf
+    tenant_of: np.ndarray  # (leaves,) index into forest.tenants
+    tokens: np.ndarray  # (leaves, max_length + 1) docid tokens, EOS, PAD
     counts: Mapping[str, int]
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        return self.forest.tenants
 
     def has(self, tenant: str) -> bool:
         return tenant in self.counts
@@ -28,23 +38,56 @@ class Namespaces:
     def root(self, tenant: str) -> int:
         return self.forest.root_of(tenant)
 
+    def entries(self, tenant: str) -> list[tuple[PointId, str]]:
+        if not self.has(tenant):
+            return []
+        t = self.tenants.index(tenant)
+        return [(self.point_ids[i], self.docids[i]) for i in np.flatnonzero(self.tenant_of == t)]
+
+    def apply(self, codec: DocidCodec, added: Sequence[tuple[str, PointId, str]],
+              removed: Mapping[str, Collection[PointId]]) -> Namespaces:
+        """A new snapshot: this one's rows minus ``removed`` (tenant -> point ids), plus ``added``
+        (tenant, point id, docid) rows. Only the added docids are encoded; the forest is rebuilt."""
+        n = len(self.point_ids)
+        keep = np.ones(n, dtype=bool)
+        for tenant, pids in removed.items():
+            if not pids or not self.has(tenant):
+                continue
+            gone = set(pids)
+            t = self.tenants.index(tenant)
+            for i in np.flatnonzero(self.tenant_of == t):
+                if self.point_ids[i] in gone:
+                    keep[i] = False
+        kept = np.flatnonzero(keep)
+        old_tenants = [self.tenants[t] for t in self.tenant_of[kept]]
+        names = [*old_tenants, *(t for t, _, _ in added)]
+        pids = [*(self.point_ids[i] for i in kept), *(p for _, p, _ in added)]
+        docids = [*(self.docids[i] for i in kept), *(d for _, _, d in added)]
+        width = codec.max_length + 1
+        new_tokens = codec.encode_many([d for _, _, d in added]) if added else np.zeros((0, width), dtype=np.int64)
+        tokens = np.concatenate([self.tokens[kept].astype(np.int64), new_tokens])
+        return _assemble(names, pids, docids, tokens)
+
+
+def _assemble(tenant_names: Sequence[str], pids: Sequence[PointId], docids: Sequence[str],
+              tokens: np.ndarray) -> Namespaces:
+    tenants = sorted(set(tenant_names))
+    index = {t: i for i, t in enumerate(tenants)}
+    tenant_arr = np.fromiter((index[t] for t in tenant_names), dtype=np.int64, count=len(tenant_names))
+    forest, rows = build_forest(tenants, tenant_arr, tokens)
+    counts = dict(zip(tenants, np.bincount(tenant_arr, minlength=len(tenants)).tolist(), strict=True))
+    small = tokens.astype(np.int16 if tokens.size == 0 or tokens.max() < 2**15 else np.int32)
+    return Namespaces(forest, tuple(pids[i] for i in rows), tuple(docids[i] for i in rows), tenant_arr[rows],
+                      small[rows], counts)
+
 
 def build_namespaces(codec: DocidCodec, entries: Mapping[str, Sequence[tuple[PointId, str]]]) -> Namespaces:
-    """entries: tenant -> [(point id, docid string)]."""
-    tenants = sorted(entries)
-    pids: list[PointId] = []
-    docids: list[str] = []
-    tenant_idx: list[int] = []
-    for t, items in enumerate(tenants):
-        for pid, docid in entries[items]:
-            pids.append(pid)
-            docids.append(docid)
-            tenant_idx.append(t)
+    """entries: tenant -> [(point id, docid)]."""
+    names = [t for t in entries for _ in entries[t]]
+    pids = [p for t in entries for p, _ in entries[t]]
+    docids = [d for t in entries for _, d in entries[t]]
     tokens = codec.encode_many(docids) if docids else np.zeros((0, codec.max_length + 1), dtype=np.int64)
-    tenant_arr = np.asarray(tenant_idx, dtype=np.int64)
-    forest, rows = build_forest(tenants, tenant_arr, tokens)
-    return Namespaces(forest, tuple(pids[i] for i in rows), tuple(docids[i] for i in rows), tenant_arr[rows],
-                      {t: len(entries[t]) for t in tenants})
+    return _assemble(names, pids, docids, tokens)
 
 
 def load_namespaces(store: QdrantStore, codec: DocidCodec) -> Namespaces:

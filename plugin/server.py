@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -73,7 +74,10 @@ def _checked(method: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) 
 def _genret_handler(servicer: GenRetServicer) -> grpc.GenericRpcHandler:
     methods = {"Search": (servicer.Search, pb.SearchRequest),
                "SearchBatch": (servicer.SearchBatch, pb.SearchBatchRequest),
-               "GetIndexInfo": (servicer.GetIndexInfo, pb.GetIndexInfoRequest)}
+               "GetIndexInfo": (servicer.GetIndexInfo, pb.GetIndexInfoRequest),
+               "UpsertDocuments": (servicer.UpsertDocuments, pb.UpsertRequest),
+               "DeleteDocuments": (servicer.DeleteDocuments, pb.DeleteRequest),
+               "ReloadKeys": (servicer.ReloadKeys, pb.ReloadKeysRequest)}
     handlers = {name: grpc.unary_unary_rpc_method_handler(
         _checked(fn), request_deserializer=_tolerant(req.FromString),
         response_serializer=lambda msg: msg.SerializeToString()) for name, (fn, req) in methods.items()}
@@ -90,7 +94,14 @@ def build_server(config: Config, engine: Engine) -> RunningServer:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert or config.tls_key:
+        if not (config.tls_cert and config.tls_key):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        creds = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     return RunningServer(server, port, health_servicer, servicer)

@@ -18,11 +18,14 @@ import grpc
 from google.protobuf.json_format import ParseDict
 
 from genret import errors
+from genret.auth import OPEN, KeyRing, Principal
 from genret.batcher import MicroBatcher
 from genret.config import Config
 from genret.engine import Engine, IndexStats, Mode, SearchHit, SearchQuery
+from genret.limits import TenantLimiter
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
+from genret.writer import NewDocument
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,11 +97,31 @@ class GenRetServicer(pb_grpc.GenRetServicer):
         self.config = config
         self.engine = engine
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-engine")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-writer")
         self._batcher: MicroBatcher[SearchQuery, list[SearchHit]] = MicroBatcher(
             engine.search_batch, self._pool, config.max_batch)
+        self._keys = KeyRing(config.keys_file) if config.keys_file else None
+        self._limits = TenantLimiter(config.tenant_max_inflight, config.max_inflight)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._writes.shutdown(wait=False, cancel_futures=True)
+
+    def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+        if self._keys is None:
+            return OPEN
+        return self._keys.authenticate(context.invocation_metadata() or ())
+
+    def _authorize(self, context: grpc.aio.ServicerContext, tenants: Sequence[str]) -> None:
+        principal = self._principal(context)
+        for t in tenants:
+            if not t:
+                raise errors.InvalidArgument("tenant is required")
+            principal.check_tenant(t)
+
+    async def _write(self, fn: Callable[[], T], context: grpc.aio.ServicerContext) -> T:
+        run = asyncio.get_running_loop().run_in_executor(self._writes, fn)
+        return await self._within_deadline(context, run)
 
     async def _within_deadline(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
         try:
@@ -124,8 +147,10 @@ class GenRetServicer(pb_grpc.GenRetServicer):
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         async def work() -> pb.SearchResponse:
             t0 = time.perf_counter()
+            self._authorize(context, [request.tenant])
             q = self.engine.normalise(query_from_proto(request))
-            hits = await self._within_deadline(context, self._batcher.submit(q, self._deadline(context)))
+            with self._limits.admit([q.tenant]):
+                hits = await self._within_deadline(context, self._batcher.submit(q, self._deadline(context)))
             return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
 
         return await self._guard(context, work)
@@ -139,6 +164,7 @@ class GenRetServicer(pb_grpc.GenRetServicer):
                 raise errors.InvalidArgument("requests is empty")
             if n > self.config.max_batch:
                 raise errors.InvalidArgument(f"batch has {n} requests; the limit is {self.config.max_batch}")
+            self._authorize(context, [r.tenant for r in request.requests])
             qs = []
             for i, r in enumerate(request.requests):
                 try:
@@ -146,8 +172,9 @@ class GenRetServicer(pb_grpc.GenRetServicer):
                 except errors.GenretError as exc:
                     raise type(exc)(f"requests[{i}]: {exc}") from exc
             deadline = self._deadline(context)
-            run = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.search_batch, qs, deadline)
-            results = await self._within_deadline(context, run)
+            with self._limits.admit([q.tenant for q in qs]):
+                run = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.search_batch, qs, deadline)
+                results = await self._within_deadline(context, run)
             took = (time.perf_counter() - t0) * 1e3
             return pb.SearchBatchResponse(responses=[hits_to_proto(h, took) for h in results])
 
@@ -156,7 +183,48 @@ class GenRetServicer(pb_grpc.GenRetServicer):
     async def GetIndexInfo(self, request: pb.GetIndexInfoRequest,
                            context: grpc.aio.ServicerContext) -> pb.IndexInfo:
         async def work() -> pb.IndexInfo:
+            if request.tenant:
+                self._authorize(context, [request.tenant])
+            else:
+                self._principal(context).check_admin()  # the list of tenants is itself tenant data
             return info_to_proto(self.engine.info(request.tenant))
+
+        return await self._guard(context, work)
+
+    async def UpsertDocuments(self, request: pb.UpsertRequest,
+                              context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
+        async def work() -> pb.UpsertResponse:
+            t0 = time.perf_counter()
+            self._authorize(context, [request.tenant])
+            docs = [NewDocument(d.id, d.title, d.text) for d in request.documents]
+            with self._limits.admit([request.tenant]):
+                done = await self._write(lambda: self.engine.upsert(request.tenant, docs, request.index), context)
+            return pb.UpsertResponse(
+                documents=[pb.UpsertedDocument(id=u.doc_id, point_id=u.point_id, docid=u.docid, created=u.created)
+                           for u in done], took_ms=(time.perf_counter() - t0) * 1e3)
+
+        return await self._guard(context, work)
+
+    async def DeleteDocuments(self, request: pb.DeleteRequest,
+                              context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+        async def work() -> pb.DeleteResponse:
+            t0 = time.perf_counter()
+            self._authorize(context, [request.tenant])
+            ids = list(request.ids)
+            with self._limits.admit([request.tenant]):
+                res = await self._write(lambda: self.engine.delete(request.tenant, ids, request.index), context)
+            return pb.DeleteResponse(deleted=res.deleted, not_found=res.not_found,
+                                     took_ms=(time.perf_counter() - t0) * 1e3)
+
+        return await self._guard(context, work)
+
+    async def ReloadKeys(self, request: pb.ReloadKeysRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ReloadKeysResponse:
+        async def work() -> pb.ReloadKeysResponse:
+            self._principal(context).check_admin()
+            if self._keys is None:
+                raise errors.FailedPrecondition("the server runs without an API key file")
+            return pb.ReloadKeysResponse(keys=self._keys.reload())
 
         return await self._guard(context, work)
 

@@ -112,9 +112,10 @@ class QdrantStore:
             self._has_vectors = isinstance(vectors, dict) and VECTOR_NAME in vectors
         return self._has_vectors
 
-    def upsert_documents(self, tenant: str, docs: Sequence[tuple[str, str, str]],
-                         vectors: np.ndarray | None, batch_size: int = 256) -> list[PointId]:
-        """Write (doc_id, title, text) documents of one tenant; returns their point ids."""
+    def upsert_documents(self, tenant: str, docs: Sequence[tuple[str, str, str]], vectors: np.ndarray | None,
+                         batch_size: int = 256, docids: Sequence[str] | None = None) -> list[PointId]:
+        """Write (doc_id, title, text) documents of one tenant (with their docids, when given); returns
+        their point ids. Point ids derive from tenant and document id, so no tenant can touch another's."""
         ids = [point_id_for(tenant, d[0]) for d in docs]
         for s in range(0, len(docs), batch_size):
             points = []
@@ -122,6 +123,8 @@ class QdrantStore:
                 doc_id, title, text = docs[i]
                 payload = {self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
                            self.config.title_key: title, self.config.text_key: text}
+                if docids is not None:
+                    payload[DOCID_KEY] = docids[i]
                 vec = {VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {}
                 points.append(models.PointStruct(id=ids[i], vector=vec, payload=payload))
             self._call(self.client.upsert, self.collection, points=points, wait=True)
@@ -189,6 +192,16 @@ class QdrantStore:
                 out[str(rec.id)] = payload if with_payload else {}
         return out
 
+    def retrieve(self, tenant: str, ids: Sequence[PointId], with_vectors: bool = False) -> dict[PointId, StoredDoc]:
+        """The given points that belong to ``tenant``, as documents (others are silently absent)."""
+        if not ids:
+            return {}
+        flt = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(ids)))
+        records, _ = self._call(self.client.scroll, self.collection, scroll_filter=flt, limit=len(ids),
+                                with_payload=True, with_vectors=[VECTOR_NAME] if with_vectors else False)
+        docs = (self._to_doc(rec) for rec in records)
+        return {d.point_id: d for d in docs if d.tenant == tenant}
+
     def dense_search(self, tenant: str, vector: np.ndarray, limit: int, with_payload: bool) -> list[DenseHit]:
         res = self._call(self.client.query_points, self.collection, query=vector.tolist(), using=VECTOR_NAME,
                          query_filter=self.tenant_filter(tenant), limit=limit, with_payload=True)
@@ -201,6 +214,13 @@ class QdrantStore:
         return hits
 
     # --- writes --------------------------------------------------------------------------------
+    def delete_points(self, tenant: str, ids: Sequence[PointId]) -> None:
+        """Delete the given points of ``tenant``: one filtered call, so other tenants' points are untouchable."""
+        if not ids:
+            return
+        flt = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(ids)))
+        self._call(self.client.delete, self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+
     def write_docids(self, tenant: str, assignments: Sequence[tuple[PointId, str]], batch_size: int = 256) -> None:
         """Store each point's docid in its payload.
 

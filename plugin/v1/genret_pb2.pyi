@@ -110,3 +110,73 @@ class IndexInfo(_message.Message):
     genret_version: str
     namespaces: _containers.RepeatedCompositeFieldContainer[NamespaceInfo]
     def __init__(self, index: _Optional[str] = ..., docid_scheme: _Optional[str] = ..., docid_vocab_size: _Optional[int] = ..., max_docid_length: _Optional[int] = ..., model: _Optional[str] = ..., created_at: _Optional[str] = ..., genret_version: _Optional[str] = ..., namespaces: _Optional[_Iterable[_Union[NamespaceInfo, _Mapping]]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("id", "title", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    title: str
+    text: str
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("tenant", "documents", "index")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    index: str
+    def __init__(self, tenant: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., index: _Optional[str] = ...) -> None: ...
+
+class UpsertedDocument(_message.Message):
+    __slots__ = ("id", "point_id", "docid", "created")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    point_id: str
+    docid: str
+    created: bool
+    def __init__(self, id: _Optional[str] = ..., point_id: _Optional[str] = ..., docid: _Optional[str] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("documents", "took_ms")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[UpsertedDocument]
+    took_ms: float
+    def __init__(self, documents: _Optional[_Iterable[_Union[UpsertedDocument, _Mapping]]] = ..., took_ms: _Optional[float] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("tenant", "ids", "index")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    index: str
+    def __init__(self, tenant: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., index: _Optional[str] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted", "not_found", "took_ms")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    TOOK_MS_FIELD_NUMBER: _ClassVar[int]
+    deleted: _containers.RepeatedScalarFieldContainer[str]
+    not_found: _containers.RepeatedScalarFieldContainer[str]
+    took_ms: float
+    def __init__(self, deleted: _Optional[_Iterable[str]] = ..., not_found: _Optional[_Iterable[str]] = ..., took_ms: _Optional[float] = ...) -> None: ...
+
+class ReloadKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: int
+    def __init__(self, keys: _Optional[int] = ...) -> None: ...

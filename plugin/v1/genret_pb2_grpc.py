@@ -49,6 +49,21 @@ class GenRetStub:
                 request_serializer=genret_dot_v1_dot_genret__pb2.GetIndexInfoRequest.SerializeToString,
                 response_deserializer=genret_dot_v1_dot_genret__pb2.IndexInfo.FromString,
                 _registered_method=True)
+        self.UpsertDocuments = channel.unary_unary(
+                '/genret.v1.GenRet/UpsertDocuments',
+                request_serializer=genret_dot_v1_dot_genret__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=genret_dot_v1_dot_genret__pb2.UpsertResponse.FromString,
+                _registered_method=True)
+        self.DeleteDocuments = channel.unary_unary(
+                '/genret.v1.GenRet/DeleteDocuments',
+                request_serializer=genret_dot_v1_dot_genret__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=genret_dot_v1_dot_genret__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.ReloadKeys = channel.unary_unary(
+                '/genret.v1.GenRet/ReloadKeys',
+                request_serializer=genret_dot_v1_dot_genret__pb2.ReloadKeysRequest.SerializeToString,
+                response_deserializer=genret_dot_v1_dot_genret__pb2.ReloadKeysResponse.FromString,
+                _registered_method=True)
 
 
 class GenRetServicer:
@@ -72,6 +87,27 @@ class GenRetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertDocuments(self, request, context):
+        """Write documents of one tenant: to Qdrant first, then into the tenant's trie (searchable on return).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDocuments(self, request, context):
+        """Delete documents of one tenant from Qdrant and from its trie.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadKeys(self, request, context):
+        """Re-read the API key file now (admin key only); it is also re-read whenever it changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenRetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +125,21 @@ def add_GenRetServicer_to_server(servicer, server):
                     servicer.GetIndexInfo,
                     request_deserializer=genret_dot_v1_dot_genret__pb2.GetIndexInfoRequest.FromString,
                     response_serializer=genret_dot_v1_dot_genret__pb2.IndexInfo.SerializeToString,
+            ),
+            'UpsertDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertDocuments,
+                    request_deserializer=genret_dot_v1_dot_genret__pb2.UpsertRequest.FromString,
+                    response_serializer=genret_dot_v1_dot_genret__pb2.UpsertResponse.SerializeToString,
+            ),
+            'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocuments,
+                    request_deserializer=genret_dot_v1_dot_genret__pb2.DeleteRequest.FromString,
+                    response_serializer=genret_dot_v1_dot_genret__pb2.DeleteResponse.SerializeToString,
+            ),
+            'ReloadKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadKeys,
+                    request_deserializer=genret_dot_v1_dot_genret__pb2.ReloadKeysRequest.FromString,
+                    response_serializer=genret_dot_v1_dot_genret__pb2.ReloadKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +223,87 @@ class GenRet:
             '/genret.v1.GenRet/GetIndexInfo',
             genret_dot_v1_dot_genret__pb2.GetIndexInfoRequest.SerializeToString,
             genret_dot_v1_dot_genret__pb2.IndexInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genret.v1.GenRet/UpsertDocuments',
+            genret_dot_v1_dot_genret__pb2.UpsertRequest.SerializeToString,
+            genret_dot_v1_dot_genret__pb2.UpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genret.v1.GenRet/DeleteDocuments',
+            genret_dot_v1_dot_genret__pb2.DeleteRequest.SerializeToString,
+            genret_dot_v1_dot_genret__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/genret.v1.GenRet/ReloadKeys',
+            genret_dot_v1_dot_genret__pb2.ReloadKeysRequest.SerializeToString,
+            genret_dot_v1_dot_genret__pb2.ReloadKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,9 @@ class Namespaces:
         t = self.tenants.index(tenant)
         return [(self.point_ids[i], self.docids[i]) for i in np.flatnonzero(self.tenant_of == t)]
 
+    def entries_set(self, tenant: str) -> set[PointId]:
+        return {pid for pid, _ in self.entries(tenant)}
+
     def apply(self, codec: DocidCodec, added: Sequence[tuple[str, PointId, str]],
               removed: Mapping[str, Collection[PointId]]) -> Namespaces:
         """A new snapshot: this one's rows minus ``removed`` (tenant -> point ids), plus ``added``
@@ -95,5 +98,4 @@ def load_namespaces(store: QdrantStore, codec: DocidCodec) -> Namespaces:
 
     Tenants whose points carry no docid yet (loaded after the last indexing) have no namespace.
     """
-    entries = {t: store.docids_of_tenant(t) for t in store.tenants()}
-    return build_namespaces(codec, {t: items for t, items in entries.items() if items})
+    return build_namespaces(codec, store.docids_by_tenant())

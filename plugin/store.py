@@ -159,7 +159,7 @@ class QdrantStore:
         return out
 
     def _scroll(self, flt: models.Filter | None, keys: list[str], with_vectors: bool,
-                page: int = 512) -> Iterator[models.Record]:
+                page: int = 4096) -> Iterator[models.Record]:
         offset = None
         while True:
             records, offset = self._call(
@@ -178,29 +178,39 @@ class QdrantStore:
                          str(p.get(self.config.title_key) or ""), str(p.get(self.config.text_key) or ""),
                          p.get(DOCID_KEY), vec)
 
+    def _owned(self, tenant: str, ids: Sequence[PointId], with_payload: bool | list[str],
+               with_vectors: bool) -> list[models.Record]:
+        """Points fetched by id, keeping only those whose payload names ``tenant``.
+
+        A lookup by id costs O(ids) on servers and in embedded mode alike (a filtered scroll scans every
+        point in embedded mode); the tenant check on each returned payload keeps isolation.
+        """
+        if not ids:
+            return []
+        keys: bool | list[str] = with_payload if with_payload is True else \
+            sorted({self.config.tenant_key, *(with_payload or [])})
+        records = self._call(self.client.retrieve, self.collection, ids=list(ids), with_payload=keys,
+                             with_vectors=[VECTOR_NAME] if with_vectors else False)
+        return [r for r in records if (r.payload or {}).get(self.config.tenant_key) == tenant]
+
     def hydrate(self, tenant: str, ids: Sequence[PointId], with_payload: bool) -> dict[PointId, dict[str, Any]]:
         """Payloads of the given points that belong to ``tenant`` (others are silently absent)."""
-        if not ids:
-            return {}
-        flt = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(ids)))
-        records, _ = self._call(self.client.scroll, self.collection, scroll_filter=flt, limit=len(ids),
-                                with_payload=True if with_payload else [self.config.tenant_key])
-        out: dict[PointId, dict[str, Any]] = {}
-        for rec in records:
-            payload = rec.payload or {}
-            if payload.get(self.config.tenant_key) == tenant:
-                out[str(rec.id)] = payload if with_payload else {}
-        return out
+        return {str(r.id): (r.payload or {}) if with_payload else {}
+                for r in self._owned(tenant, ids, True if with_payload else [], False)}
 
     def retrieve(self, tenant: str, ids: Sequence[PointId], with_vectors: bool = False) -> dict[PointId, StoredDoc]:
         """The given points that belong to ``tenant``, as documents (others are silently absent)."""
-        if not ids:
-            return {}
-        flt = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(ids)))
-        records, _ = self._call(self.client.scroll, self.collection, scroll_filter=flt, limit=len(ids),
-                                with_payload=True, with_vectors=[VECTOR_NAME] if with_vectors else False)
-        docs = (self._to_doc(rec) for rec in records)
-        return {d.point_id: d for d in docs if d.tenant == tenant}
+        return {str(r.id): self._to_doc(r) for r in self._owned(tenant, ids, True, with_vectors)}
+
+    def docids_by_tenant(self) -> dict[str, list[tuple[PointId, str]]]:
+        """Every point's (tenant, docid) in one pass over the collection: how namespaces are rebuilt."""
+        out: dict[str, list[tuple[PointId, str]]] = {}
+        for rec in self._scroll(None, [self.config.tenant_key, DOCID_KEY], with_vectors=False, page=20_000):
+            payload = rec.payload or {}
+            tenant, docid = payload.get(self.config.tenant_key), payload.get(DOCID_KEY)
+            if isinstance(tenant, str) and tenant and isinstance(docid, str) and docid:
+                out.setdefault(tenant, []).append((str(rec.id), docid))
+        return out
 
     def dense_search(self, tenant: str, vector: np.ndarray, limit: int, with_payload: bool) -> list[DenseHit]:
         res = self._call(self.client.query_points, self.collection, query=vector.tolist(), using=VECTOR_NAME,
@@ -215,11 +225,11 @@ class QdrantStore:
 
     # --- writes --------------------------------------------------------------------------------
     def delete_points(self, tenant: str, ids: Sequence[PointId]) -> None:
-        """Delete the given points of ``tenant``: one filtered call, so other tenants' points are untouchable."""
-        if not ids:
-            return
-        flt = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(ids)))
-        self._call(self.client.delete, self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+        """Delete the given points of ``tenant``; points of other tenants among ``ids`` are left alone."""
+        owned = [r.id for r in self._owned(tenant, ids, [], False)]
+        if owned:
+            self._call(self.client.delete, self.collection, points_selector=models.PointIdsList(points=owned),
+                       wait=True)
 
     def write_docids(self, tenant: str, assignments: Sequence[tuple[PointId, str]], batch_size: int = 256) -> None:
         """Store each point's docid in its payload.

@@ -96,7 +96,8 @@ class DocumentWriter:
         state = self._states.get(tenant)
         if state is None:
             state = TenantDocids(self.codec)
-            for doc in self.store.scroll_tenant(tenant, with_vectors=self.store.has_vectors()):
+            pids = [pid for pid, _ in self._current().entries(tenant)]
+            for doc in self.store.retrieve(tenant, pids, with_vectors=self.store.has_vectors()).values():
                 if doc.docid:
                     state.add(doc.docid, doc.vector)
             self._states[tenant] = state

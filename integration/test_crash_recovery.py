@@ -12,12 +12,16 @@ import threading
 from pathlib import Path
 
 import grpc
+import pytest
 
 from genret.client import GenretClient
 from genret.config import Config
+from genret.engine import Engine
+from genret.errors import Unavailable
 from genret.index_dir import read_manifest
 from genret.namespaces import load_namespaces
 from genret.store import QdrantStore, point_id_for
+from genret.writer import NewDocument
 
 from .conftest import small_corpus
 from .test_cli_serve import genret
@@ -116,5 +120,14 @@ def _stream_kill_restart(env: dict[str, str], proc: subprocess.Popen[str], targe
         ns = load_namespaces(store, read_manifest(cfg.index_dir).docid_codec())  # raises on duplicate docids
         assert sorted(ns.docids) == sorted(in_qdrant.values())
         assert set(ns.point_ids) == {point_id_for(TENANT, d) for d in in_qdrant}
+        # A write that Qdrant cannot take leaves the served state as it was.
+        engine = Engine.load(cfg, store)
+        before = engine.namespaces
+        store.client.close()
+        with pytest.raises(Unavailable):
+            engine.upsert(TENANT, [NewDocument("late", "", "a document that never arrives")])
+        with pytest.raises(Unavailable):
+            engine.delete(TENANT, [next(iter(in_qdrant))])
+        assert engine.namespaces is before
     finally:
         store.close()

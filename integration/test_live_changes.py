@@ -164,6 +164,11 @@ def test_random_changes_keep_every_tenant_inside_its_own_live_documents(stack: S
             delete(stack, tenants[t], [doc])
             live[t].discard(doc)
     for t, tenant in enumerate(tenants):
+        if live[t]:
+            for mode in (pb.SEARCH_MODE_HYBRID, pb.SEARCH_MODE_AUTO):  # not served yet: no results at all
+                with pytest.raises(grpc.RpcError) as info:
+                    found(stack, tenant, query, mode)
+                assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
         for mode in (pb.SEARCH_MODE_GENERATIVE, pb.SEARCH_MODE_DENSE):
             if not live[t]:
                 with pytest.raises(grpc.RpcError) as info:

@@ -164,12 +164,7 @@ def test_random_changes_keep_every_tenant_inside_its_own_live_documents(stack: S
             delete(stack, tenants[t], [doc])
             live[t].discard(doc)
     for t, tenant in enumerate(tenants):
-        if live[t]:
-            for mode in (pb.SEARCH_MODE_HYBRID, pb.SEARCH_MODE_AUTO):  # not served yet: no results at all
-                with pytest.raises(grpc.RpcError) as info:
-                    found(stack, tenant, query, mode)
-                assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        for mode in (pb.SEARCH_MODE_GENERATIVE, pb.SEARCH_MODE_DENSE):
+        for mode in (pb.SEARCH_MODE_GENERATIVE, pb.SEARCH_MODE_DENSE, pb.SEARCH_MODE_HYBRID, pb.SEARCH_MODE_AUTO):
             if not live[t]:
                 with pytest.raises(grpc.RpcError) as info:
                     found(stack, tenant, query, mode)
@@ -179,7 +174,9 @@ def test_random_changes_keep_every_tenant_inside_its_own_live_documents(stack: S
                                                       mode=mode, with_payload=True), timeout=60)
             ids = [h.payload.fields["doc_id"].string_value for h in resp.hits]
             assert all(h.payload.fields["tenant"].string_value == tenant for h in resp.hits)
-            assert set(ids) == live[t]  # exhaustive: every live document, nothing deleted
+            assert set(ids) <= live[t]  # nothing deleted, nothing foreign
+            if mode != pb.SEARCH_MODE_AUTO:  # AUTO may answer with one retriever's top hits only
+                assert set(ids) == live[t]  # exhaustive: every live document
             if mode == pb.SEARCH_MODE_GENERATIVE:
                 for h in resp.hits:
                     point = stack.store.retrieve(tenant, [h.point_id])[h.point_id]

@@ -33,7 +33,10 @@ def search(stack: Stack, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-de
     ({"index": "other-collection"}, grpc.StatusCode.NOT_FOUND, "not served"),
     ({"score_threshold": float("nan")}, grpc.StatusCode.INVALID_ARGUMENT, "finite"),
     ({"mode": 42}, grpc.StatusCode.INVALID_ARGUMENT, "mode"),
-    ({"mode": pb.SEARCH_MODE_HYBRID}, grpc.StatusCode.UNIMPLEMENTED, "HYBRID"),
+    ({"mode": pb.SEARCH_MODE_HYBRID, "fusion": pb.FUSION_LEARNED}, grpc.StatusCode.FAILED_PRECONDITION, "calibrat"),
+    ({"min_probability": 0.5}, grpc.StatusCode.FAILED_PRECONDITION, "calibrat"),
+    ({"min_probability": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "min_probability"),
+    ({"fusion": 9}, grpc.StatusCode.INVALID_ARGUMENT, "fusion"),
 ])
 def test_bad_search_inputs(stack: Stack, kw: dict, code: grpc.StatusCode, words: str) -> None:
     req = pb.SearchRequest(**{"tenant": TENANT, "query": "wing", **kw})

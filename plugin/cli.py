@@ -1,4 +1,4 @@
-"""The `genret` command: load, index, serve, search, keys, eval, demo."""
+"""The `genret` command: load, index, calibrate, serve, search, keys, eval, demo."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--beam-size", type=int, default=0)
     p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"])
+    p.add_argument("--fusion", default="default", choices=["default", "rrf", "learned", "rescore"])
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--api-key", default="", help="sent as x-api-key metadata")
     p.add_argument("--tls-ca", default="", help="PEM CA certificate: connect with TLS")
@@ -99,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=100)
     p.add_argument("--out", default="integration/bench/results")
     p.add_argument("--name", default=None, help="results file name (default eval-<collection>-<split>)")
+
+    p = sub.add_parser("calibrate", help="fit calibrated probabilities on training queries (stored in the index)")
+    _common(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--beam-size", type=int, default=100)
+    p.add_argument("--limit", type=int, default=None, help="at most this many queries")
 
     p = sub.add_parser("demo", help="the whole path on the bundled Cranfield corpus, embedded Qdrant")
     _common(p)
@@ -142,7 +151,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         with GenretClient(args.target, args.timeout, args.api_key, args.tls_ca) as client:
             try:
-                resp = client.search(args.tenant, args.query, args.top_k, args.beam_size, args.mode)
+                resp = client.search(args.tenant, args.query, args.top_k, args.beam_size, args.mode,
+                                     fusion=args.fusion)
             except grpc.RpcError as exc:
                 print(f"genret search: {exc.code().name}: {exc.details()}", file=sys.stderr)
                 return 1
@@ -182,6 +192,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             _index(args, cfg, store)
         elif args.command == "eval":
             _eval(args, cfg, store)
+        elif args.command == "calibrate":
+            from genret.engine import Engine
+            from genret.reliability import calibrate_index
+
+            cal, path = calibrate_index(Engine.load(cfg, store), args.data, args.split, args.tenant,
+                                        args.beam_size, limit=args.limit)
+            print(f"calibration written to {path}: {cal.fit_on}")
     finally:
         store.close()
     return 0
@@ -223,6 +240,14 @@ def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
         "index_training": engine.manifest.training, "docid_scheme": engine.manifest.codec})
     print(markdown_table(results, name))
     print(f"written: {js}")
+    if engine.calibration is not None:
+        from genret.reliability import calibration_report
+
+        report = calibration_report(engine, store, args.data, args.split, args.tenant, args.out, name)
+        for label, r in report["retrievers"].items():
+            print(f"{label}: ECE {r['ece']:.3f}, precision at p>={report['threshold']}: {r['precision_at_threshold']}"
+                  f" ({r['kept_at_threshold']} of {r['hits']} hits)")
+        print(f"reliability diagram: {report['png']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,19 @@
-"""A small gRPC client for the sidecar (used by `genret search` and the demo)."""
+"""Python clients for the sidecar: sync and async, typed results in the shape qdrant-client users know.
+
+``query`` returns ``ScoredPoint``s (id, score, payload, plus docid, retriever, sources and calibrated
+probability). Each call has a deadline (``timeout_s``); a call answered UNAVAILABLE (server restarting,
+network blip) is retried with exponential backoff while the deadline allows. Every other status is
+raised at once as ``grpc.RpcError``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -13,19 +23,64 @@ from genret.v1 import genret_pb2_grpc as pb_grpc
 
 MODES = {"generative": pb.SEARCH_MODE_GENERATIVE, "dense": pb.SEARCH_MODE_DENSE,
          "hybrid": pb.SEARCH_MODE_HYBRID, "auto": pb.SEARCH_MODE_AUTO}
+FUSIONS = {"default": pb.FUSION_UNSPECIFIED, "rrf": pb.FUSION_RRF, "learned": pb.FUSION_LEARNED,
+           "rescore": pb.FUSION_RESCORE}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Source:
+    retriever: str
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ScoredPoint:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    docid: str = ""
+    retriever: str = ""
+    sources: tuple[Source, ...] = field(default_factory=tuple)
+    probability: float | None = None
+
+
+def points_from(resp: pb.SearchResponse) -> list[ScoredPoint]:
+    return [ScoredPoint(h.point_id, h.score, MessageToDict(h.payload) if h.HasField("payload") else {}, h.docid,
+                        h.retriever, tuple(Source(s.retriever, s.rank, s.score) for s in h.sources),
+                        h.probability if h.HasField("probability") else None) for h in resp.hits]
+
+
+def search_request(tenant: str, query: str, limit: int = 10, mode: str = "generative", fusion: str = "default",
+                   beam_size: int = 0, with_payload: bool = True, score_threshold: float | None = None,
+                   min_probability: float | None = None) -> pb.SearchRequest:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+    req = pb.SearchRequest(tenant=tenant, query=query, top_k=limit, beam_size=beam_size, mode=MODES[mode],
+                           fusion=FUSIONS[fusion], with_payload=with_payload)
+    if score_threshold is not None:
+        req.score_threshold = score_threshold
+    if min_probability is not None:
+        req.min_probability = min_probability
+    return req
+
+
+def _channel_args(target: str, tls_ca: str) -> tuple[str, grpc.ChannelCredentials | None]:
+    return target, grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes()) if tls_ca else None
 
 
 class GenretClient:
     """Sync client. ``api_key`` goes out as ``x-api-key`` metadata; ``tls_ca`` (PEM path) turns on TLS."""
 
-    def __init__(self, target: str, timeout_s: float = 30.0, api_key: str = "", tls_ca: str = "") -> None:
-        if tls_ca:
-            creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-            self.channel = grpc.secure_channel(target, creds)
-        else:
-            self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, timeout_s: float = 30.0, api_key: str = "", tls_ca: str = "",
+                 retries: int = 3, backoff_s: float = 0.2) -> None:
+        _, creds = _channel_args(target, tls_ca)
+        self.channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
         self.stub = pb_grpc.GenRetStub(self.channel)
-        self.timeout_s = timeout_s
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self._metadata = (("x-api-key", api_key),) if api_key else ()
 
     def close(self) -> None:
@@ -37,35 +92,92 @@ class GenretClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _call(self, method: Callable[..., T], request: Any) -> T:
+        deadline = time.monotonic() + self.timeout_s
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=max(0.0, deadline - time.monotonic()), metadata=self._metadata)
+            except grpc.RpcError as exc:
+                pause = self.backoff_s * 2**attempt
+                if (exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries
+                        or time.monotonic() + pause >= deadline):
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def query(self, tenant: str, query: str, limit: int = 10, mode: str = "generative", **kw: Any) -> list[ScoredPoint]:
+        return points_from(self._call(self.stub.Search, search_request(tenant, query, limit, mode, **kw)))
+
     def search(self, tenant: str, query: str, top_k: int = 10, beam_size: int = 0, mode: str = "generative",
-               with_payload: bool = True, score_threshold: float | None = None) -> pb.SearchResponse:
-        req = pb.SearchRequest(tenant=tenant, query=query, top_k=top_k, beam_size=beam_size, mode=MODES[mode],
-                               with_payload=with_payload)
-        if score_threshold is not None:
-            req.score_threshold = score_threshold
-        return self.stub.Search(req, timeout=self.timeout_s, metadata=self._metadata)
+               with_payload: bool = True, score_threshold: float | None = None,
+               fusion: str = "default") -> pb.SearchResponse:
+        """The raw protobuf response (``query`` is the typed form)."""
+        return self._call(self.stub.Search, search_request(tenant, query, top_k, mode, fusion, beam_size,
+                                                           with_payload, score_threshold))
 
     def search_batch(self, tenant: str, queries: Sequence[str], top_k: int = 10,
                      mode: str = "generative") -> pb.SearchBatchResponse:
-        reqs = [pb.SearchRequest(tenant=tenant, query=q, top_k=top_k, mode=MODES[mode]) for q in queries]
-        return self.stub.SearchBatch(pb.SearchBatchRequest(requests=reqs), timeout=self.timeout_s,
-                                     metadata=self._metadata)
+        reqs = [search_request(tenant, q, top_k, mode) for q in queries]
+        return self._call(self.stub.SearchBatch, pb.SearchBatchRequest(requests=reqs))
 
     def info(self, tenant: str = "") -> pb.IndexInfo:
-        return self.stub.GetIndexInfo(pb.GetIndexInfoRequest(tenant=tenant), timeout=self.timeout_s,
-                                      metadata=self._metadata)
+        return self._call(self.stub.GetIndexInfo, pb.GetIndexInfoRequest(tenant=tenant))
 
     def upsert(self, tenant: str, docs: Sequence[tuple[str, str, str]]) -> pb.UpsertResponse:
         """docs: (id, title, text)."""
         req = pb.UpsertRequest(tenant=tenant, documents=[pb.Document(id=i, title=t, text=x) for i, t, x in docs])
-        return self.stub.UpsertDocuments(req, timeout=self.timeout_s, metadata=self._metadata)
+        return self._call(self.stub.UpsertDocuments, req)
 
     def delete(self, tenant: str, ids: Sequence[str]) -> pb.DeleteResponse:
-        return self.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=list(ids)), timeout=self.timeout_s,
-                                         metadata=self._metadata)
+        return self._call(self.stub.DeleteDocuments, pb.DeleteRequest(tenant=tenant, ids=list(ids)))
 
     def reload_keys(self) -> pb.ReloadKeysResponse:
-        return self.stub.ReloadKeys(pb.ReloadKeysRequest(), timeout=self.timeout_s, metadata=self._metadata)
+        return self._call(self.stub.ReloadKeys, pb.ReloadKeysRequest())
+
+
+class AsyncGenretClient:
+    """The same calls for asyncio applications (grpc.aio)."""
+
+    def __init__(self, target: str, timeout_s: float = 30.0, api_key: str = "", tls_ca: str = "",
+                 retries: int = 3, backoff_s: float = 0.2) -> None:
+        _, creds = _channel_args(target, tls_ca)
+        self.channel = grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.GenRetStub(self.channel)
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self._metadata = (("x-api-key", api_key),) if api_key else ()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncGenretClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        deadline = time.monotonic() + self.timeout_s
+        for attempt in range(self.retries + 1):
+            try:
+                return await method(request, timeout=max(0.0, deadline - time.monotonic()), metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                pause = self.backoff_s * 2**attempt
+                if (exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries
+                        or time.monotonic() + pause >= deadline):
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def query(self, tenant: str, query: str, limit: int = 10, mode: str = "generative",
+                    **kw: Any) -> list[ScoredPoint]:
+        return points_from(await self._call(self.stub.Search, search_request(tenant, query, limit, mode, **kw)))
+
+    async def upsert(self, tenant: str, docs: Sequence[tuple[str, str, str]]) -> pb.UpsertResponse:
+        req = pb.UpsertRequest(tenant=tenant, documents=[pb.Document(id=i, title=t, text=x) for i, t, x in docs])
+        return await self._call(self.stub.UpsertDocuments, req)
+
+    async def delete(self, tenant: str, ids: Sequence[str]) -> pb.DeleteResponse:
+        return await self._call(self.stub.DeleteDocuments, pb.DeleteRequest(tenant=tenant, ids=list(ids)))
 
 
 def format_hits(resp: pb.SearchResponse, text_key: str = "title", width: int = 90) -> str:

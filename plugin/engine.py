@@ -10,31 +10,26 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import numpy as np
 import torch
 
 from genret.beam import constrained_beam_search
+from genret.calibrate import DENSE, GENERATIVE, Calibration, read_calibration
 from genret.config import Config
 from genret.devices import resolve_device
 from genret.docids import DocidCodec
-from genret.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from genret.errors import FailedPrecondition, InvalidArgument, NotFound
+from genret.fusion import Ranked
 from genret.index_dir import MODEL_DIR, Manifest, read_manifest
 from genret.kernels import BACKENDS, SCORING
 from genret.modeling import HFSeq2SeqBackend, Seq2SeqBackend, load_trained
+from genret.modes import Answer, Fusion, Mode, answer
 from genret.namespaces import Namespaces, load_namespaces
-from genret.store import QdrantStore
+from genret.store import DOCID_KEY, QdrantStore
 from genret.trie import DeviceForest
 from genret.writer import Deleted, DocumentWriter, NewDocument, Upserted
-
-
-class Mode(Enum):
-    GENERATIVE = "generative"
-    DENSE = "dense"
-    HYBRID = "hybrid"
-    AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -47,6 +42,8 @@ class SearchQuery:
     score_threshold: float | None = None
     with_payload: bool = False
     index: str = ""
+    fusion: Fusion = Fusion.DEFAULT
+    min_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +53,9 @@ class SearchHit:
     score: float
     retriever: str
     payload: dict[str, Any]
+    sources: tuple[Ranked, ...] = ()  # one per retriever that returned the point, in retriever order
+    source_names: tuple[str, ...] = ()
+    probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class Engine:
         self.codec = codec
         self.manifest = manifest
         self._live = _Live(namespaces, namespaces.forest.to_device(backend.device))  # replaced whole
+        self.calibration: Calibration | None = read_calibration(config.index_dir)
         self._dense_encoder: Any = None
         self._dense_lock = threading.Lock()
         self.writer = DocumentWriter(config, store, codec, self.embed_documents, lambda: self._live.namespaces,
@@ -158,51 +159,102 @@ class Engine:
             raise InvalidArgument(f"beam_size ({beams}) must be at least top_k ({top_k})")
         if q.score_threshold is not None and not math.isfinite(q.score_threshold):
             raise InvalidArgument("score_threshold must be a finite number")
-        if q.mode in (Mode.HYBRID, Mode.AUTO):
-            raise Unimplemented(f"mode {q.mode.name} is not available in this version; use GENERATIVE or DENSE")
+        if q.min_probability is not None:
+            if not 0.0 <= q.min_probability <= 1.0:
+                raise InvalidArgument("min_probability must be in [0, 1]")
+            if self.calibration is None:
+                raise FailedPrecondition("min_probability needs a calibrated index (run `genret calibrate`)")
+        if q.mode != Mode.GENERATIVE and not self.store.has_vectors():
+            raise FailedPrecondition(f"collection '{self.store.collection}' has no dense vectors; "
+                                     f"load it with vectors to use {q.mode.name}")
+        if q.mode == Mode.HYBRID and q.fusion == Fusion.LEARNED and self.calibration is None:
+            raise FailedPrecondition("LEARNED fusion needs a calibrated index (run `genret calibrate`)")
         if not self.namespaces.has(q.tenant):
             raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
-        return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index)
+        return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index,
+                           q.fusion, q.min_probability)
 
     # --- search --------------------------------------------------------------------------------
     def search_batch(self, queries: Sequence[SearchQuery], deadline: float | None = None) -> list[list[SearchHit]]:
-        """Answer normalised queries; generative ones are decoded together, grouped by beam width."""
-        results: list[list[SearchHit]] = [[] for _ in queries]
+        """Answer normalised queries: generative lists are decoded together (grouped by beam width), dense
+        lists come from Qdrant, each query's mode combines them, and hits are filled in from Qdrant."""
         live = self._live  # one snapshot for the whole batch
+        gen = self._generative_lists(queries, live, deadline)
+        dense, vectors = self._dense_lists(queries)
+        docid_of: dict[str, str] = {}
+        for lst in gen.values():
+            docid_of.update({pid: docid for pid, docid, _ in lst})
+        answers: dict[int, list[Answer]] = {}
+        for i, q in enumerate(queries):
+            lists = {GENERATIVE: [(pid, s) for pid, _, s in gen.get(i, [])], DENSE: dense.get(i, [])}
+            vec_of = vectors.get(i)
+            rescore = (lambda ids, q=q, v=vec_of: self._dense_scores(q.tenant, v, ids))  # noqa: E731
+            answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, rescore) if self._keep(q, a)]
+            answers[i] = answers[i][: q.top_k]
+        return self._hydrate(queries, answers, docid_of)
+
+    def _keep(self, q: SearchQuery, a: Answer) -> bool:
+        if q.score_threshold is not None and a.score < q.score_threshold:
+            return False
+        return q.min_probability is None or (a.probability is not None and a.probability >= q.min_probability)
+
+    def _generative_lists(self, queries: Sequence[SearchQuery], live: _Live,
+                          deadline: float | None) -> dict[int, list[tuple[str, str, float]]]:
         ns, forest = live.namespaces, live.forest
         groups: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
-            if q.mode == Mode.DENSE:
-                results[i] = self._dense(q)
-            elif ns.has(q.tenant):  # a tenant whose last document was deleted meanwhile has no hits
+            if q.mode != Mode.DENSE and ns.has(q.tenant):  # a tenant emptied meanwhile has no hits
                 groups.setdefault(q.beams, []).append(i)
+        out: dict[int, list[tuple[str, str, float]]] = {}
         for beams, idx in groups.items():
             enc = self.backend.encode([queries[i].text for i in idx])
             roots = torch.tensor([ns.root(queries[i].tenant) for i in idx], dtype=torch.long)
             res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
                                           self.config.kernel_backend, self.config.scoring)
             leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
-            cands = {i: self._candidates(queries[i], ns, leaves[row], scores[row]) for row, i in enumerate(idx)}
-            self._hydrate_into(results, queries, cands)
-        return results
+            for row, i in enumerate(idx):
+                out[i] = self._candidates(queries[i], ns, leaves[row], scores[row])
+        return out
 
-    def _hydrate_into(self, results: list[list[SearchHit]], queries: Sequence[SearchQuery],
-                      cands: dict[int, list[tuple[str, str, float]]]) -> None:
-        """One tenant-filtered Qdrant read per tenant in the batch; hits whose point is gone are dropped."""
+    def _dense_lists(self, queries: Sequence[SearchQuery]) -> tuple[dict[int, list[tuple[str, float]]], dict[int, Any]]:
+        """Each non-generative query's dense list (as deep as its beam when fused) and query vector."""
+        idx = [i for i, q in enumerate(queries) if q.mode != Mode.GENERATIVE]
+        if not idx:
+            return {}, {}
+        vectors = dict(zip(idx, self.embed_queries([queries[i].text for i in idx]), strict=True))
+        out = {}
+        for i in idx:
+            q = queries[i]
+            depth = q.top_k if q.mode == Mode.DENSE else max(q.top_k, q.beams)
+            out[i] = [(h.point_id, h.score) for h in self.store.dense_search(q.tenant, vectors[i], depth, False)]
+        return out, vectors
+
+    def _dense_scores(self, tenant: str, vec: Any, ids: Sequence[str]) -> list[tuple[str, float]]:
+        hits = self.store.dense_search(tenant, vec, len(ids), False, only=ids) if ids else []
+        return [(h.point_id, h.score) for h in hits]
+
+    def _hydrate(self, queries: Sequence[SearchQuery], answers: dict[int, list[Answer]],
+                 docid_of: dict[str, str]) -> list[list[SearchHit]]:
+        """One tenant-checked Qdrant read per tenant in the batch; hits whose point is gone are dropped."""
+        results: list[list[SearchHit]] = [[] for _ in queries]
         by_tenant: dict[str, list[int]] = {}
-        for i in cands:
+        for i in answers:
             by_tenant.setdefault(queries[i].tenant, []).append(i)
         for tenant, rows in by_tenant.items():
-            ids = list(dict.fromkeys(pid for i in rows for pid, _, _ in cands[i]))
-            payloads = self.store.hydrate(tenant, ids, any(queries[i].with_payload for i in rows))
+            ids = list(dict.fromkeys(a.point_id for i in rows for a in answers[i]))
+            payloads = self.store.hydrate(tenant, ids, True)
             for i in rows:
                 keep = queries[i].with_payload
-                results[i] = [SearchHit(pid, docid, score, "generative", payloads[pid] if keep else {})
-                              for pid, docid, score in cands[i] if pid in payloads]
+                results[i] = [
+                    SearchHit(a.point_id, docid_of.get(a.point_id) or str(payloads[a.point_id].get(DOCID_KEY) or ""),
+                              a.score, a.retriever, payloads[a.point_id] if keep else {}, tuple(a.sources.values()),
+                              tuple(a.sources), a.probability)
+                    for a in answers[i] if a.point_id in payloads]
+        return results
 
     def _candidates(self, q: SearchQuery, ns: Namespaces, leaves: list[int],
                     scores: list[float]) -> list[tuple[str, str, float]]:
-        """(point id, docid, score) of the query's best leaves, threshold applied, at most top_k."""
+        """(point id, docid, score) of the query's decoded leaves, best first."""
         tenant_idx = ns.root(q.tenant)
         cands = []
         ranks = ns.forest.leaf_rank(np.asarray(leaves, dtype=np.int64)).tolist()
@@ -211,23 +263,8 @@ class Engine:
                 continue
             if int(ns.tenant_of[value]) != tenant_idx:  # cannot happen when decoding from the root
                 raise RuntimeError("decoded a docid outside the caller's namespace")
-            if q.score_threshold is not None and score < q.score_threshold:
-                continue
             cands.append((ns.point_ids[value], ns.docids[value], score))
-        return cands[: q.top_k]
-
-    def _dense(self, q: SearchQuery) -> list[SearchHit]:
-        if not self.store.has_vectors():
-            raise FailedPrecondition(f"collection '{self.store.collection}' has no dense vectors; "
-                                     "load it with vectors to use DENSE")
-        vec = self.embed_queries([q.text])[0]
-        hits = self.store.dense_search(q.tenant, vec, q.top_k, q.with_payload)
-        out = []
-        for h in hits:
-            if q.score_threshold is not None and h.score < q.score_threshold:
-                continue
-            out.append(SearchHit(h.point_id, "", h.score, "dense", h.payload))
-        return out
+        return cands
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.embed_queries(texts), dtype=np.float32)

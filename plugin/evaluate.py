@@ -1,4 +1,4 @@
-"""`genret eval`: the generative retriever, Qdrant dense search and BM25 on one BEIR split, side by side.
+"""`genret eval`: every search mode, Qdrant dense search and BM25 on one BEIR split, side by side.
 
 Metrics come from ir-measures: Hits@k is Success@k (a relevant document in the top k), MRR@10 is RR@10.
 """
@@ -18,8 +18,9 @@ import numpy as np
 from ir_measures import RR, Success, nDCG
 
 from genret.beir import load_qrels, load_queries
-from genret.engine import Engine, Mode, SearchQuery
+from genret.engine import Engine, SearchQuery
 from genret.index_dir import library_versions
+from genret.modes import Fusion, Mode
 from genret.store import QdrantStore
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,12 @@ def bm25_run(doc_keys: Sequence[str], texts: Sequence[str], queries: Mapping[str
 
 
 def engine_run(engine: Engine, tenant: str, queries: Mapping[str, str], mode: Mode, k: int, beams: int,
-               doc_key_of: Mapping[str, str], batch_size: int) -> Run:
+               doc_key_of: Mapping[str, str], batch_size: int, fusion: Fusion = Fusion.DEFAULT) -> Run:
     qids = list(queries)
     run: Run = {}
     for s in range(0, len(qids), batch_size):
         chunk = qids[s : s + batch_size]
-        batch = [engine.normalise(SearchQuery(tenant, queries[q], k, beams, mode)) for q in chunk]
+        batch = [engine.normalise(SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion)) for q in chunk]
         for q, hits in zip(chunk, engine.search_batch(batch), strict=True):
             run[q] = {doc_key_of[h.point_id]: h.score for h in hits}
     return run
@@ -97,6 +98,16 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
     if store.has_vectors():
         results.append(_timed("dense (Qdrant, MiniLM)", lambda: engine_run(
             engine, tenant, queries, Mode.DENSE, k, k, doc_key_of, batch_size), qrels, {"top_k": k}))
+        fusions = [("RRF", Fusion.RRF), ("rescore", Fusion.RESCORE)]
+        if engine.calibration is not None:
+            fusions.append(("learned", Fusion.LEARNED))
+        for label, fusion in fusions:
+            results.append(_timed(f"hybrid ({label})", lambda f=fusion: engine_run(  # type: ignore[misc]
+                engine, tenant, queries, Mode.HYBRID, k, beams, doc_key_of, batch_size, f), qrels,
+                {"top_k": k, "beam_size": beams, "fusion": fusion.value}))
+        results.append(_timed("auto", lambda: engine_run(
+            engine, tenant, queries, Mode.AUTO, k, beams, doc_key_of, batch_size), qrels,
+            {"top_k": k, "beam_size": beams, "calibrated": engine.calibration is not None}))
     results.append(_timed("BM25 (bm25s k1=0.9 b=0.4)", lambda: bm25_run(
         [d.doc_id for d in docs], [f"{d.title} {d.text}" for d in docs], queries, k), qrels, {"top_k": k}))
     return results

@@ -21,8 +21,9 @@ from genret import errors
 from genret.auth import OPEN, KeyRing, Principal
 from genret.batcher import MicroBatcher
 from genret.config import Config
-from genret.engine import Engine, IndexStats, Mode, SearchHit, SearchQuery
+from genret.engine import Engine, IndexStats, SearchHit, SearchQuery
 from genret.limits import TenantLimiter
+from genret.modes import Fusion, Mode
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
 from genret.writer import NewDocument
@@ -55,18 +56,29 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+_FUSIONS = {pb.FUSION_UNSPECIFIED: Fusion.DEFAULT, pb.FUSION_RRF: Fusion.RRF, pb.FUSION_LEARNED: Fusion.LEARNED,
+            pb.FUSION_RESCORE: Fusion.RESCORE}
+
+
 def query_from_proto(req: pb.SearchRequest) -> SearchQuery:
     if req.mode not in _MODES:
         raise errors.InvalidArgument(f"unknown search mode {req.mode}")
+    if req.fusion not in _FUSIONS:
+        raise errors.InvalidArgument(f"unknown fusion {req.fusion}")
     threshold = req.score_threshold if req.HasField("score_threshold") else None
+    min_prob = req.min_probability if req.HasField("min_probability") else None
     return SearchQuery(req.tenant, req.query, req.top_k, req.beam_size, _MODES[req.mode], threshold,
-                       req.with_payload, req.index)
+                       req.with_payload, req.index, _FUSIONS[req.fusion], min_prob)
 
 
 def hits_to_proto(hits: Sequence[SearchHit], took_ms: float) -> pb.SearchResponse:
     out = pb.SearchResponse(took_ms=took_ms)
     for h in hits:
-        hit = out.hits.add(point_id=h.point_id, docid=h.docid, score=h.score, retriever=h.retriever)
+        hit = out.hits.add(point_id=h.point_id, docid=h.docid, score=h.score, retriever=h.retriever,
+                           sources=[pb.Source(retriever=name, rank=r.rank, score=r.score)
+                                    for name, r in zip(h.source_names, h.sources, strict=True)])
+        if h.probability is not None:
+            hit.probability = h.probability
         if h.payload:
             ParseDict(_jsonable(h.payload), hit.payload)
     return out

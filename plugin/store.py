@@ -212,9 +212,13 @@ class QdrantStore:
                 out.setdefault(tenant, []).append((str(rec.id), docid))
         return out
 
-    def dense_search(self, tenant: str, vector: np.ndarray, limit: int, with_payload: bool) -> list[DenseHit]:
+    def dense_search(self, tenant: str, vector: np.ndarray, limit: int, with_payload: bool,
+                     only: Sequence[PointId] | None = None) -> list[DenseHit]:
+        """Qdrant's nearest neighbours of ``vector`` in ``tenant``; with ``only``, Qdrant scores just those
+        points (a has_id condition next to the tenant filter), which is how generative candidates are rescored."""
+        extra = [models.HasIdCondition(has_id=list(only))] if only is not None else []
         res = self._call(self.client.query_points, self.collection, query=vector.tolist(), using=VECTOR_NAME,
-                         query_filter=self.tenant_filter(tenant), limit=limit, with_payload=True)
+                         query_filter=self.tenant_filter(tenant, *extra), limit=limit, with_payload=True)
         hits = []
         for p in res.points:
             payload = p.payload or {}

@@ -15,14 +15,25 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_DENSE: _ClassVar[SearchMode]
     SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
     SEARCH_MODE_AUTO: _ClassVar[SearchMode]
+
+class Fusion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_UNSPECIFIED: _ClassVar[Fusion]
+    FUSION_RRF: _ClassVar[Fusion]
+    FUSION_LEARNED: _ClassVar[Fusion]
+    FUSION_RESCORE: _ClassVar[Fusion]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_GENERATIVE: SearchMode
 SEARCH_MODE_DENSE: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 SEARCH_MODE_AUTO: SearchMode
+FUSION_UNSPECIFIED: Fusion
+FUSION_RRF: Fusion
+FUSION_LEARNED: Fusion
+FUSION_RESCORE: Fusion
 
 class SearchRequest(_message.Message):
-    __slots__ = ("tenant", "query", "top_k", "beam_size", "mode", "score_threshold", "with_payload", "index")
+    __slots__ = ("tenant", "query", "top_k", "beam_size", "mode", "score_threshold", "with_payload", "index", "fusion", "min_probability")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +42,8 @@ class SearchRequest(_message.Message):
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    MIN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     query: str
     top_k: int
@@ -39,21 +52,37 @@ class SearchRequest(_message.Message):
     score_threshold: float
     with_payload: bool
     index: str
-    def __init__(self, tenant: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., score_threshold: _Optional[float] = ..., with_payload: _Optional[bool] = ..., index: _Optional[str] = ...) -> None: ...
+    fusion: Fusion
+    min_probability: float
+    def __init__(self, tenant: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., score_threshold: _Optional[float] = ..., with_payload: _Optional[bool] = ..., index: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, str]] = ..., min_probability: _Optional[float] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("retriever", "rank", "score")
+    RETRIEVER_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    retriever: str
+    rank: int
+    score: float
+    def __init__(self, retriever: _Optional[str] = ..., rank: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("point_id", "docid", "score", "payload", "retriever")
+    __slots__ = ("point_id", "docid", "score", "payload", "retriever", "sources", "probability")
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
     DOCID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     RETRIEVER_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     point_id: str
     docid: str
     score: float
     payload: _struct_pb2.Struct
     retriever: str
-    def __init__(self, point_id: _Optional[str] = ..., docid: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., retriever: _Optional[str] = ...) -> None: ...
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    probability: float
+    def __init__(self, point_id: _Optional[str] = ..., docid: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., retriever: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "took_ms")

@@ -1,0 +1,76 @@
+"""The typed clients against a real in-process server: results, deadlines, retries on UNAVAILABLE."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import threading
+import time
+
+import grpc
+import pytest
+
+from genret.client import AsyncGenretClient, GenretClient, ScoredPoint
+from genret.server import ServerThread
+
+from .conftest import TENANT, Stack
+
+
+def test_query_returns_scored_points_with_sources(stack: Stack) -> None:
+    with GenretClient(stack.server.target) as client:
+        for mode in ("generative", "dense", "hybrid", "auto"):
+            points = client.query(TENANT, "supersonic wing flutter", limit=5, mode=mode)
+            assert points and all(isinstance(p, ScoredPoint) for p in points)
+            assert all(p.payload["tenant"] == TENANT for p in points)
+            assert all(p.sources and p.retriever in (mode, "generative", "dense", "hybrid") for p in points)
+            assert [p.score for p in points] == sorted((p.score for p in points), reverse=True)
+        hybrid = client.query(TENANT, "supersonic wing flutter", limit=20, mode="hybrid", fusion="rrf")
+        both = [p for p in hybrid if len(p.sources) == 2]
+        assert both and {s.retriever for s in both[0].sources} == {"generative", "dense"}
+        with pytest.raises(ValueError, match="valid"):
+            client.query(TENANT, "x", mode="psychic")
+
+
+def test_deadline_is_not_retried(stack: Stack) -> None:
+    with GenretClient(stack.server.target, timeout_s=0.001, retries=5) as client:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            client.query(TENANT, "wing", limit=5, beam_size=100)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - t0 < 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unavailable_is_retried_until_the_server_is_up(stack: Stack) -> None:
+    port = free_port()
+    cfg = dataclasses.replace(stack.config, port=port)
+    server: list[ServerThread] = []
+    starter = threading.Timer(1.0, lambda: server.append(ServerThread(cfg, stack.engine).__enter__()))
+    starter.start()
+    try:
+        with GenretClient(f"127.0.0.1:{port}", timeout_s=30, retries=8, backoff_s=0.2) as client:
+            assert client.query(TENANT, "wing", limit=2)
+        with GenretClient(f"127.0.0.1:{free_port()}", timeout_s=5, retries=1, backoff_s=0.05) as nobody:
+            with pytest.raises(grpc.RpcError) as info:
+                nobody.query(TENANT, "wing")
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        starter.join()
+        for s in server:
+            s.stop()
+
+
+def test_async_client(stack: Stack) -> None:
+    async def run() -> list[ScoredPoint]:
+        async with AsyncGenretClient(stack.server.target) as client:
+            results = await asyncio.gather(*(client.query(TENANT, q, limit=3, mode="hybrid")
+                                             for q in ("wing", "heat transfer", "shock")))
+            return [p for r in results for p in r]
+
+    points = asyncio.run(run())
+    assert len(points) == 9 and all(p.payload["tenant"] == TENANT for p in points)

@@ -1,0 +1,80 @@
+"""Every Qdrant call a search makes, in every mode, is scoped to the caller's tenant.
+
+The real Qdrant client is wrapped by a recorder that forwards every call and keeps its arguments.
+Filtered calls (query_points, scroll, delete) must carry the tenant's match condition; calls by point
+id (retrieve) may only name points of the tenant's own namespace, and the store drops any returned
+payload of another tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from qdrant_client import models
+
+from genret.engine import SearchQuery
+from genret.modes import Fusion, Mode
+from genret.store import point_id_for
+
+from .conftest import OTHER, TENANT, Stack
+
+
+class Recorder:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._client, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, kwargs))
+            return target(*args, **kwargs)
+
+        return call
+
+
+def has_tenant(flt: models.Filter | None, tenant: str) -> bool:
+    return flt is not None and any(isinstance(c, models.FieldCondition) and c.key == "tenant"
+                                   and isinstance(c.match, models.MatchValue) and c.match.value == tenant
+                                   for c in (flt.must or []))
+
+
+@pytest.fixture
+def recorder(stack: Stack) -> Iterator[Recorder]:
+    real = stack.store.client
+    rec = Recorder(real)
+    stack.store.client = rec  # type: ignore[assignment]
+    try:
+        yield rec
+    finally:
+        stack.store.client = real
+
+
+@pytest.mark.parametrize("mode, fusion", [(Mode.GENERATIVE, Fusion.DEFAULT), (Mode.DENSE, Fusion.DEFAULT),
+                                          (Mode.HYBRID, Fusion.RRF), (Mode.HYBRID, Fusion.RESCORE),
+                                          (Mode.AUTO, Fusion.DEFAULT)])
+def test_every_qdrant_call_is_scoped_to_the_tenant(stack: Stack, recorder: Recorder, mode: Mode,
+                                                   fusion: Fusion) -> None:
+    own = {pid for pid, _ in stack.store.docids_of_tenant(OTHER)}
+    recorder.calls.clear()
+    q = stack.engine.normalise(SearchQuery(OTHER, "supersonic flow over wings", 5, 20, mode, with_payload=True,
+                                           fusion=fusion))
+    hits = stack.engine.search_batch([q])[0]
+    assert hits and all(h.payload["tenant"] == OTHER and h.point_id in own for h in hits)
+    assert recorder.calls
+    for name, kwargs in recorder.calls:
+        if name in ("query_points", "scroll", "count"):
+            flt = kwargs.get("query_filter") or kwargs.get("scroll_filter") or kwargs.get("count_filter")
+            assert has_tenant(flt, OTHER), (name, kwargs)
+        elif name == "retrieve":
+            assert set(kwargs["ids"]) <= own, name
+        else:
+            pytest.fail(f"unexpected Qdrant call {name}")
+    # A by-id read naming another tenant's point returns nothing for this tenant.
+    foreign = point_id_for(TENANT, next(iter(stack.titles)))
+    assert stack.store.hydrate(OTHER, [foreign], True) == {}

@@ -1,0 +1,120 @@
+"""Calibrated scores: raw retriever scores -> probability of relevance, fit on training queries.
+
+``genret calibrate`` runs the index's training queries through both retrievers, labels every returned
+hit by the qrels, and fits three logistic models (scikit-learn): generative log-probability alone,
+dense cosine alone, and both together (the LEARNED fusion, with an "absent" term for a list that did
+not return the point). They are stored as ``calibration.json`` in the index directory, so a threshold on
+``min_probability`` means the same thing for every query and tenant of the index.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genret.fusion import LogisticFusion, Ranked
+
+CALIBRATION = "calibration.json"
+GENERATIVE, DENSE = "generative", "dense"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    generative: LogisticFusion
+    dense: LogisticFusion
+    hybrid: LogisticFusion
+    auto_min_probability: float  # AUTO fuses only when generative's top hit is at least this likely
+    fit_on: Mapping[str, Any]
+
+    def probability(self, retriever: str, score: float) -> float:
+        model = self.generative if retriever == GENERATIVE else self.dense
+        return model.probability({retriever: Ranked("", score, 1)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generative": self.generative.to_json(), "dense": self.dense.to_json(),
+                "hybrid": self.hybrid.to_json(), "auto_min_probability": self.auto_min_probability,
+                "fit_on": dict(self.fit_on)}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> Calibration:
+        return Calibration(LogisticFusion.from_json(data["generative"]), LogisticFusion.from_json(data["dense"]),
+                           LogisticFusion.from_json(data["hybrid"]), float(data["auto_min_probability"]),
+                           dict(data.get("fit_on", {})))
+
+
+def read_calibration(index_dir: str | Path) -> Calibration | None:
+    path = Path(index_dir) / CALIBRATION
+    return Calibration.from_json(json.loads(path.read_text())) if path.is_file() else None
+
+
+def write_calibration(index_dir: str | Path, cal: Calibration) -> Path:
+    path = Path(index_dir) / CALIBRATION
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cal.to_json(), indent=2, sort_keys=True))
+    tmp.replace(path)
+    return path
+
+
+def _fit(rows: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> LogisticFusion:
+    """rows: (n, 2*len(names)) = per retriever [score if present else 0, 1 if absent else 0]."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("calibration needs both relevant and non-relevant hits among the training results")
+    model = LogisticRegression(C=10.0, max_iter=1000).fit(rows, labels)
+    coef = model.coef_[0]
+    return LogisticFusion(float(model.intercept_[0]), {n: float(coef[2 * i]) for i, n in enumerate(names)},
+                          {n: float(coef[2 * i + 1]) for i, n in enumerate(names)})
+
+
+def features(sources: Mapping[str, Ranked], names: Sequence[str]) -> list[float]:
+    out: list[float] = []
+    for n in names:
+        r = sources.get(n)
+        present = r is not None and math.isfinite(r.score)
+        out += [r.score if present else 0.0, 0.0 if present else 1.0]  # type: ignore[union-attr]
+    return out
+
+
+def fit_calibration(runs: Mapping[str, Mapping[str, list[tuple[str, float]]]],
+                    relevant: Mapping[str, set[str]], fit_on: Mapping[str, Any]) -> Calibration:
+    """runs: query -> retriever -> ranked [(point id, raw score)]; relevant: query -> relevant point ids."""
+    single: dict[str, tuple[list[list[float]], list[int]]] = {GENERATIVE: ([], []), DENSE: ([], [])}
+    both: tuple[list[list[float]], list[int]] = ([], [])
+    for q, lists in runs.items():
+        rel = relevant.get(q, set())
+        union: dict[str, dict[str, Ranked]] = {}
+        for name, hits in lists.items():
+            for rank, (pid, score) in enumerate(hits, 1):
+                single[name][0].append(features({name: Ranked(pid, score, rank)}, [name]))
+                single[name][1].append(int(pid in rel))
+                union.setdefault(pid, {})[name] = Ranked(pid, score, rank)
+        for pid, sources in union.items():
+            both[0].append(features(sources, [GENERATIVE, DENSE]))
+            both[1].append(int(pid in rel))
+    gen = _fit(np.asarray(single[GENERATIVE][0]), np.asarray(single[GENERATIVE][1]), [GENERATIVE])
+    dense = _fit(np.asarray(single[DENSE][0]), np.asarray(single[DENSE][1]), [DENSE])
+    hybrid = _fit(np.asarray(both[0]), np.asarray(both[1]), [GENERATIVE, DENSE])
+    return Calibration(gen, dense, hybrid, 0.5, {**fit_on, "hits": len(both[1]), "relevant_hits": sum(both[1])})
+
+
+def expected_calibration_error(probs: Sequence[float], labels: Sequence[int],
+                               bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+    """ECE over equal-width probability bins, and the per-bin (confidence, accuracy, count) table."""
+    p, y = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)
+    table, ece = [], 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        sel = (p >= lo) & ((p < hi) if b < bins - 1 else (p <= hi))
+        if not sel.any():
+            continue
+        conf, acc = float(p[sel].mean()), float(y[sel].mean())
+        ece += sel.sum() / len(p) * abs(conf - acc)
+        table.append({"lo": lo, "hi": hi, "confidence": conf, "accuracy": acc, "count": int(sel.sum())})
+    return float(ece), table

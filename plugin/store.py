@@ -1,7 +1,9 @@
 """Qdrant as the system of record: load documents, scroll them, write docids, hydrate hits, dense search.
 
-Every call made on behalf of a tenant carries that tenant's payload filter, so isolation never depends
-on the caller, on shard keys or on the embedded mode's behaviour.
+Every call made on behalf of a tenant is scoped to it: searches and scrolls carry that tenant's payload
+filter, and reads by point id keep only points whose payload names the tenant (by-id reads cost O(ids),
+where a filtered scroll is a full scan in embedded mode). Isolation never depends on the caller, on shard
+keys or on the embedded mode's behaviour.
 """
 
 from __future__ import annotations

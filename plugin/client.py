@@ -68,6 +68,10 @@ def search_request(tenant: str, query: str, limit: int = 10, mode: str = "genera
     return req
 
 
+def upsert_request(tenant: str, docs: Sequence[tuple[str, str, str]]) -> pb.UpsertRequest:
+    return pb.UpsertRequest(tenant=tenant, documents=[pb.Document(id=i, title=t, text=x) for i, t, x in docs])
+
+
 def _channel_args(target: str, tls_ca: str) -> tuple[str, grpc.ChannelCredentials | None]:
     return target, grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes()) if tls_ca else None
 
@@ -125,8 +129,7 @@ class GenretClient:
 
     def upsert(self, tenant: str, docs: Sequence[tuple[str, str, str]]) -> pb.UpsertResponse:
         """docs: (id, title, text)."""
-        req = pb.UpsertRequest(tenant=tenant, documents=[pb.Document(id=i, title=t, text=x) for i, t, x in docs])
-        return self._call(self.stub.UpsertDocuments, req)
+        return self._call(self.stub.UpsertDocuments, upsert_request(tenant, docs))
 
     def delete(self, tenant: str, ids: Sequence[str]) -> pb.DeleteResponse:
         return self._call(self.stub.DeleteDocuments, pb.DeleteRequest(tenant=tenant, ids=list(ids)))
@@ -173,8 +176,7 @@ class AsyncGenretClient:
         return points_from(await self._call(self.stub.Search, search_request(tenant, query, limit, mode, **kw)))
 
     async def upsert(self, tenant: str, docs: Sequence[tuple[str, str, str]]) -> pb.UpsertResponse:
-        req = pb.UpsertRequest(tenant=tenant, documents=[pb.Document(id=i, title=t, text=x) for i, t, x in docs])
-        return await self._call(self.stub.UpsertDocuments, req)
+        return await self._call(self.stub.UpsertDocuments, upsert_request(tenant, docs))
 
     async def delete(self, tenant: str, ids: Sequence[str]) -> pb.DeleteResponse:
         return await self._call(self.stub.DeleteDocuments, pb.DeleteRequest(tenant=tenant, ids=list(ids)))

@@ -32,7 +32,7 @@ from genret.beam import constrained_beam_search, unconstrained_beam_search
 from genret.beir import demo_corpus_path
 from genret.config import force_offline
 from genret.embed import minilm_path
-from genret.kernels.bench.common import environment, percentile, print_table, synthetic_docids, timed, write_json
+from genret.kernels.bench.common import docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
 from genret.modeling import HFSeq2SeqBackend, ModelSpec
 from genret.trie import DeviceForest, build_forest
 
@@ -125,8 +125,7 @@ def main() -> None:
     backend = HFSeq2SeqBackend(model, tok, spec, device)
     kernel_backends = ["torch", "triton"] if device.type == "cuda" else ["torch"]
     rows_out: list[dict[str, Any]] = []
-    for set_spec in args.docids.split(","):
-        n, depth, branching = (int(x) for x in set_spec.split(":"))
+    for n, depth, branching in docid_sets(args.docids):
         docids = synthetic_docids(n, depth, branching)
         t0 = time.perf_counter()
         forest, order = build_forest(["t"], np.zeros(n, dtype=np.int64), docids)

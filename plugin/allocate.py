@@ -5,6 +5,7 @@ the document with the centroids of the existing child prefixes (the mean embeddi
 below each) and descends into the nearest; it takes the first free code at the level where the nearest
 child is a document (a leaf cluster), so it lands among its nearest neighbours. If that cluster is full
 it goes one level deeper under its nearest neighbour, and failing that tries the next-nearest subtrees.
+Keyword docids are the document's rarest title words the index vocabulary knows (``genret.keywords``).
 Atomic docids take the smallest unused number the model's vocabulary has; naive docids are the
 document id itself, when the codec can spell it.
 """
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from genret.docids import AtomicCodec, DocidCodec, NaiveCodec, SemanticCodec
+from genret.docids import AtomicCodec, DocidCodec, KeywordCodec, NaiveCodec, SemanticCodec
 from genret.errors import FailedPrecondition
 
 Prefix = tuple[int, ...]
@@ -114,8 +115,21 @@ class TenantDocids:
         return (*prefix, free) if free is not None else None
 
 
-def docid_for(codec: DocidCodec, state: TenantDocids, doc_id: str, vector: np.ndarray | None) -> str:
+def docid_for(codec: DocidCodec, state: TenantDocids, doc_id: str, vector: np.ndarray | None,
+              title: str = "", text: str = "") -> str:
     """The docid a new document of this tenant gets."""
+    if isinstance(codec, KeywordCodec):
+        from genret.keywords import place
+
+        docid = place(codec.words, title, text, state.docids)
+        try:
+            if docid is None:
+                raise ValueError("none of its words is in the index vocabulary")
+            codec.encode(docid)
+        except ValueError as exc:
+            raise FailedPrecondition(f"document '{doc_id}' has no keyword docid in this index: {exc}; "
+                                     "re-index to add it") from exc
+        return docid
     if isinstance(codec, NaiveCodec):
         try:
             codec.encode(doc_id)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from genret.config import Config, force_offline, load_config
+from genret.docids import SCHEMES
+from genret.errors import GenretError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -30,8 +32,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _index_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheme", default="semantic", choices=["semantic", "atomic", "naive"])
-    p.add_argument("--branching", type=int, default=10, help="k of hierarchical k-means")
+    p.add_argument("--add", action="store_true",
+                   help="train the documents the index lacks into it (replaying old ones); docids kept")
+    p.add_argument("--scheme", default="semantic", choices=list(SCHEMES),
+                   help="semantic: hierarchical k-means; rq: residual quantization; keyword: readable words")
+    p.add_argument("--branching", type=int, default=10, help="k of hierarchical k-means, RQ codebook size")
     p.add_argument("--docid-headroom", type=int, default=1,
                    help="extra semantic docid levels for documents upserted after indexing")
     p.add_argument("--model", default="default",
@@ -44,6 +49,16 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder on cached encoder states")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-chunks", type=int, default=8, help="word-window pairs per document")
+    p.add_argument("--rehearsal", type=int, default=0, help="key sentences per document as extra pairs")
+    p.add_argument("--generated-queries", type=int, default=0,
+                   help="generated queries kept per document (DSI-QG); 0: none")
+    p.add_argument("--query-samples", type=int, default=4, help="candidate queries sampled per document")
+    p.add_argument("--query-generator", default="default",
+                   help="'default' (packaged SmolLM2-135M-Instruct) or a local HF seq2seq/causal LM checkpoint")
+    p.add_argument("--query-ranker", default="minilm", help="'minilm' or a local cross-encoder checkpoint")
+    p.add_argument("--query-cache", help="generated-query cache (default: <index-dir>.queries.jsonl)")
+    p.add_argument("--replay", type=float, default=1.0, help="with --add: old-document pairs per new pair")
+    p.add_argument("--sam-rho", type=float, default=0.0, help="sharpness-aware minimisation radius; 0: off")
     p.add_argument("--queries-from", help="BEIR folder whose training queries become training pairs")
     p.add_argument("--queries-split", default="train")
 
@@ -87,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--beam-size", type=int, default=0)
     p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"])
-    p.add_argument("--fusion", default="default", choices=["default", "rrf", "learned", "rescore"])
+    p.add_argument("--fusion", default="default", choices=["default", "rrf", "weighted", "learned", "rescore"])
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--api-key", default="", help="sent as x-api-key metadata")
     p.add_argument("--tls-ca", default="", help="PEM CA certificate: connect with TLS")
@@ -138,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     try:
         return _dispatch(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, GenretError) as exc:
         print(f"genret {args.command}: {exc}", file=sys.stderr)
         return 2
 
@@ -207,20 +222,28 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     from genret.beir import load_qrels, load_queries
     from genret.devices import resolve_device
-    from genret.indexer import IndexOptions, TrainingQueries, build_index
+    from genret.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
     from genret.train import TrainConfig
+    from genret.training_data import PairOptions
 
     tq = None
     if args.queries_from:
         tq = TrainingQueries(load_queries(args.queries_from), load_qrels(args.queries_from, args.queries_split))
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                             decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
-                            freeze_encoder=args.freeze_encoder, seed=args.seed)
-    opts = IndexOptions(scheme=args.scheme, branching=args.branching, docid_headroom=args.docid_headroom,
-                        model=args.model,
-                        max_chunks=args.max_chunks, train=train_cfg)
-    m = build_index(store, cfg.index_dir, opts, resolve_device(cfg.device), tq)
-    stats = m.training["stats"]
+                            freeze_encoder=args.freeze_encoder, sam_rho=args.sam_rho, seed=args.seed)
+    pairs = PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
+                        generated_queries=args.generated_queries, query_samples=args.query_samples,
+                        query_generator=args.query_generator, query_ranker=args.query_ranker)
+    device = resolve_device(cfg.device)
+    if args.add:
+        m = add_documents(store, cfg.index_dir, AddOptions(args.replay, pairs, args.query_cache, train_cfg), device, tq)
+        stats = m.training["additions"][-1]["stats"]
+    else:
+        opts = IndexOptions(scheme=args.scheme, branching=args.branching, docid_headroom=args.docid_headroom,
+                            model=args.model, pairs=pairs, query_cache=args.query_cache, train=train_cfg)
+        m = build_index(store, cfg.index_dir, opts, device, tq)
+        stats = m.training["stats"]
     print(f"index written to {cfg.index_dir}: {sum(m.tenants.values())} docids in {len(m.tenants)} tenant(s), "
           f"{stats['steps']} steps, {stats['examples_per_s']:.1f} examples/s, loss {stats['final_loss']:.3f}")
 

@@ -28,6 +28,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
     from genret.loader import load_beir
     from genret.server import ServerThread
     from genret.train import TrainConfig
+    from genret.training_data import PairOptions
 
     if cfg.collection == Config.collection:
         cfg = dataclasses.replace(cfg, collection=DEMO_COLLECTION)
@@ -57,7 +58,8 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
             print(f"[2/4] index already built in {cfg.index_dir} (use --fresh to rebuild)", flush=True)
         else:
             t0 = time.perf_counter()
-            opts = IndexOptions(max_chunks=3, train=TrainConfig(epochs=8, max_minutes=minutes, freeze_encoder=True))
+            opts = IndexOptions(pairs=PairOptions(max_chunks=3),
+                                train=TrainConfig(epochs=8, max_minutes=minutes, freeze_encoder=True))
             m = build_index(store, cfg.index_dir, opts, device, TrainingQueries(queries, train_qrels))
             st = m.training["stats"]
             print(f"[2/4] index built in {time.perf_counter() - t0:.0f}s: {sum(m.tenants.values())} semantic "

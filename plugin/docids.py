@@ -1,12 +1,13 @@
 """Docid schemes: how documents get short token sequences over a dedicated docid vocabulary.
 
 Token ids 0 and 1 are PAD and EOS in every scheme; codes start at 2. A docid string names its tokens
-(``"3-0-7"`` for semantic, ``"17"`` for atomic, the document id itself for naive) and is unique inside
-its namespace.
+(``"3-0-7"`` for semantic and residual-quantization codes, ``"17"`` for atomic, ``"flow-shear-plate"``
+for keywords, the document id itself for naive) and is unique inside its namespace.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,8 @@ import numpy as np
 PAD = 0
 EOS = 1
 FIRST_CODE = 2
-SCHEMES = ("semantic", "atomic", "naive")
+SCHEMES = ("semantic", "rq", "keyword", "atomic", "naive")
+PLACED_BY_VECTOR = ("semantic", "rq")  # schemes whose docids come from document embeddings
 
 
 class DocidCodec(ABC):
@@ -142,6 +144,39 @@ class NaiveCodec(DocidCodec):
         return {"name": self.name, "alphabet": self.alphabet, "max_len": self.max_len}
 
 
+class KeywordCodec(DocidCodec):
+    """Words as tokens (``genret.keywords``): word ``i`` is token ``2 + i``, then suffixes ``#1``.. ``#n``."""
+
+    name = "keyword"
+
+    def __init__(self, words: Sequence[str], suffixes: int, max_len: int) -> None:
+        self.words, self.suffixes, self.max_len = list(words), suffixes, max_len
+        self._index = {w: FIRST_CODE + i for i, w in enumerate(self.words)}
+        for n in range(1, suffixes + 1):
+            self._index[f"#{n}"] = FIRST_CODE + len(self.words) + n - 1
+        self._names = {t: w for w, t in self._index.items()}
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_CODE + len(self.words) + self.suffixes
+
+    @property
+    def max_length(self) -> int:
+        return self.max_len
+
+    def encode(self, docid: str) -> list[int]:
+        parts = docid.split("-")
+        if len(parts) > self.max_len or any(p not in self._index for p in parts):
+            raise ValueError(f"keyword docid '{docid}' uses a word outside the index vocabulary or is too long")
+        return [self._index[p] for p in parts]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return "-".join(self._names[int(t)] for t in tokens)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "words": self.words, "suffixes": self.suffixes, "max_len": self.max_len}
+
+
 def codec_from_json(spec: dict[str, Any]) -> DocidCodec:
     name = spec.get("name")
     if name == "semantic":
@@ -150,6 +185,8 @@ def codec_from_json(spec: dict[str, Any]) -> DocidCodec:
         return AtomicCodec(int(spec["size"]))
     if name == "naive":
         return NaiveCodec(str(spec["alphabet"]), int(spec["max_len"]))
+    if name == "keyword":
+        return KeywordCodec([str(w) for w in spec["words"]], int(spec["suffixes"]), int(spec["max_len"]))
     raise ValueError(f"unknown docid scheme {name!r}; valid: {', '.join(SCHEMES)}")
 
 
@@ -187,8 +224,28 @@ def hierarchical_kmeans(embeddings: np.ndarray, branching: int, seed: int) -> li
     return paths
 
 
-def assign_semantic(embeddings: np.ndarray, branching: int = 10, seed: int = 0) -> list[str]:
-    return ["-".join(map(str, p)) for p in hierarchical_kmeans(embeddings, branching, seed)]
+def residual_quantization(embeddings: np.ndarray, codebook: int, seed: int) -> list[list[int]]:
+    """Residual-quantization codes (RQ semantic IDs): level ``l`` is the nearest of ``codebook`` k-means
+    centroids of what levels ``< l`` left unexplained, over ``ceil(log_codebook(n))`` levels; a last level
+    numbers the documents that share all codes, which makes every path unique."""
+    from sklearn.cluster import KMeans
+
+    n = len(embeddings)
+    levels = max(1, math.ceil(math.log(max(n, 2)) / math.log(codebook)))
+    residual = embeddings.astype(np.float64)
+    codes = np.zeros((n, levels), dtype=np.int64)
+    for lvl in range(levels):
+        k = min(codebook, n)
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed + lvl, max_iter=100).fit(residual)
+        codes[:, lvl] = km.labels_
+        residual = residual - km.cluster_centers_[km.labels_]
+    seen: dict[tuple[int, ...], int] = {}
+    paths = []
+    for row in codes.tolist():
+        key = tuple(row)
+        seen[key] = seen.get(key, -1) + 1
+        paths.append([*row, seen[key]])
+    return paths
 
 
 def assign_atomic(n: int) -> list[str]:
@@ -202,13 +259,19 @@ def assign_naive(doc_ids: Sequence[str]) -> list[str]:
 
 
 def build_codec(scheme: str, docids_by_tenant: dict[str, list[str]], branching: int,
-                headroom: int = 0) -> DocidCodec:
-    """The smallest codec of ``scheme`` that covers every tenant's docids; semantic codecs get ``headroom``
-    more levels, so documents added later can go below a full cluster."""
+                headroom: int = 0, words: Sequence[str] = ()) -> DocidCodec:
+    """The smallest codec of ``scheme`` that covers every tenant's docids. Semantic and RQ codecs get
+    ``headroom`` more levels, so documents added later can go below a full cluster; keyword codecs spell
+    with ``words`` (every label word, most common first) and keep suffixes to spare."""
     all_ids = [d for ids in docids_by_tenant.values() for d in ids]
-    if scheme == "semantic":
+    if scheme in PLACED_BY_VECTOR:
         depth = max((len(d.split("-")) for d in all_ids), default=1)
-        return SemanticCodec(branching, depth + headroom)
+        widest = max((int(c) + 1 for d in all_ids for c in d.split("-")), default=1)
+        return SemanticCodec(max(branching, widest), depth + headroom)
+    if scheme == "keyword":
+        parts = [d.split("-") for d in all_ids]
+        used = max((int(p[1:]) for ps in parts for p in ps if p.startswith("#")), default=1)
+        return KeywordCodec(words, used + 16, max((len(ps) for ps in parts), default=1) + 1)
     if scheme == "atomic":
         return AtomicCodec(max((int(d) + 1 for d in all_ids), default=1))
     if scheme == "naive":
@@ -218,12 +281,21 @@ def build_codec(scheme: str, docids_by_tenant: dict[str, list[str]], branching: 
 
 
 def assign_docids(scheme: str, doc_ids: Sequence[str], embeddings: np.ndarray | None,
-                  branching: int = 10, seed: int = 0) -> list[str]:
-    """Docids for one namespace, in the order of ``doc_ids``; deterministic for a seed."""
-    if scheme == "semantic":
+                  branching: int = 10, seed: int = 0, texts: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """Docids for one namespace, in the order of ``doc_ids``; deterministic for a seed. Semantic and RQ
+    docids need ``embeddings``, keyword docids ``texts`` as (title, text)."""
+    if scheme in PLACED_BY_VECTOR:
         if embeddings is None:
-            raise ValueError("semantic docids need document embeddings")
-        return assign_semantic(embeddings, branching, seed)
+            raise ValueError(f"{scheme} docids need document embeddings")
+        paths = hierarchical_kmeans(embeddings, branching, seed) if scheme == "semantic" \
+            else residual_quantization(embeddings, branching, seed)
+        return ["-".join(map(str, p)) for p in paths]
+    if scheme == "keyword":
+        from genret.keywords import keyword_docids
+
+        if len(texts) != len(doc_ids):
+            raise ValueError("keyword docids need the (title, text) of every document")
+        return keyword_docids(texts)
     if scheme == "atomic":
         return assign_atomic(len(doc_ids))
     if scheme == "naive":

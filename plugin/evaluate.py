@@ -100,7 +100,7 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
             engine, tenant, queries, Mode.DENSE, k, k, doc_key_of, batch_size), qrels, {"top_k": k}))
         fusions = [("RRF", Fusion.RRF), ("rescore", Fusion.RESCORE)]
         if engine.calibration is not None:
-            fusions.append(("learned", Fusion.LEARNED))
+            fusions += [("weighted", Fusion.WEIGHTED), ("learned", Fusion.LEARNED)]
         for label, fusion in fusions:
             results.append(_timed(f"hybrid ({label})", lambda f=fusion: engine_run(  # type: ignore[misc]
                 engine, tenant, queries, Mode.HYBRID, k, beams, doc_key_of, batch_size, f), qrels,

@@ -2,7 +2,9 @@
 
     <index_dir>/manifest.json   what was built, from what, with which versions
     <index_dir>/model/          Hugging Face checkpoint + tokenizer
-    <index_dir>/docids.jsonl    the docid assignment at build time (tenant, point_id, doc_id, docid)
+    <index_dir>/docids.jsonl    the docids the model was trained on (tenant, point_id, doc_id, docid)
+    <index_dir>/memory.jsonl    per trained document, the texts ``genret index --add`` replays it by
+    <index_dir>.queries.jsonl   beside the index: generated-query cache, kept across re-indexing
 
 Directories are written next to the target and renamed into place, so a reader sees a whole index or
 the previous one.
@@ -26,6 +28,13 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 DOCIDS = "docids.jsonl"
+MEMORY = "memory.jsonl"
+
+
+def query_cache_path(index_dir: str | Path) -> Path:
+    """Where generated queries are cached for an index (beside it, so rebuilding keeps them)."""
+    target = Path(index_dir)
+    return target.with_name(target.name + ".queries.jsonl")
 
 
 def library_versions() -> dict[str, str]:
@@ -56,6 +65,14 @@ class Manifest:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=library_versions)
     format_version: int = FORMAT_VERSION
+
+    @staticmethod
+    def now() -> str:
+        return datetime.now(UTC).isoformat(timespec="seconds")
+
+    @staticmethod
+    def current_versions() -> dict[str, str]:
+        return library_versions()
 
     @property
     def model_spec(self) -> ModelSpec:

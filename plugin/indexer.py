@@ -1,50 +1,85 @@
 """`genret index`: read documents from Qdrant, assign docids, train the model, write the index.
 
-Order of effects: train and write the new index into a staging directory, then write docids into the
-Qdrant payloads, then move the staging directory into place. A failure before the payload write leaves
-Qdrant and the old index untouched.
+``build_index`` trains a new index from all documents. ``add_documents`` (``genret index --add``) trains
+the documents an index does not know yet into it, DSI++-style: existing docids never change, new ones are
+placed beside their nearest neighbours, and each new training pair comes with ``replay`` pairs of old
+documents from the index's replay memory, so the model does not forget them.
+
+Order of effects, both ways: train and write the new index into a staging directory, then write docids
+into the Qdrant payloads, then move the staging directory into place. A failure before the payload write
+leaves Qdrant and the old index untouched.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from genret.docids import assign_docids, build_codec
-from genret.index_dir import DOCIDS, MODEL_DIR, Manifest, publish, staging_dir, write_manifest
-from genret.modeling import build_default_model, build_tiny_model, load_checkpoint_for_docids
-from genret.pairs import Pair, document_pairs, query_pairs
+from genret.allocate import TenantDocids, docid_for
+from genret.docids import PLACED_BY_VECTOR, DocidCodec, assign_docids, build_codec
+from genret.index_dir import (
+    DOCIDS,
+    MEMORY,
+    MODEL_DIR,
+    Manifest,
+    publish,
+    query_cache_path,
+    read_manifest,
+    staging_dir,
+    write_manifest,
+)
+from genret.keywords import vocabulary
+from genret.modeling import (
+    ModelSpec,
+    build_default_model,
+    build_tiny_model,
+    load_checkpoint_for_docids,
+    load_trained,
+)
+from genret.pairs import KINDS
 from genret.store import QdrantStore, StoredDoc
-from genret.train import TrainConfig, train
+from genret.train import TrainConfig, TrainStats, train
+from genret.training_data import PairOptions, TrainingQueries, document_data, replay_pairs
 
 log = logging.getLogger(__name__)
+
+__all__ = ["AddOptions", "IndexOptions", "TrainingQueries", "add_documents", "build_index"]
 
 
 @dataclass(frozen=True)
 class IndexOptions:
     scheme: str = "semantic"
     branching: int = 10
-    docid_headroom: int = 1  # extra semantic levels for documents upserted later
+    docid_headroom: int = 1  # extra semantic levels for documents added later
     model: str = "default"  # "default", "tiny" or a local HF seq2seq checkpoint path
     decoder_layers: int = 3
-    chunk_words: int = 64
-    chunk_stride: int = 48
-    max_chunks: int = 8
+    pairs: PairOptions = field(default_factory=PairOptions)
+    query_cache: str | None = None  # default: beside the index (index_dir.query_cache_path)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass(frozen=True)
-class TrainingQueries:
-    """Real training queries: ``{query_id: text}`` and ``{query_id: {doc_id: grade}}``."""
+class AddOptions:
+    replay: float = 1.0  # old-document pairs replayed per new pair
+    pairs: PairOptions = field(default_factory=PairOptions)
+    query_cache: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
 
-    queries: Mapping[str, str]
-    qrels: Mapping[str, Mapping[str, int]]
+
+@dataclass(frozen=True)
+class _Trained:
+    """One tenant's documents with their docids, for the index files."""
+
+    tenant: str
+    docs: list[StoredDoc]
+    docids: list[str]
 
 
 def _doc_embeddings(docs: list[StoredDoc], device: torch.device) -> np.ndarray:
@@ -56,32 +91,98 @@ def _doc_embeddings(docs: list[StoredDoc], device: torch.device) -> np.ndarray:
     return TextEncoder(device=device).encode([f"{d.title}. {d.text}" for d in docs], progress=True)
 
 
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _train(model: Any, tokenizer: Any, spec: ModelSpec, codec: DocidCodec, texts: list[str], docids: list[str],
+           cfg: TrainConfig, device: torch.device, staging: Path) -> TrainStats:
+    labels = codec.encode_many(docids)
+    rows = [row[: int((row != 0).sum())] for row in labels]
+
+    def checkpoint(epoch: int) -> None:
+        model.save_pretrained(staging / MODEL_DIR)
+        tokenizer.save_pretrained(staging / MODEL_DIR)
+        log.info("checkpoint after epoch %d", epoch)
+
+    stats = train(model, tokenizer, spec, texts, rows, cfg, device, on_epoch=checkpoint)
+    checkpoint(-1)
+    return stats
+
+
+def _finish(store: QdrantStore, index_dir: str | Path, staging: Path, manifest: Manifest,
+            records: list[dict[str, Any]], memory: list[dict[str, Any]], new: list[_Trained]) -> Manifest:
+    _write_jsonl(staging / DOCIDS, records)
+    _write_jsonl(staging / MEMORY, memory)
+    write_manifest(staging, manifest)
+    for part in new:
+        store.write_docids(part.tenant, [(d.point_id, docid) for d, docid in zip(part.docs, part.docids, strict=True)])
+    publish(staging, index_dir)
+    return manifest
+
+
+def _rows(parts: list[_Trained], memory: dict[tuple[str, str], list[str]]) -> tuple[list[dict[str, Any]],
+                                                                                     list[dict[str, Any]]]:
+    records, mem = [], []
+    for p in parts:
+        for d, docid in zip(p.docs, p.docids, strict=True):
+            records.append({"tenant": p.tenant, "point_id": d.point_id, "doc_id": d.doc_id, "docid": docid})
+            mem.append({"tenant": p.tenant, "doc_id": d.doc_id, "docid": docid,
+                        "texts": memory.get((p.tenant, d.doc_id), [])})
+    return records, mem
+
+
+def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, cache: Path,
+           training_queries: TrainingQueries | None) -> tuple[list[str], list[str], dict[str, int],
+                                                              dict[tuple[str, str], list[str]], int]:
+    """Training texts and docids of ``parts``, pair counts, replay memory and documents generated for."""
+    texts: list[str] = []
+    docids: list[str] = []
+    counts = dict.fromkeys(KINDS, 0)
+    memory: dict[tuple[str, str], list[str]] = {}
+    generated = 0
+    for p in parts:
+        data = document_data([(d.doc_id, d.title, d.text) for d in p.docs], options, device, cache,
+                             training_queries)
+        by_key = dict(zip([d.doc_id for d in p.docs], p.docids, strict=True))
+        texts += [x.text for x in data.pairs]
+        docids += [by_key[x.doc_key] for x in data.pairs]
+        counts = {k: counts[k] + v for k, v in data.counts().items()}
+        memory.update({(p.tenant, k): v for k, v in data.memory.items()})
+        generated += data.generated
+    return texts, docids, counts, memory, generated
+
+
 def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions, device: torch.device,
                 training_queries: TrainingQueries | None = None) -> Manifest:
     tenants = store.tenants()
     if not tenants:
         raise ValueError(f"collection '{store.collection}' has no documents with a "
                          f"'{store.config.tenant_key}' field: load documents first")
-    docs_by_tenant = {t: list(store.scroll_tenant(t, with_vectors=options.scheme == "semantic"))
-                      for t in tenants}
-    docids_by_tenant: dict[str, list[str]] = {}
-    for t, docs in docs_by_tenant.items():
-        emb = _doc_embeddings(docs, device) if options.scheme == "semantic" else None
-        docids_by_tenant[t] = assign_docids(options.scheme, [d.doc_id for d in docs], emb,
-                                            options.branching, options.train.seed)
-    codec = build_codec(options.scheme, docids_by_tenant, options.branching, options.docid_headroom)
-    log.info("docids: scheme=%s vocab=%d max_length=%d", codec.name, codec.vocab_size, codec.max_length)
+    by_vector = options.scheme in PLACED_BY_VECTOR
+    parts: list[_Trained] = []
+    words: list[str] = []
+    for t in tenants:
+        docs = list(store.scroll_tenant(t, with_vectors=by_vector))
+        emb = _doc_embeddings(docs, device) if by_vector else None
+        docids = assign_docids(options.scheme, [d.doc_id for d in docs], emb, options.branching,
+                               options.train.seed, [(d.title, d.text) for d in docs])
+        parts.append(_Trained(t, docs, docids))
+    if options.scheme == "keyword":
+        words = vocabulary([(d.title, d.text) for p in parts for d in p.docs])
+    codec = build_codec(options.scheme, {p.tenant: p.docids for p in parts}, options.branching,
+                        options.docid_headroom, words)
+    log.info("docids: scheme=%s vocab=%d max_length=%d", options.scheme, codec.vocab_size, codec.max_length)
 
-    pairs: list[tuple[Pair, str]] = []  # (pair, docid)
-    for t, docs in docs_by_tenant.items():
-        by_key = dict(zip([d.doc_id for d in docs], docids_by_tenant[t], strict=True))
-        dp = document_pairs([(d.doc_id, d.title, d.text) for d in docs], options.chunk_words,
-                            options.chunk_stride, options.max_chunks)
-        if training_queries is not None:
-            dp += query_pairs(training_queries.queries, training_queries.qrels, set(by_key))
-        pairs += [(p, by_key[p.doc_key]) for p in dp]
-    kinds = {k: sum(1 for p, _ in pairs if p.kind == k) for k in ("doc", "chunk", "query")}
-    log.info("training pairs: %s", kinds)
+    cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
+    texts, docids, counts, memory, generated = _pairs(parts, options.pairs, device, cache, training_queries)
+    log.info("training pairs: %s", counts)
 
     if options.model == "default":
         model, tokenizer, spec = build_default_model(codec.vocab_size, options.decoder_layers,
@@ -91,35 +192,70 @@ def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions
                                                   seed=options.train.seed)
     else:
         model, tokenizer, spec = load_checkpoint_for_docids(options.model, codec.vocab_size)
-
-    labels = codec.encode_many([d for _, d in pairs])
-    label_rows = [row[: int((row != 0).sum())] for row in labels]
     staging = staging_dir(index_dir)
+    stats = _train(model, tokenizer, spec, codec, texts, docids, options.train, device, staging)
 
-    def checkpoint(epoch: int) -> None:
-        model.save_pretrained(staging / MODEL_DIR)
-        tokenizer.save_pretrained(staging / MODEL_DIR)
-        log.info("checkpoint after epoch %d", epoch)
-
-    stats = train(model, tokenizer, spec, [p.text for p, _ in pairs], label_rows, options.train, device,
-                  on_epoch=checkpoint)
-    checkpoint(-1)
-
-    point_docids = {t: [(d.point_id, docid) for d, docid in zip(docs, docids_by_tenant[t], strict=True)]
-                    for t, docs in docs_by_tenant.items()}
-    with (staging / DOCIDS).open("w") as f:
-        for t, docs in docs_by_tenant.items():
-            for d, docid in zip(docs, docids_by_tenant[t], strict=True):
-                f.write(json.dumps({"tenant": t, "point_id": d.point_id, "doc_id": d.doc_id,
-                                    "docid": docid}) + "\n")
     training = {"options": {k: v for k, v in asdict(options).items() if k != "train"},
-                "config": asdict(options.train), "pairs": kinds, "stats": stats.to_json(),
-                "device": str(device)}
+                "config": asdict(options.train), "pairs": counts, "stats": stats.to_json(),
+                "queries_generated_for": generated, "device": str(device)}
     manifest = Manifest(collection=store.collection, tenant_key=store.config.tenant_key,
                         codec=codec.to_json(), model=asdict(spec),
-                        tenants={t: len(v) for t, v in docids_by_tenant.items()}, training=training)
-    write_manifest(staging, manifest)
-    for t, items in point_docids.items():
-        store.write_docids(t, items)
-    publish(staging, index_dir)
-    return manifest
+                        tenants={p.tenant: len(p.docids) for p in parts}, training=training)
+    records, mem = _rows(parts, memory)
+    return _finish(store, index_dir, staging, manifest, records, mem, parts)
+
+
+def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions, device: torch.device,
+                  training_queries: TrainingQueries | None = None) -> Manifest:
+    """Train the collection's documents that the index was not trained on into it."""
+    old = read_manifest(index_dir)
+    codec, spec = old.docid_codec(), old.model_spec
+    records = _read_jsonl(Path(index_dir) / DOCIDS)
+    memory = _read_jsonl(Path(index_dir) / MEMORY)
+    trained = {(r["tenant"], r["doc_id"]) for r in records}
+    by_vector = old.training.get("options", {}).get("scheme", "semantic") in PLACED_BY_VECTOR
+    new_parts: list[_Trained] = []
+    live: set[tuple[str, str]] = set()
+    for t in store.tenants():
+        docs = list(store.scroll_tenant(t, with_vectors=by_vector))
+        live |= {(t, d.doc_id) for d in docs}
+        state = TenantDocids(codec)
+        for d in docs:
+            if d.docid:  # trained, or placed by an upsert since: keeps its docid
+                state.add(d.docid, d.vector)
+        fresh = [d for d in docs if (t, d.doc_id) not in trained]
+        docids = []
+        for d in fresh:
+            if not d.docid:
+                docid = docid_for(codec, state, d.doc_id, d.vector, d.title, d.text)
+                state.add(docid, d.vector)
+            docids.append(d.docid or docid)
+        if fresh:
+            new_parts.append(_Trained(t, fresh, docids))
+    if not new_parts:
+        raise ValueError(f"every document of collection '{store.collection}' is already in the index")
+    records = [r for r in records if (r["tenant"], r["doc_id"]) in live]
+    memory = [m for m in memory if (m["tenant"], m["doc_id"]) in live]
+
+    cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
+    texts, docids, counts, new_memory, generated = _pairs(new_parts, options.pairs, device, cache,
+                                                          training_queries)
+    r_texts, r_docids = replay_pairs(memory, live, round(options.replay * len(texts)), options.train.seed)
+    log.info("adding %d documents: pairs %s, %d replayed", sum(len(p.docs) for p in new_parts), counts,
+             len(r_texts))
+    model, tokenizer = load_trained(Path(index_dir) / MODEL_DIR)
+    staging = staging_dir(index_dir)
+    stats = _train(model, tokenizer, spec, codec, texts + r_texts, docids + r_docids, options.train, device,
+                   staging)
+
+    addition = {"added": {p.tenant: len(p.docs) for p in new_parts}, "pairs": counts, "replayed": len(r_texts),
+                "options": {k: v for k, v in asdict(options).items() if k != "train"},
+                "config": asdict(options.train), "stats": stats.to_json(), "queries_generated_for": generated}
+    tenants = dict(old.tenants)
+    for p in new_parts:
+        tenants[p.tenant] = tenants.get(p.tenant, 0) + len(p.docs)
+    training = {**old.training, "additions": [*old.training.get("additions", []), addition]}
+    manifest = replace(old, tenants=tenants, training=training, created_at=Manifest.now(),
+                       versions=Manifest.current_versions())
+    new_records, new_mem = _rows(new_parts, new_memory)
+    return _finish(store, index_dir, staging, manifest, records + new_records, memory + new_mem, new_parts)

@@ -1,7 +1,8 @@
 """From each retriever's ranked list to one query's answer, per search mode.
 
-GENERATIVE and DENSE return their own list. HYBRID fuses both (RRF, the calibrated LEARNED model, or
-RESCORE: only the generative candidates, re-ranked with their dense similarity as Qdrant computes it).
+GENERATIVE and DENSE return their own list. HYBRID fuses both (RRF; WEIGHTED: RRF with the generative
+weight tuned by calibration; the calibrated LEARNED model; or RESCORE: only the generative candidates,
+re-ranked with their dense similarity as Qdrant computes it).
 AUTO routes: it fuses when the generative retriever is confident (calibrated probability of its top hit,
 or without calibration, its top hit also among the dense results) and answers with dense otherwise.
 """
@@ -25,10 +26,11 @@ class Mode(Enum):
 
 
 class Fusion(Enum):
-    DEFAULT = "default"  # LEARNED when the index is calibrated, else RRF
+    DEFAULT = "default"  # WEIGHTED when the index is calibrated, else RRF
     RRF = "rrf"
     LEARNED = "learned"
     RESCORE = "rescore"
+    WEIGHTED = "weighted"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ def _fused(fused: Sequence[Fused], cal: Calibration | None) -> list[Answer]:
 
 def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, rescore: Rescore) -> list[Answer]:
     if fusion == Fusion.DEFAULT:
-        fusion = Fusion.LEARNED if cal is not None else Fusion.RRF
+        fusion = Fusion.WEIGHTED if cal is not None else Fusion.RRF
+    if fusion == Fusion.WEIGHTED:
+        return _fused(rrf(lists, weights=cal.fusion_weights if cal is not None else None), cal)
     if fusion == Fusion.LEARNED:
         if cal is None:
             raise FailedPrecondition("LEARNED fusion needs a calibrated index (run `genret calibrate`)")

@@ -57,7 +57,7 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
 
 
 _FUSIONS = {pb.FUSION_UNSPECIFIED: Fusion.DEFAULT, pb.FUSION_RRF: Fusion.RRF, pb.FUSION_LEARNED: Fusion.LEARNED,
-            pb.FUSION_RESCORE: Fusion.RESCORE}
+            pb.FUSION_RESCORE: Fusion.RESCORE, pb.FUSION_WEIGHTED: Fusion.WEIGHTED}
 
 
 def query_from_proto(req: pb.SearchRequest) -> SearchQuery:

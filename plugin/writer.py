@@ -133,7 +133,7 @@ class DocumentWriter:
                     docids.append(old.docid)  # an update keeps its docid
                     created.append(False)
                     continue
-                docid = docid_for(self.codec, state, d.doc_id, vec)
+                docid = docid_for(self.codec, state, d.doc_id, vec, d.title, d.text)
                 state.add(docid, vec)
                 docids.append(docid)
                 created.append(old is None)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.beam import constrained_beam_search, unconstrained_beam_search
-from genret.docids import SemanticCodec, assign_semantic
+from genret.docids import SemanticCodec, assign_docids
 from genret.modeling import HFSeq2SeqBackend, build_tiny_model
 from genret.train import sequence_loss
 from genret.trie import build_forest
@@ -18,7 +18,8 @@ QUERIES = ["wing flutter at supersonic speed", "heat transfer in boundary layers
 
 def make_case(n_docs: int, branching: int, seed: int):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
-    docids = assign_semantic(rng.normal(size=(n_docs, 8)).astype(np.float32), branching, seed)
+    docids = assign_docids("semantic", [str(i) for i in range(n_docs)], rng.normal(size=(n_docs, 8)).astype(np.float32),
+                           branching, seed)
     depth = max(len(d.split("-")) for d in docids)
     codec = SemanticCodec(branching, depth)
     model, tok, spec = build_tiny_model(codec.vocab_size, seed=seed)

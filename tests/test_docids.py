@@ -13,7 +13,9 @@ from genret.docids import (
     assign_docids,
     build_codec,
     codec_from_json,
+    residual_quantization,
 )
+from genret.keywords import keyword_docids, place, vocabulary
 
 
 def embeddings(n: int, seed: int = 0) -> np.ndarray:
@@ -22,14 +24,21 @@ def embeddings(n: int, seed: int = 0) -> np.ndarray:
     return (centers[rng.integers(0, 5, n)] + 0.1 * rng.normal(size=(n, 16))).astype(np.float32)
 
 
-@pytest.mark.parametrize("scheme", ["semantic", "atomic", "naive"])
+def texts(n: int) -> list[tuple[str, str]]:
+    topics = ["wing lift slipstream", "boundary layer shear flow", "heat transfer cone hypersonic",
+              "panel flutter supersonic", "shock wave interaction"]
+    return [(f"{topics[i % 5]} study {i % 7}", f"text about {topics[i % 5]} number {i}") for i in range(n)]
+
+
+@pytest.mark.parametrize("scheme", ["semantic", "rq", "keyword", "atomic", "naive"])
 def test_docids_unique_deterministic_and_round_trip(scheme: str) -> None:
     keys = [f"doc{i}" for i in range(137)]
     emb = embeddings(len(keys))
-    a = assign_docids(scheme, keys, emb, branching=6, seed=3)
-    b = assign_docids(scheme, keys, emb, branching=6, seed=3)
+    a = assign_docids(scheme, keys, emb, branching=6, seed=3, texts=texts(len(keys)))
+    b = assign_docids(scheme, keys, emb, branching=6, seed=3, texts=texts(len(keys)))
     assert a == b and len(set(a)) == len(a)
-    codec = codec_from_json(build_codec(scheme, {"t": a}, 6).to_json())
+    words = vocabulary(texts(len(keys))) if scheme == "keyword" else ()
+    codec = codec_from_json(build_codec(scheme, {"t": a}, 6, words=words).to_json())
     toks = codec.encode_many(a)
     assert toks.shape == (len(a), codec.max_length + 1)
     for docid, row in zip(a, toks, strict=True):
@@ -81,7 +90,43 @@ def test_atomic_and_naive_codecs() -> None:
 
 
 def test_unknown_scheme_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match="semantic, atomic, naive"):
+    with pytest.raises(ValueError, match="semantic, rq, keyword, atomic, naive"):
         assign_docids("random", ["a"], None)
     with pytest.raises(ValueError, match="semantic"):
         codec_from_json({"name": "random"})
+
+
+def test_rq_codes_quantise_residuals_and_end_unique() -> None:
+    emb = embeddings(300, seed=2)
+    paths = residual_quantization(emb, codebook=4, seed=0)
+    levels = len(paths[0]) - 1
+    assert levels == 5 and all(len(p) == levels + 1 for p in paths)  # ceil(log4 300) = 5, plus the last level
+    assert len({tuple(p) for p in paths}) == len(paths)
+    assert all(0 <= c < 4 for p in paths for c in p[:-1])
+    twins = residual_quantization(np.concatenate([emb[:1], emb[:1], emb[1:50]]), codebook=4, seed=0)
+    assert twins[0][:-1] == twins[1][:-1] and {twins[0][-1], twins[1][-1]} == {0, 1}  # same codes, then numbered
+
+
+def test_keyword_docids_are_readable_general_first_and_unique() -> None:
+    docs = [("Boundary layer in shear flow", "..."), ("Boundary layer on a cone", "..."),
+            ("Boundary layer in shear flow", "again the same title"), ("", "heat transfer to a cone in flow")]
+    ids = keyword_docids(docs)
+    assert ids[0] == "boundary-layer-shear" or set(ids[0].split("-")) == {"boundary", "layer", "shear"}
+    assert ids[2] == f"{ids[0]}-#2"  # same words: told apart by a suffix
+    assert ids[1].startswith("boundary-layer") or ids[1].startswith("layer-boundary")
+    assert "cone" in ids[1].split("-") and "heat" in ids[3]  # no title: words from the text
+    vocab = vocabulary(docs)
+    assert vocab[:3] == ["boundary", "flow", "layer"] and vocab.index("cone") < vocab.index("heat")  # by frequency
+    codec = build_codec("keyword", {"t": ids}, 10, words=vocab)
+    assert [codec.decode(codec.encode(d)) for d in ids] == ids
+
+
+def test_keyword_place_uses_known_words_and_never_collides() -> None:
+    docs = [("Boundary layer in shear flow", ""), ("Boundary layer on a cone", ""), ("Heat transfer", "")]
+    vocab = vocabulary(docs)
+    taken = set(keyword_docids(docs))
+    new = place(vocab, "Shear flow on a cone with unknownword", "", taken)
+    assert new is not None and set(new.split("-")) <= set(vocab) and new not in taken
+    again = place(vocab, "Shear flow on a cone with unknownword", "", taken | {new})
+    assert again == f"{new}-#2"
+    assert place(vocab, "zzz qqq", "nothing known here", taken) is None

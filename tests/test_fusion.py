@@ -8,7 +8,7 @@ import pytest
 
 from genret.calibrate import Calibration, expected_calibration_error, fit_calibration
 from genret.errors import FailedPrecondition
-from genret.fusion import LogisticFusion, Ranked, rrf
+from genret.fusion import LogisticFusion, Ranked, ndcg_at_10, rrf, tune_weights
 from genret.modes import Fusion, Mode, answer
 
 GEN = [("a", -0.1), ("b", -1.0), ("c", -2.0)]
@@ -23,6 +23,27 @@ def test_rrf_sums_reciprocal_ranks() -> None:
     assert scores["b"] == pytest.approx(1 / 62) and scores["d"] == pytest.approx(1 / 63)
     assert [f.point_id for f in fused] == ["a", "c", "b", "d"]
     assert fused[0].sources["dense"] == Ranked("a", 0.8, 2)
+
+
+def test_weighted_rrf_scales_each_list() -> None:
+    fused = rrf({"generative": GEN, "dense": DENSE}, k=60, weights={"generative": 0.5})
+    scores = {f.point_id: f.score for f in fused}
+    assert scores["a"] == pytest.approx(0.5 / 61 + 1 / 62) and scores["c"] == pytest.approx(0.5 / 63 + 1 / 61)
+    assert [f.point_id for f in fused] == ["c", "a", "d", "b"]
+    only_dense = rrf({"generative": GEN, "dense": DENSE}, weights={"generative": 0.0})
+    assert [f.point_id for f in only_dense][:3] == ["c", "a", "d"]  # weight 0: dense order
+
+
+def test_ndcg_and_weight_tuning() -> None:
+    assert ndcg_at_10(["x", "r"], {"r"}) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_10(["r", "s"], {"r", "s"}) == pytest.approx(1.0) and ndcg_at_10([], {"r"}) == 0.0
+    # dense ranks the relevant point 3rd, generative 1st: any weight >= some threshold helps
+    runs = {"q": {"generative": [("r", -0.1), ("x", -1.0)], "dense": [("x", 0.9), ("y", 0.8), ("r", 0.7)]}}
+    best, tried = tune_weights(runs, {"q": {"r"}}, "generative", grid=(0.0, 0.5, 1.0, 2.0))
+    assert tried[0.0] == pytest.approx(0.5) and tried[2.0] == pytest.approx(1.0) and best == 2.0
+    # generative wrong: weight 0 (dense alone) is best
+    runs = {"q": {"generative": [("x", -0.1)], "dense": [("r", 0.9), ("x", 0.8)]}}
+    assert tune_weights(runs, {"q": {"r"}}, "generative", grid=(0.0, 1.0, 5.0))[0] == 0.0
 
 
 def test_logistic_fusion_uses_absent_terms() -> None:
@@ -67,6 +88,8 @@ def test_modes_route_and_fuse() -> None:
     disagree = {"generative": [("z", -0.1)], "dense": DENSE}
     assert [a.retriever for a in answer(Mode.AUTO, Fusion.DEFAULT, disagree, None, no_rescore)] == ["dense"] * 3
     cal = calibrated()
+    weighted = answer(Mode.HYBRID, Fusion.DEFAULT, lists, cal, no_rescore)  # calibrated default: WEIGHTED
+    assert [a.point_id for a in weighted] == [f.point_id for f in rrf(lists, weights=cal.fusion_weights)]
     probs = [a.probability for a in answer(Mode.HYBRID, Fusion.LEARNED, lists, cal, no_rescore)]
     assert all(p is not None and 0 <= p <= 1 for p in probs) and probs == sorted(probs, reverse=True)
 

@@ -28,6 +28,7 @@ from genret.indexer import IndexOptions, TrainingQueries, build_index
 from genret.kernels.bench.common import environment, print_table, write_json
 from genret.store import QdrantStore
 from genret.train import TrainConfig
+from genret.training_data import PairOptions
 from genret.writer import NewDocument
 
 TENANT = "t"
@@ -66,7 +67,7 @@ def main() -> None:
     train_rel = {q: {d: g for d, g in rel.items() if d in kept_ids}
                  for q, rel in load_qrels(args.data, "train").items()}
     tq = TrainingQueries(train_q, {q: r for q, r in train_rel.items() if r})
-    opts = IndexOptions(max_chunks=3, train=TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes,
+    opts = IndexOptions(pairs=PairOptions(max_chunks=3), train=TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes,
                                                         freeze_encoder=True))
     t0 = time.perf_counter()
     build_index(store, cfg.index_dir, opts, device, tq)

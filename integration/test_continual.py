@@ -1,0 +1,118 @@
+"""Indexing with generated queries and rehearsal, and continual indexing (`genret index --add`), on
+embedded Qdrant with tiny real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genret.beir import demo_corpus_path, load_corpus
+from genret.cli import main
+from genret.config import Config
+from genret.engine import Engine, Mode, SearchQuery
+from genret.index_dir import DOCIDS, MEMORY, query_cache_path, read_manifest
+from genret.indexer import AddOptions, IndexOptions, add_documents, build_index
+from genret.querygen import save_tiny_generator
+from genret.store import QdrantStore
+from genret.train import TrainConfig
+from genret.training_data import PairOptions
+
+TENANT = "acme"
+FIRST, LATER = 16, 8
+
+
+def _corpus(tmp: Path, name: str, start: int, stop: int) -> Path:
+    folder = tmp / name
+    folder.mkdir()
+    lines = (demo_corpus_path() / "corpus.jsonl").read_text().splitlines()[start:stop]
+    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _payload_docids(store: QdrantStore) -> dict[str, str]:
+    return {d.doc_id: d.docid for d in store.scroll_tenant(TENANT) if d.docid}  # type: ignore[misc]
+
+
+def _train(epochs: float = 3) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3, progress=False)
+
+
+@pytest.fixture()
+def two_parts(tmp_path: Path) -> tuple[Config, QdrantStore, Path, Path]:
+    cfg = Config(qdrant_path=str(tmp_path / "q"), collection="cont", index_dir=str(tmp_path / "idx"), device="cpu")
+    return cfg, QdrantStore(cfg), _corpus(tmp_path, "first", 0, FIRST), _corpus(tmp_path, "later", FIRST, FIRST + LATER)
+
+
+@pytest.mark.parametrize("scheme", ["semantic", "keyword"])
+def test_add_trains_new_documents_and_never_changes_existing_docids(two_parts, scheme: str) -> None:  # type: ignore[no-untyped-def]
+    from genret.loader import load_beir
+
+    cfg, store, first, later = two_parts
+    try:
+        load_beir(store, first, TENANT)
+        opts = IndexOptions(scheme=scheme, branching=4, model="tiny", pairs=PairOptions(max_chunks=1, rehearsal=1),
+                            train=_train())
+        build_index(store, cfg.index_dir, opts, torch.device("cpu"))
+        before = _payload_docids(store)
+        assert len(before) == FIRST
+
+        load_beir(store, later, TENANT)
+        m = add_documents(store, cfg.index_dir, AddOptions(replay=1.0, pairs=opts.pairs, train=_train()),
+                          torch.device("cpu"))
+        after = _payload_docids(store)
+        assert {k: after[k] for k in before} == before  # old docids untouched
+        assert len(after) == FIRST + LATER and len(set(after.values())) == FIRST + LATER
+        records = [json.loads(x) for x in (Path(cfg.index_dir) / DOCIDS).read_text().splitlines()]
+        assert {r["doc_id"]: r["docid"] for r in records} == after
+        memory = [json.loads(x) for x in (Path(cfg.index_dir) / MEMORY).read_text().splitlines()]
+        assert {m["doc_id"] for m in memory} == set(after) and all(m["texts"] for m in memory)
+        added = m.training["additions"][-1]
+        assert added["added"] == {TENANT: LATER} and added["replayed"] == sum(added["pairs"].values())
+        assert m.tenants == {TENANT: FIRST + LATER}
+
+        engine = Engine.load(cfg, store)  # the index serves every document, old and new
+        hits = engine.search_batch([SearchQuery(TENANT, d.title, 10, 10, Mode.GENERATIVE)
+                                    for d in load_corpus(later)])
+        assert hits and all(h.docid in set(after.values()) for hs in hits for h in hs)
+        with pytest.raises(ValueError, match="already in the index"):
+            add_documents(store, cfg.index_dir, AddOptions(train=_train(1)), torch.device("cpu"))
+    finally:
+        store.close()
+
+
+def test_index_generates_queries_once_and_reuses_the_cache(two_parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from genret.loader import load_beir
+
+    cfg, store, first, _ = two_parts
+    gen = save_tiny_generator(tmp_path / "gen")
+    try:
+        load_beir(store, first, TENANT)
+        opts = IndexOptions(scheme="semantic", branching=4, model="tiny", train=_train(1),
+                            pairs=PairOptions(max_chunks=0, generated_queries=2, query_samples=3,
+                                              query_generator=str(gen)))
+        m1 = build_index(store, cfg.index_dir, opts, torch.device("cpu"))
+        assert m1.training["queries_generated_for"] == FIRST and m1.training["pairs"]["generated"] > 0
+        assert query_cache_path(cfg.index_dir).is_file()
+        m2 = build_index(store, cfg.index_dir, opts, torch.device("cpu"))
+        assert m2.training["queries_generated_for"] == 0 and m2.training["pairs"] == m1.training["pairs"]
+    finally:
+        store.close()
+
+
+def test_cli_index_add(two_parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg, store, first, later = two_parts
+    store.close()
+    common = ["--qdrant-path", cfg.qdrant_path, "--collection", cfg.collection, "--index-dir", cfg.index_dir,
+              "--device", "cpu"]
+    assert main(["load", *common, "--data", str(first), "--tenant", TENANT]) == 0
+    assert main(["index", *common, "--model", "tiny", "--scheme", "rq", "--branching", "4", "--epochs", "1",
+                 "--max-chunks", "0"]) == 0
+    assert main(["load", *common, "--data", str(later), "--tenant", TENANT]) == 0
+    assert main(["index", *common, "--add", "--epochs", "1", "--replay", "0.5", "--sam-rho", "0.05",
+                 "--max-chunks", "0"]) == 0
+    added = read_manifest(cfg.index_dir).training["additions"][0]
+    assert added["added"] == {TENANT: LATER} and added["config"]["sam_rho"] == 0.05
+    assert added["replayed"] == round(0.5 * sum(added["pairs"].values()))

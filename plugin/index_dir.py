@@ -54,6 +54,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True)
 class Manifest:
     collection: str
@@ -62,17 +66,9 @@ class Manifest:
     model: dict[str, Any]
     tenants: dict[str, int]
     training: dict[str, Any] = field(default_factory=dict)
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: utc_now())
     versions: dict[str, str] = field(default_factory=library_versions)
     format_version: int = FORMAT_VERSION
-
-    @staticmethod
-    def now() -> str:
-        return datetime.now(UTC).isoformat(timespec="seconds")
-
-    @staticmethod
-    def current_versions() -> dict[str, str]:
-        return library_versions()
 
     @property
     def model_spec(self) -> ModelSpec:

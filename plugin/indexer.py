@@ -29,10 +29,12 @@ from genret.index_dir import (
     MEMORY,
     MODEL_DIR,
     Manifest,
+    library_versions,
     publish,
     query_cache_path,
     read_manifest,
     staging_dir,
+    utc_now,
     write_manifest,
 )
 from genret.keywords import vocabulary
@@ -226,10 +228,10 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
         fresh = [d for d in docs if (t, d.doc_id) not in trained]
         docids = []
         for d in fresh:
+            docid = d.docid or docid_for(codec, state, d.doc_id, d.vector, d.title, d.text)
             if not d.docid:
-                docid = docid_for(codec, state, d.doc_id, d.vector, d.title, d.text)
                 state.add(docid, d.vector)
-            docids.append(d.docid or docid)
+            docids.append(docid)
         if fresh:
             new_parts.append(_Trained(t, fresh, docids))
     if not new_parts:
@@ -255,7 +257,7 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     for p in new_parts:
         tenants[p.tenant] = tenants.get(p.tenant, 0) + len(p.docs)
     training = {**old.training, "additions": [*old.training.get("additions", []), addition]}
-    manifest = replace(old, tenants=tenants, training=training, created_at=Manifest.now(),
-                       versions=Manifest.current_versions())
+    manifest = replace(old, tenants=tenants, training=training, created_at=utc_now(),
+                       versions=library_versions())
     new_records, new_mem = _rows(new_parts, new_memory)
     return _finish(store, index_dir, staging, manifest, records + new_records, memory + new_mem, new_parts)

@@ -34,6 +34,7 @@ def search(stack: Stack, **kw) -> grpc.StatusCode:  # type: ignore[no-untyped-de
     ({"score_threshold": float("nan")}, grpc.StatusCode.INVALID_ARGUMENT, "finite"),
     ({"mode": 42}, grpc.StatusCode.INVALID_ARGUMENT, "mode"),
     ({"mode": pb.SEARCH_MODE_HYBRID, "fusion": pb.FUSION_LEARNED}, grpc.StatusCode.FAILED_PRECONDITION, "calibrat"),
+    ({"mode": pb.SEARCH_MODE_HYBRID, "fusion": pb.FUSION_WEIGHTED}, grpc.StatusCode.FAILED_PRECONDITION, "calibrat"),
     ({"min_probability": 0.5}, grpc.StatusCode.FAILED_PRECONDITION, "calibrat"),
     ({"min_probability": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "min_probability"),
     ({"fusion": 9}, grpc.StatusCode.INVALID_ARGUMENT, "fusion"),

@@ -23,6 +23,7 @@ import torch
 
 from genret.errors import DeadlineExceeded
 from genret.kernels import SCORING, StepResult, trie_beam_step, trie_beam_step_children
+from genret.kernels.reference import row_topk_children_torch, row_topk_torch
 from genret.modeling import DocidHead, EncodedQueries, Seq2SeqBackend
 from genret.trie import DeviceForest
 
@@ -88,6 +89,51 @@ def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, roots:
                               f.num_roots, f.max_children, beams, beams, backend=kernel_backend)
 
     return _decode(backend, enc, roots, beams, forest.max_depth, step, deadline)
+
+
+@torch.inference_mode()
+def score_docids(backend: Seq2SeqBackend, enc: EncodedQueries, roots: torch.Tensor, forest: DeviceForest,
+                 tokens: torch.Tensor, scoring: str = "vocab", deadline: float | None = None) -> torch.Tensor:
+    """Teacher-forced scoring: the score beam search gives each of the given docids (same scoring mode,
+    same trie), without searching.
+
+    tokens: (batch, C, L) docid rows (tokens, EOS, PAD) to score for each query (row of ``enc``) from its
+    root. Returns (batch, C) log-probabilities; -inf for a row that is not a live docid under that root.
+    """
+    if scoring not in SCORING:
+        raise ValueError(f"unknown scoring mode {scoring!r}; valid: {', '.join(SCORING)}")
+    batch, cands, width = tokens.shape
+    rows = batch * cands
+    device = backend.device
+    want_all = tokens.to(device).long().reshape(rows, width)
+    nodes = roots.to(device).long().repeat_interleave(cands)
+    scores = torch.zeros(rows, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    state = backend.start(enc, cands)
+    head, f = backend.head, forest
+    every = max(1, f.max_children)  # all of a row's children, so the wanted one is among them
+    prev: torch.Tensor | None = None
+    for t in range(width):
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceeded("deadline passed during scoring")
+        features = backend.step(state, prev)
+        if scoring == "children":
+            row = row_topk_children_torch(features, head.weight, head.bias, scores, nodes, done, f.row_ptr,
+                                          f.child_token, f.live, f.num_roots, every)
+        else:
+            row = row_topk_torch(head.logits(features), scores, nodes, done, f.row_ptr, f.child_token, f.live,
+                                 f.num_roots, every)
+        want = want_all[:, t]
+        match = (row.tokens == want[:, None]) & (row.scores > NEG_INF)
+        found = match.any(dim=1)
+        col = match.int().argmax(dim=1, keepdim=True)
+        scores = torch.where(found, row.scores.gather(1, col)[:, 0], NEG_INF)
+        nodes = torch.where(found, row.nodes.gather(1, col)[:, 0], -1)
+        done = (want == PAD) | (want == EOS) | ~found
+        prev = want
+        if bool(done.all()):
+            break
+    return scores.view(batch, cands)
 
 
 def free_step(head: DocidHead, features: torch.Tensor, scores: torch.Tensor, done: torch.Tensor,

@@ -5,7 +5,8 @@ hit by the qrels, and fits three logistic models (scikit-learn): generative log-
 dense cosine alone, and both together (the LEARNED fusion, with an "absent" term for a list that did
 not return the point). They are stored as ``calibration.json`` in the index directory, so a threshold on
 ``min_probability`` means the same thing for every query and tenant of the index. It also tunes the
-generative list's weight in WEIGHTED fusion (weighted RRF) for the best nDCG@10 on the same queries.
+generative weight of WEIGHTED fusion (cosine + w * log-probability) for the best nDCG@10 on the same
+queries.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from genret.fusion import LogisticFusion, Ranked, tune_weights
+from genret.fusion import Candidates, LogisticFusion, Ranked, tune_weight
 
 CALIBRATION = "calibration.json"
 GENERATIVE, DENSE = "generative", "dense"
+NO_GENERATIVE_WEIGHT = {GENERATIVE: 0.0, DENSE: 1.0}
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class Calibration:
     hybrid: LogisticFusion
     auto_min_probability: float  # AUTO fuses only when generative's top hit is at least this likely
     fit_on: Mapping[str, Any]
-    fusion_weights: Mapping[str, float] = field(default_factory=lambda: {GENERATIVE: 1.0, DENSE: 1.0})
+    # WEIGHTED fusion: score = sum of weight * raw score (a file without them: dense order)
+    fusion_weights: Mapping[str, float] = field(default_factory=lambda: dict(NO_GENERATIVE_WEIGHT))
 
     def probability(self, retriever: str, score: float) -> float:
         model = self.generative if retriever == GENERATIVE else self.dense
@@ -41,14 +44,14 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         return {"generative": self.generative.to_json(), "dense": self.dense.to_json(),
                 "hybrid": self.hybrid.to_json(), "auto_min_probability": self.auto_min_probability,
-                "fit_on": dict(self.fit_on), "fusion_weights": dict(self.fusion_weights)}
+                "fit_on": dict(self.fit_on), "score_weights": dict(self.fusion_weights)}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Calibration:
         return Calibration(LogisticFusion.from_json(data["generative"]), LogisticFusion.from_json(data["dense"]),
                            LogisticFusion.from_json(data["hybrid"]), float(data["auto_min_probability"]),
                            dict(data.get("fit_on", {})),
-                           {str(k): float(v) for k, v in data.get("fusion_weights", {GENERATIVE: 1.0, DENSE: 1.0}).items()})
+                           {str(k): float(v) for k, v in data.get("score_weights", NO_GENERATIVE_WEIGHT).items()})
 
 
 def read_calibration(index_dir: str | Path) -> Calibration | None:
@@ -85,16 +88,17 @@ def features(sources: Mapping[str, Ranked], names: Sequence[str]) -> list[float]
     return out
 
 
-def fit_calibration(runs: Mapping[str, Mapping[str, list[tuple[str, float]]]],
-                    relevant: Mapping[str, set[str]], fit_on: Mapping[str, Any]) -> Calibration:
-    """runs: query -> retriever -> ranked [(point id, raw score)]; relevant: query -> relevant point ids."""
+def fit_calibration(runs: Mapping[str, Candidates], relevant: Mapping[str, set[str]], depth: int,
+                    fit_on: Mapping[str, Any]) -> Calibration:
+    """runs: query -> both retrievers' ranked lists and complete scores; relevant: query -> relevant point
+    ids. The probability models are fit on each list's top ``depth`` hits, the fusion weight on all."""
     single: dict[str, tuple[list[list[float]], list[int]]] = {GENERATIVE: ([], []), DENSE: ([], [])}
     both: tuple[list[list[float]], list[int]] = ([], [])
-    for q, lists in runs.items():
+    for q, cands in runs.items():
         rel = relevant.get(q, set())
         union: dict[str, dict[str, Ranked]] = {}
-        for name, hits in lists.items():
-            for rank, (pid, score) in enumerate(hits, 1):
+        for name, hits in cands.lists.items():
+            for rank, (pid, score) in enumerate(hits[:depth], 1):
                 single[name][0].append(features({name: Ranked(pid, score, rank)}, [name]))
                 single[name][1].append(int(pid in rel))
                 union.setdefault(pid, {})[name] = Ranked(pid, score, rank)
@@ -104,7 +108,7 @@ def fit_calibration(runs: Mapping[str, Mapping[str, list[tuple[str, float]]]],
     gen = _fit(np.asarray(single[GENERATIVE][0]), np.asarray(single[GENERATIVE][1]), [GENERATIVE])
     dense = _fit(np.asarray(single[DENSE][0]), np.asarray(single[DENSE][1]), [DENSE])
     hybrid = _fit(np.asarray(both[0]), np.asarray(both[1]), [GENERATIVE, DENSE])
-    weight, tried = tune_weights(runs, relevant, GENERATIVE)
+    weight, tried = tune_weight(runs, relevant, GENERATIVE)
     return Calibration(gen, dense, hybrid, 0.5, {**fit_on, "hits": len(both[1]), "relevant_hits": sum(both[1]),
                                                  "weighted_ndcg_at_10": {str(w): m for w, m in tried.items()}},
                        {GENERATIVE: weight, DENSE: 1.0})

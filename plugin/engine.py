@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genret.beam import constrained_beam_search
+from genret.beam import constrained_beam_search, score_docids
 from genret.calibrate import DENSE, GENERATIVE, Calibration, read_calibration
 from genret.config import Config
 from genret.devices import resolve_device
@@ -25,7 +25,7 @@ from genret.fusion import Ranked
 from genret.index_dir import MODEL_DIR, Manifest, read_manifest
 from genret.kernels import BACKENDS, SCORING
 from genret.modeling import HFSeq2SeqBackend, Seq2SeqBackend, load_trained
-from genret.modes import Answer, Fusion, Mode, answer
+from genret.modes import Answer, Fusion, Mode, Scorer, answer
 from genret.namespaces import Namespaces, load_namespaces
 from genret.store import DOCID_KEY, QdrantStore
 from genret.trie import DeviceForest
@@ -167,8 +167,9 @@ class Engine:
         if q.mode != Mode.GENERATIVE and not self.store.has_vectors():
             raise FailedPrecondition(f"collection '{self.store.collection}' has no dense vectors; "
                                      f"load it with vectors to use {q.mode.name}")
-        if q.mode == Mode.HYBRID and q.fusion == Fusion.LEARNED and self.calibration is None:
-            raise FailedPrecondition("LEARNED fusion needs a calibrated index (run `genret calibrate`)")
+        if (q.mode in (Mode.HYBRID, Mode.AUTO) and q.fusion in (Fusion.WEIGHTED, Fusion.LEARNED)
+                and self.calibration is None):
+            raise FailedPrecondition(f"{q.fusion.name} fusion needs a calibrated index (run `genret calibrate`)")
         if not self.namespaces.has(q.tenant):
             raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
         return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index,
@@ -187,11 +188,19 @@ class Engine:
         answers: dict[int, list[Answer]] = {}
         for i, q in enumerate(queries):
             lists = {GENERATIVE: [(pid, s) for pid, _, s in gen.get(i, [])], DENSE: dense.get(i, [])}
-            vec_of = vectors.get(i)
-            rescore = (lambda ids, q=q, v=vec_of: self._dense_scores(q.tenant, v, ids))  # noqa: E731
-            answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, rescore) if self._keep(q, a)]
+            scorers = self.scorers(q, vectors.get(i), live, deadline)
+            answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, scorers) if self._keep(q, a)]
             answers[i] = answers[i][: q.top_k]
         return self._hydrate(queries, answers, docid_of)
+
+    def scorers(self, q: SearchQuery, vector: Any, live: _Live | None = None,
+                deadline: float | None = None) -> dict[str, Scorer]:
+        """Each retriever's scorer of given points for query ``q`` (``vector``: its dense embedding):
+        Qdrant's cosine under the tenant filter, and the model's log-probability of each point's docid
+        decoded from the tenant's root, as beam search would score it."""
+        snap = live or self._live
+        return {DENSE: lambda ids: self._dense_scores(q.tenant, vector, ids),
+                GENERATIVE: lambda ids: self._generative_scores(q, ids, snap, deadline)}
 
     def _keep(self, q: SearchQuery, a: Answer) -> bool:
         if q.score_threshold is not None and a.score < q.score_threshold:
@@ -229,9 +238,21 @@ class Engine:
             out[i] = [(h.point_id, h.score) for h in self.store.dense_search(q.tenant, vectors[i], depth, False)]
         return out, vectors
 
-    def _dense_scores(self, tenant: str, vec: Any, ids: Sequence[str]) -> list[tuple[str, float]]:
+    def _dense_scores(self, tenant: str, vec: Any, ids: Sequence[str]) -> dict[str, float]:
         hits = self.store.dense_search(tenant, vec, len(ids), False, only=ids) if ids else []
-        return [(h.point_id, h.score) for h in hits]
+        return {h.point_id: h.score for h in hits}
+
+    def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live,
+                           deadline: float | None) -> dict[str, float]:
+        rows = live.namespaces.rows_of(q.tenant, ids)  # only the tenant's own docids are scored
+        if not rows:
+            return {}
+        ns = live.namespaces
+        tokens = torch.from_numpy(ns.tokens[list(rows.values())].astype(np.int64)).unsqueeze(0)
+        roots = torch.tensor([ns.root(q.tenant)], dtype=torch.long)
+        scores = score_docids(self.backend, self.backend.encode([q.text]), roots, live.forest, tokens,
+                              self.config.scoring, deadline)[0].tolist()
+        return {pid: s for pid, s in zip(rows, scores, strict=True) if math.isfinite(s)}
 
     def _hydrate(self, queries: Sequence[SearchQuery], answers: dict[int, list[Answer]],
                  docid_of: dict[str, str]) -> list[list[SearchHit]]:

@@ -1,7 +1,9 @@
 """Combining the generative and dense result lists of one query.
 
-* ``rrf``: reciprocal-rank fusion, score = sum over lists of w / (k + rank), rank from 1; every weight
-  w is 1 unless given (WEIGHTED fusion: weights tuned by ``genret calibrate``, see ``tune_weights``).
+* ``rrf``: reciprocal-rank fusion, score = sum over lists of 1 / (k + rank), rank from 1.
+* ``weighted``: weighted score fusion, score = sum over retrievers of w * raw score, over the union of
+  the lists with every candidate scored by every retriever (the caller fills in the scores a list did
+  not return); ``genret calibrate`` tunes the weights (``tune_weight``).
 * ``learned``: a logistic model over both retrievers' scores (fit on training queries, see
   ``genret.calibrate``) gives each candidate a calibrated probability of relevance; a candidate missing
   from a list gets that list's "absent" feature.
@@ -45,13 +47,29 @@ def _union(lists: Mapping[str, Sequence[tuple[str, float]]]) -> dict[str, Fused]
     return out
 
 
-def rrf(lists: Mapping[str, Sequence[tuple[str, float]]], k: int = RRF_K,
-        weights: Mapping[str, float] | None = None) -> list[Fused]:
-    """(Weighted) reciprocal-rank fusion; ties broken by point id for a stable order."""
+def _sorted(fused: dict[str, Fused]) -> list[Fused]:
+    return sorted(fused.values(), key=lambda f: (-f.score, f.point_id))  # ties by point id: a stable order
+
+
+def rrf(lists: Mapping[str, Sequence[tuple[str, float]]], k: int = RRF_K) -> list[Fused]:
+    """Reciprocal-rank fusion."""
     fused = _union(lists)
     for f in fused.values():
-        f.score = sum((weights or {}).get(name, 1.0) / (k + r.rank) for name, r in f.sources.items())
-    return sorted(fused.values(), key=lambda f: (-f.score, f.point_id))
+        f.score = sum(1.0 / (k + r.rank) for r in f.sources.values())
+    return _sorted(fused)
+
+
+def weighted(lists: Mapping[str, Sequence[tuple[str, float]]], scores: Mapping[str, Mapping[str, float]],
+             weights: Mapping[str, float]) -> list[Fused]:
+    """Weighted score fusion over the union of ``lists``. ``scores``: retriever -> point id -> raw score
+    (at least the union); a point a retriever could not score gets that retriever's lowest score."""
+    fused = _union(lists)
+    for name, w in weights.items():
+        known = scores.get(name, {})
+        floor = min(known.values(), default=0.0)
+        for f in fused.values():
+            f.score += w * known.get(f.point_id, floor)
+    return _sorted(fused)
 
 
 def ndcg_at_10(ranked: Sequence[str], relevant: set[str]) -> float:
@@ -61,20 +79,31 @@ def ndcg_at_10(ranked: Sequence[str], relevant: set[str]) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+GRID = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-def tune_weights(runs: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]], relevant: Mapping[str, set[str]],
-                 tuned: str, grid: Sequence[float] = GRID) -> tuple[float, dict[float, float]]:
-    """The weight of list ``tuned`` (the others weigh 1) that maximises mean nDCG@10 of weighted RRF over
-    ``runs`` (query -> list name -> ranked hits); the first of equal weights wins. Returns it and the
-    mean nDCG@10 of every weight tried."""
+@dataclass(frozen=True)
+class Candidates:
+    """One query's ranked lists and every retriever's score of every point in their union."""
+
+    lists: Mapping[str, Sequence[tuple[str, float]]]
+    scores: Mapping[str, Mapping[str, float]]
+
+
+def tune_weight(runs: Mapping[str, Candidates], relevant: Mapping[str, set[str]], tuned: str,
+                grid: Sequence[float] = GRID) -> tuple[float, dict[float, float]]:
+    """The weight of retriever ``tuned`` (the others weigh 1) that maximises mean nDCG@10 of weighted
+    score fusion over ``runs`` (query -> candidates); the smallest of equal weights wins. Returns it and
+    the mean nDCG@10 of every weight tried."""
     means = {}
     for w in grid:
-        scores = [ndcg_at_10([f.point_id for f in rrf(lists, weights={tuned: w})], relevant.get(q, set()))
-                  for q, lists in runs.items()]
-        means[w] = sum(scores) / max(1, len(scores))
-    best = max(grid, key=lambda w: (means[w], -grid.index(w)))
+        per_query = []
+        for q, c in runs.items():
+            weights = {name: (w if name == tuned else 1.0) for name in c.lists}
+            ranked = [f.point_id for f in weighted(c.lists, c.scores, weights)]
+            per_query.append(ndcg_at_10(ranked, relevant.get(q, set())))
+        means[w] = sum(per_query) / max(1, len(per_query))
+    best = max(grid, key=lambda w: (means[w], -w))
     return best, means
 
 
@@ -97,7 +126,7 @@ class LogisticFusion:
         fused = _union(lists)
         for f in fused.values():
             f.score = self.probability(f.sources)
-        return sorted(fused.values(), key=lambda f: (-f.score, f.point_id))
+        return _sorted(fused)
 
     def to_json(self) -> dict[str, object]:
         return {"bias": self.bias, "weights": dict(self.weights), "absent": dict(self.absent)}

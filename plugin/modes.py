@@ -1,8 +1,10 @@
 """From each retriever's ranked list to one query's answer, per search mode.
 
-GENERATIVE and DENSE return their own list. HYBRID fuses both (RRF; WEIGHTED: RRF with the generative
-weight tuned by calibration; the calibrated LEARNED model; or RESCORE: only the generative candidates,
-re-ranked with their dense similarity as Qdrant computes it).
+GENERATIVE and DENSE return their own list. HYBRID fuses both: RRF; WEIGHTED: weighted score fusion,
+dense cosine + w * generative log-probability with w tuned by calibration, where every candidate of
+either list is scored by both retrievers (Qdrant scores the generative candidates by id, the model
+scores the dense candidates' docids); the calibrated LEARNED model; or RESCORE: only the generative
+candidates, re-ranked with their dense similarity as Qdrant computes it.
 AUTO routes: it fuses when the generative retriever is confident (calibrated probability of its top hit,
 or without calibration, its top hit also among the dense results) and answers with dense otherwise.
 """
@@ -15,7 +17,7 @@ from enum import Enum
 
 from genret.calibrate import DENSE, GENERATIVE, Calibration
 from genret.errors import FailedPrecondition
-from genret.fusion import Fused, Ranked, rrf
+from genret.fusion import Fused, Ranked, rrf, weighted
 
 
 class Mode(Enum):
@@ -43,7 +45,7 @@ class Answer:
 
 
 Lists = Mapping[str, Sequence[tuple[str, float]]]
-Rescore = Callable[[Sequence[str]], list[tuple[str, float]]]  # point ids -> [(point id, dense score)] ranked
+Scorer = Callable[[Sequence[str]], dict[str, float]]  # point ids -> one retriever's score of each it can score
 
 
 def _single(name: str, hits: Sequence[tuple[str, float]], cal: Calibration | None) -> list[Answer]:
@@ -59,30 +61,43 @@ def _fused(fused: Sequence[Fused], cal: Calibration | None) -> list[Answer]:
             for f in fused]
 
 
-def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, rescore: Rescore) -> list[Answer]:
+def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str, float]]:
+    """Every retriever's score of every point in the union of the lists: its own list's scores, plus
+    what its scorer gives for the points it did not return."""
+    union = list(dict.fromkeys(pid for hits in lists.values() for pid, _ in hits))
+    out = {}
+    for name, hits in lists.items():
+        own = dict(hits)
+        out[name] = {**own, **scorers[name]([pid for pid in union if pid not in own])}
+    return out
+
+
+def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping[str, Scorer]) -> list[Answer]:
     if fusion == Fusion.DEFAULT:
         fusion = Fusion.WEIGHTED if cal is not None else Fusion.RRF
+    if fusion in (Fusion.WEIGHTED, Fusion.LEARNED) and cal is None:
+        raise FailedPrecondition(f"{fusion.name} fusion needs a calibrated index (run `genret calibrate`)")
     if fusion == Fusion.WEIGHTED:
-        return _fused(rrf(lists, weights=cal.fusion_weights if cal is not None else None), cal)
+        return _fused(weighted(lists, complete(lists, scorers), cal.fusion_weights), cal)  # type: ignore[union-attr]
     if fusion == Fusion.LEARNED:
-        if cal is None:
-            raise FailedPrecondition("LEARNED fusion needs a calibrated index (run `genret calibrate`)")
-        return _fused(cal.hybrid.fuse(lists), cal)
+        return _fused(cal.hybrid.fuse(lists), cal)  # type: ignore[union-attr]
     if fusion == Fusion.RESCORE:
         gen = lists[GENERATIVE]
-        rescored = {GENERATIVE: gen, DENSE: rescore([pid for pid, _ in gen])}
+        dense = scorers[DENSE]([pid for pid, _ in gen])
+        rescored = {GENERATIVE: gen, DENSE: sorted(dense.items(), key=lambda h: (-h[1], h[0]))}
         return _fused(cal.hybrid.fuse(rescored) if cal is not None else rrf(rescored), cal)
     return _fused(rrf(lists), cal)
 
 
-def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None, rescore: Rescore) -> list[Answer]:
+def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None,
+           scorers: Mapping[str, Scorer]) -> list[Answer]:
     """All candidates of one query for ``mode``, best first (the caller cuts to top_k and thresholds)."""
     if mode == Mode.GENERATIVE:
         return _single(GENERATIVE, lists[GENERATIVE], cal)
     if mode == Mode.DENSE:
         return _single(DENSE, lists[DENSE], cal)
     if mode == Mode.HYBRID:
-        return fuse(lists, fusion, cal, rescore)
+        return fuse(lists, fusion, cal, scorers)
     gen, dense = lists[GENERATIVE], lists[DENSE]
     if not gen:
         return _single(DENSE, dense, cal)
@@ -90,5 +105,5 @@ def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None, re
     agrees = any(pid == top for pid, _ in dense)
     confident = cal.probability(GENERATIVE, gen[0][1]) >= cal.auto_min_probability if cal is not None else agrees
     if confident and agrees:
-        return fuse(lists, fusion, cal, rescore)
+        return fuse(lists, fusion, cal, scorers)
     return _single(DENSE, dense, cal)

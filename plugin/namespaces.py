@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -46,6 +47,18 @@ class Namespaces:
 
     def entries_set(self, tenant: str) -> set[PointId]:
         return {pid for pid, _ in self.entries(tenant)}
+
+    @cached_property
+    def _row_of(self) -> dict[PointId, int]:
+        return {pid: i for i, pid in enumerate(self.point_ids)}
+
+    def rows_of(self, tenant: str, pids: Sequence[PointId]) -> dict[PointId, int]:
+        """Leaf rank of each of ``pids`` that is a docid of ``tenant`` (others are left out)."""
+        if not self.has(tenant):
+            return {}
+        t = self.tenants.index(tenant)
+        rows = ((pid, self._row_of.get(pid)) for pid in pids)
+        return {pid: r for pid, r in rows if r is not None and int(self.tenant_of[r]) == t}
 
     def apply(self, codec: DocidCodec, added: Sequence[tuple[str, PointId, str]],
               removed: Mapping[str, Collection[PointId]]) -> Namespaces:

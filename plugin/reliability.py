@@ -16,7 +16,8 @@ from typing import Any
 from genret.beir import load_qrels, load_queries
 from genret.calibrate import DENSE, GENERATIVE, Calibration, expected_calibration_error, fit_calibration, write_calibration
 from genret.engine import Engine, SearchQuery
-from genret.modes import Fusion, Mode
+from genret.fusion import Candidates
+from genret.modes import Fusion, Mode, complete
 from genret.store import QdrantStore, point_id_for
 
 
@@ -27,16 +28,25 @@ def _split(data: str | Path, split: str, tenant: str) -> tuple[dict[str, str], d
     return {q: queries[q] for q in qrels if q in queries}, relevant
 
 
-def _lists(engine: Engine, tenant: str, queries: Mapping[str, str], beams: int, depth: int,
-           batch: int = 16) -> dict[str, dict[str, list[tuple[str, float]]]]:
+def _candidates(engine: Engine, tenant: str, queries: Mapping[str, str], beams: int,
+                batch: int = 16) -> dict[str, Candidates]:
+    """Each query's generative and dense lists, ``beams`` deep, with every point of their union scored by
+    both retrievers (as WEIGHTED fusion sees them)."""
     qids = list(queries)
-    out: dict[str, dict[str, list[tuple[str, float]]]] = {q: {} for q in qids}
-    for mode, name, k in ((Mode.GENERATIVE, GENERATIVE, min(depth, beams)), (Mode.DENSE, DENSE, depth)):
+    lists: dict[str, dict[str, list[tuple[str, float]]]] = {q: {} for q in qids}
+    for mode, name in ((Mode.GENERATIVE, GENERATIVE), (Mode.DENSE, DENSE)):
         for s in range(0, len(qids), batch):
             chunk = qids[s : s + batch]
-            reqs = [engine.normalise(SearchQuery(tenant, queries[q], k, beams, mode)) for q in chunk]
+            reqs = [engine.normalise(SearchQuery(tenant, queries[q], beams, beams, mode)) for q in chunk]
             for q, hits in zip(chunk, engine.search_batch(reqs), strict=True):
-                out[q][name] = [(h.point_id, h.score) for h in hits]
+                lists[q][name] = [(h.point_id, h.score) for h in hits]
+    out = {}
+    for s in range(0, len(qids), batch):
+        chunk = qids[s : s + batch]
+        vectors = engine.embed_queries([queries[q] for q in chunk])
+        for q, vec in zip(chunk, vectors, strict=True):
+            scorers = engine.scorers(SearchQuery(tenant, queries[q]), vec)
+            out[q] = Candidates(lists[q], complete(lists[q], scorers))
     return out
 
 
@@ -45,9 +55,9 @@ def calibrate_index(engine: Engine, data: str | Path, split: str, tenant: str, b
     queries, relevant = _split(data, split, tenant)
     if limit:
         queries = dict(list(queries.items())[:limit])
-    runs = _lists(engine, tenant, queries, beams, depth)
-    cal = fit_calibration(runs, relevant, {"data": str(data), "split": split, "tenant": tenant, "beam_size": beams,
-                                           "depth": depth, "queries": len(queries)})
+    runs = _candidates(engine, tenant, queries, beams)
+    cal = fit_calibration(runs, relevant, depth, {"data": str(data), "split": split, "tenant": tenant,
+                                                  "beam_size": beams, "depth": depth, "queries": len(queries)})
     path = write_calibration(engine.config.index_dir, cal)
     engine.calibration = cal
     return cal, path

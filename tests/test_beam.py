@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genret.beam import constrained_beam_search, unconstrained_beam_search
+from genret.beam import constrained_beam_search, score_docids, unconstrained_beam_search
 from genret.docids import SemanticCodec, assign_docids
 from genret.modeling import HFSeq2SeqBackend, build_tiny_model
 from genret.train import sequence_loss
@@ -99,6 +99,29 @@ def test_triton_loop_equals_torch_loop(scoring: str) -> None:
     b = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="triton", scoring=scoring)
     assert torch.equal(a.leaves, b.leaves)
     np.testing.assert_allclose(a.scores.cpu().numpy(), b.scores.cpu().numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", ["vocab", "children"])
+def test_teacher_forced_scores_equal_beam_scores(scoring: str) -> None:
+    """score_docids gives each docid the score beam search gives it; another tenant's docid and a deleted
+    one score -inf."""
+    docids, codec, backend, *_ = make_case(36, 3, seed=6)
+    tenant_of = np.array([i % 2 for i in range(len(docids))])
+    alive = np.array([i != 4 for i in range(len(docids))])  # docid 4 (tenant 0) is deleted
+    tokens = codec.encode_many(docids)
+    forest, order = build_forest(["a", "b"], tenant_of, tokens, alive)
+    d = forest.to_device(DEVICE)
+    enc = backend.encode(QUERIES[:2])
+    roots = torch.tensor([0, 1])
+    res = constrained_beam_search(backend, enc, roots, d, beams=len(docids), kernel_backend="torch", scoring=scoring)
+    found = [order[forest.leaf_rank(res.leaves[q][res.leaves[q] >= 0].cpu().numpy())] for q in range(2)]
+    width = max(len(f) for f in found)
+    rows = np.stack([np.concatenate([f, [4, 1 - q] + [f[0]] * (width - len(f))]) for q, f in enumerate(found)])
+    forced = score_docids(backend, enc, roots, d, torch.as_tensor(tokens[rows]), scoring)
+    for q, f in enumerate(found):
+        beam = res.scores[q][res.leaves[q] >= 0]
+        np.testing.assert_allclose(forced[q, : len(f)].cpu().numpy(), beam.cpu().numpy(), rtol=1e-5, atol=1e-5)
+        assert torch.isinf(forced[q, len(f)]) and torch.isinf(forced[q, len(f) + 1])  # deleted; other tenant
 
 
 def test_unconstrained_loop_runs_the_same_steps() -> None:

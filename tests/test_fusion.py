@@ -8,8 +8,8 @@ import pytest
 
 from genret.calibrate import Calibration, expected_calibration_error, fit_calibration
 from genret.errors import FailedPrecondition
-from genret.fusion import LogisticFusion, Ranked, ndcg_at_10, rrf, tune_weights
-from genret.modes import Fusion, Mode, answer
+from genret.fusion import Candidates, LogisticFusion, Ranked, ndcg_at_10, rrf, tune_weight, weighted
+from genret.modes import Fusion, Mode, answer, complete
 
 GEN = [("a", -0.1), ("b", -1.0), ("c", -2.0)]
 DENSE = [("c", 0.9), ("a", 0.8), ("d", 0.7)]
@@ -25,25 +25,52 @@ def test_rrf_sums_reciprocal_ranks() -> None:
     assert fused[0].sources["dense"] == Ranked("a", 0.8, 2)
 
 
-def test_weighted_rrf_scales_each_list() -> None:
-    fused = rrf({"generative": GEN, "dense": DENSE}, k=60, weights={"generative": 0.5})
+# every retriever's score of every point in the union of GEN and DENSE
+FULL = {"generative": {"a": -0.1, "b": -1.0, "c": -2.0, "d": -4.0}, "dense": {"a": 0.8, "b": 0.5, "c": 0.9, "d": 0.7}}
+
+
+def test_weighted_score_fusion_sums_weighted_scores() -> None:
+    fused = weighted({"generative": GEN, "dense": DENSE}, FULL, {"generative": 0.1, "dense": 1.0})
     scores = {f.point_id: f.score for f in fused}
-    assert scores["a"] == pytest.approx(0.5 / 61 + 1 / 62) and scores["c"] == pytest.approx(0.5 / 63 + 1 / 61)
-    assert [f.point_id for f in fused] == ["c", "a", "d", "b"]
-    only_dense = rrf({"generative": GEN, "dense": DENSE}, weights={"generative": 0.0})
-    assert [f.point_id for f in only_dense][:3] == ["c", "a", "d"]  # weight 0: dense order
+    assert scores["a"] == pytest.approx(0.8 - 0.01) and scores["c"] == pytest.approx(0.9 - 0.2)
+    assert scores["b"] == pytest.approx(0.5 - 0.1) and scores["d"] == pytest.approx(0.7 - 0.4)
+    assert [f.point_id for f in fused] == ["a", "c", "b", "d"]
+    assert fused[0].sources == {"generative": Ranked("a", -0.1, 1), "dense": Ranked("a", 0.8, 2)}
+    only_dense = weighted({"generative": GEN, "dense": DENSE}, FULL, {"generative": 0.0, "dense": 1.0})
+    assert [f.point_id for f in only_dense] == ["c", "a", "d", "b"]  # weight 0: dense order
+    # a point a retriever could not score gets that retriever's lowest score
+    partial = {"generative": {"a": -0.1, "b": -1.0, "c": -2.0}, "dense": FULL["dense"]}
+    scores = {f.point_id: f.score for f in weighted({"generative": GEN, "dense": DENSE}, partial,
+                                                     {"generative": 1.0, "dense": 1.0})}
+    assert scores["d"] == pytest.approx(0.7 - 2.0)
+
+
+def test_complete_asks_each_retriever_only_for_what_it_did_not_return() -> None:
+    asked: dict[str, list[str]] = {}
+
+    def scorer(name: str):  # type: ignore[no-untyped-def]
+        def score(ids):  # type: ignore[no-untyped-def]
+            asked[name] = list(ids)
+            return {i: FULL[name][i] for i in ids}
+        return score
+
+    full = complete({"generative": GEN, "dense": DENSE}, {n: scorer(n) for n in FULL})
+    assert asked == {"generative": ["d"], "dense": ["b"]} and full == FULL
 
 
 def test_ndcg_and_weight_tuning() -> None:
     assert ndcg_at_10(["x", "r"], {"r"}) == pytest.approx(1 / math.log2(3))
     assert ndcg_at_10(["r", "s"], {"r", "s"}) == pytest.approx(1.0) and ndcg_at_10([], {"r"}) == 0.0
-    # dense ranks the relevant point 3rd, generative 1st: any weight >= some threshold helps
-    runs = {"q": {"generative": [("r", -0.1), ("x", -1.0)], "dense": [("x", 0.9), ("y", 0.8), ("r", 0.7)]}}
-    best, tried = tune_weights(runs, {"q": {"r"}}, "generative", grid=(0.0, 0.5, 1.0, 2.0))
-    assert tried[0.0] == pytest.approx(0.5) and tried[2.0] == pytest.approx(1.0) and best == 2.0
+    # dense ranks the relevant point 3rd, generative is sure of it: a large enough weight lifts it to 1st
+    lists = {"generative": [("r", -0.1), ("x", -5.0)], "dense": [("x", 0.9), ("y", 0.8), ("r", 0.7)]}
+    scores = {"generative": {"r": -0.1, "x": -5.0, "y": -6.0}, "dense": {"x": 0.9, "y": 0.8, "r": 0.7}}
+    best, tried = tune_weight({"q": Candidates(lists, scores)}, {"q": {"r"}}, "generative", grid=(0.0, 0.01, 0.1, 1.0))
+    assert tried[0.0] == pytest.approx(0.5) and tried[0.01] == pytest.approx(0.5) and tried[0.1] == pytest.approx(1.0)
+    assert best == 0.1  # the smallest of the best weights
     # generative wrong: weight 0 (dense alone) is best
-    runs = {"q": {"generative": [("x", -0.1)], "dense": [("r", 0.9), ("x", 0.8)]}}
-    assert tune_weights(runs, {"q": {"r"}}, "generative", grid=(0.0, 1.0, 5.0))[0] == 0.0
+    wrong = {"generative": {"r": -5.0, "x": -0.1, "y": -6.0}, "dense": scores["dense"]}
+    lists = {"generative": [("x", -0.1)], "dense": [("r", 0.9), ("x", 0.8)]}
+    assert tune_weight({"q": Candidates(lists, wrong)}, {"q": {"r"}}, "generative", grid=(0.0, 1.0, 5.0))[0] == 0.0
 
 
 def test_logistic_fusion_uses_absent_terms() -> None:
@@ -57,10 +84,11 @@ def test_logistic_fusion_uses_absent_terms() -> None:
 
 
 def calibrated() -> Calibration:
-    runs = {f"q{i}": {"generative": [(f"r{i}", -0.1), (f"n{i}", -3.0)], "dense": [(f"r{i}", 0.9), (f"m{i}", 0.2)]}
-            for i in range(20)}
-    runs["q0"]["generative"] = [("n0", -0.2), ("r0", -2.5)]  # some noise so both classes overlap
-    return fit_calibration(runs, {f"q{i}": {f"r{i}"} for i in range(20)}, {"test": True})
+    lists = {f"q{i}": {"generative": [(f"r{i}", -0.1), (f"n{i}", -3.0)], "dense": [(f"r{i}", 0.9), (f"m{i}", 0.2)]}
+             for i in range(20)}
+    lists["q0"]["generative"] = [("n0", -0.2), ("r0", -2.5)]  # some noise so both classes overlap
+    runs = {q: Candidates(ls, {name: dict(hits) for name, hits in ls.items()}) for q, ls in lists.items()}
+    return fit_calibration(runs, {f"q{i}": {f"r{i}"} for i in range(20)}, 10, {"test": True})
 
 
 def test_fitted_calibration_orders_probabilities_and_round_trips() -> None:
@@ -72,25 +100,25 @@ def test_fitted_calibration_orders_probabilities_and_round_trips() -> None:
 
 def test_modes_route_and_fuse() -> None:
     lists = {"generative": GEN, "dense": DENSE}
-    no_rescore = lambda ids: []  # noqa: E731
-    assert [a.point_id for a in answer(Mode.GENERATIVE, Fusion.DEFAULT, lists, None, no_rescore)] == ["a", "b", "c"]
-    assert [a.point_id for a in answer(Mode.DENSE, Fusion.DEFAULT, lists, None, no_rescore)] == ["c", "a", "d"]
-    hybrid = answer(Mode.HYBRID, Fusion.DEFAULT, lists, None, no_rescore)  # uncalibrated: RRF
+    scorers = {name: (lambda ids, n=name: {i: FULL[n][i] for i in ids}) for name in FULL}
+    assert [a.point_id for a in answer(Mode.GENERATIVE, Fusion.DEFAULT, lists, None, scorers)] == ["a", "b", "c"]
+    assert [a.point_id for a in answer(Mode.DENSE, Fusion.DEFAULT, lists, None, scorers)] == ["c", "a", "d"]
+    hybrid = answer(Mode.HYBRID, Fusion.DEFAULT, lists, None, scorers)  # uncalibrated: RRF
     assert [a.point_id for a in hybrid] == ["a", "c", "b", "d"] and hybrid[0].retriever == "hybrid"
     assert set(hybrid[0].sources) == {"generative", "dense"}
-    with pytest.raises(FailedPrecondition):
-        answer(Mode.HYBRID, Fusion.LEARNED, lists, None, no_rescore)
-    rescored = answer(Mode.HYBRID, Fusion.RESCORE, lists, None,
-                      lambda ids: sorted([(i, {"a": 0.1, "b": 0.95, "c": 0.5}[i]) for i in ids], key=lambda x: -x[1]))
+    for fusion in (Fusion.LEARNED, Fusion.WEIGHTED):
+        with pytest.raises(FailedPrecondition):
+            answer(Mode.HYBRID, fusion, lists, None, scorers)
+    rescored = answer(Mode.HYBRID, Fusion.RESCORE, lists, None, scorers)
     assert {a.point_id for a in rescored} == {"a", "b", "c"}  # only generative candidates
     # AUTO without calibration: fuse when generative's top hit is among dense results, else dense alone.
-    assert answer(Mode.AUTO, Fusion.DEFAULT, lists, None, no_rescore)[0].retriever == "hybrid"
+    assert answer(Mode.AUTO, Fusion.DEFAULT, lists, None, scorers)[0].retriever == "hybrid"
     disagree = {"generative": [("z", -0.1)], "dense": DENSE}
-    assert [a.retriever for a in answer(Mode.AUTO, Fusion.DEFAULT, disagree, None, no_rescore)] == ["dense"] * 3
+    assert [a.retriever for a in answer(Mode.AUTO, Fusion.DEFAULT, disagree, None, scorers)] == ["dense"] * 3
     cal = calibrated()
-    weighted = answer(Mode.HYBRID, Fusion.DEFAULT, lists, cal, no_rescore)  # calibrated default: WEIGHTED
-    assert [a.point_id for a in weighted] == [f.point_id for f in rrf(lists, weights=cal.fusion_weights)]
-    probs = [a.probability for a in answer(Mode.HYBRID, Fusion.LEARNED, lists, cal, no_rescore)]
+    fused = answer(Mode.HYBRID, Fusion.DEFAULT, lists, cal, scorers)  # calibrated default: WEIGHTED
+    assert [a.point_id for a in fused] == [f.point_id for f in weighted(lists, FULL, cal.fusion_weights)]
+    probs = [a.probability for a in answer(Mode.HYBRID, Fusion.LEARNED, lists, cal, scorers)]
     assert all(p is not None and 0 <= p <= 1 for p in probs) and probs == sorted(probs, reverse=True)
 
 

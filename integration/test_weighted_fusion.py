@@ -1,0 +1,91 @@
+"""Calibration and WEIGHTED fusion on the real stack: every candidate of either list is scored by both
+retrievers (Qdrant by id under the tenant filter, the model by teacher forcing) and the fused score is
+the weighted sum of exactly the scores each retriever gives on its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from genret.calibrate import CALIBRATION, DENSE, GENERATIVE
+from genret.engine import SearchQuery
+from genret.modes import Fusion, Mode
+from genret.reliability import calibrate_index
+from genret.store import point_id_for
+
+from .conftest import N_DOCS, OTHER, TENANT, Stack
+from .test_tenant_filter import Recorder, has_tenant
+
+QUERY = "supersonic flow over wings"
+
+
+@pytest.fixture
+def calibrated(stack: Stack, tmp_path: Path) -> Iterator[Stack]:
+    """The stack calibrated on its training queries (the titles); uncalibrated again afterwards."""
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{d}", "text": t}) + "\n"
+                                                for d, t in stack.titles.items()))
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" +
+                                              "".join(f"q{d}\t{d}\t1\n" for d in stack.titles))
+    try:
+        cal, path = calibrate_index(stack.engine, data, "train", TENANT, beams=20)
+        assert path.name == CALIBRATION and set(cal.fusion_weights) == {GENERATIVE, DENSE}
+        tried = cal.fit_on["weighted_ndcg_at_10"]
+        assert cal.fusion_weights[GENERATIVE] in {float(w) for w in tried}
+        assert tried[str(cal.fusion_weights[GENERATIVE])] == max(tried.values())
+        yield stack
+    finally:
+        stack.engine.calibration = None
+        Path(stack.config.index_dir, CALIBRATION).unlink(missing_ok=True)
+
+
+def _scores(stack: Stack, tenant: str, mode: Mode, depth: int = N_DOCS) -> dict[str, float]:
+    """One retriever's own list, ``depth`` deep (all documents by default: an exhaustive beam)."""
+    q = stack.engine.normalise(SearchQuery(tenant, QUERY, depth, depth, mode))
+    return {h.point_id: h.score for h in stack.engine.search_batch([q])[0]}
+
+
+def test_weighted_fusion_sums_each_retrievers_own_scores(calibrated: Stack) -> None:
+    engine = calibrated.engine
+    engine.calibration = dataclasses.replace(engine.calibration, fusion_weights={GENERATIVE: 0.1, DENSE: 1.0})
+    gen, dense = _scores(calibrated, TENANT, Mode.GENERATIVE), _scores(calibrated, TENANT, Mode.DENSE)
+    q = engine.normalise(SearchQuery(TENANT, QUERY, 6, 6, Mode.HYBRID, fusion=Fusion.WEIGHTED))
+    hits = engine.search_batch([q])[0]
+    assert len(hits) == 6 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    one_sided = 0
+    for h in hits:
+        assert h.score == pytest.approx(dense[h.point_id] + 0.1 * gen[h.point_id], abs=1e-4)
+        one_sided += len(h.source_names) == 1
+    assert one_sided  # some hits came from one list only and were scored by the other retriever
+    # it ranks the union of both 6-deep lists (the beam's and Qdrant's) exactly as the formula does
+    union = set(_scores(calibrated, TENANT, Mode.GENERATIVE, 6)) | set(_scores(calibrated, TENANT, Mode.DENSE, 6))
+    best = sorted(union, key=lambda p: dense[p] + 0.1 * gen[p], reverse=True)[:6]
+    assert [h.point_id for h in hits] == best
+
+
+def test_weighted_fusion_scores_only_the_callers_documents(calibrated: Stack) -> None:
+    engine, store = calibrated.engine, calibrated.store
+    own = {pid for pid, _ in store.docids_of_tenant(OTHER)}
+    real = store.client
+    rec = Recorder(real)
+    store.client = rec  # type: ignore[assignment]
+    try:
+        q = engine.normalise(SearchQuery(OTHER, QUERY, 3, 3, Mode.HYBRID, fusion=Fusion.WEIGHTED, with_payload=True))
+        hits = engine.search_batch([q])[0]
+    finally:
+        store.client = real
+    assert hits and all(h.point_id in own and h.payload["tenant"] == OTHER for h in hits)
+    for name, kwargs in rec.calls:
+        if name == "query_points":
+            assert has_tenant(kwargs.get("query_filter"), OTHER)
+        else:
+            assert name == "retrieve" and set(kwargs["ids"]) <= own, name
+    # the model never scores another tenant's docid: its scorer skips points outside the namespace
+    foreign = point_id_for(TENANT, next(iter(calibrated.titles)))
+    scorer = engine.scorers(SearchQuery(OTHER, QUERY), engine.embed_queries([QUERY])[0])
+    assert scorer[GENERATIVE]([foreign]) == {} and scorer[DENSE]([foreign]) == {}

@@ -1,8 +1,8 @@
 """Forgetting under continual indexing: full retraining vs naive fine-tuning vs replay (DSI++).
 
     python integration/bench/bench_forgetting.py --data ../shared/data/cranfield \
-        [--increments 5] [--first 0.6] [--epochs 3] [--replay 1.0] [--sam-rho 0] \
-        [--generated-queries 3] [--query-cache FILE]
+        [--increments 5] [--first 0.6] [--epochs 3] [--add-epochs 3] [--replay 1.0] [--sam-rho 0] \
+        [--generated-queries 3] [--query-cache FILE] [--methods full,naive,continual]
 
 The corpus is shuffled (seeded) and cut into increments: the first holds ``--first`` of it, the rest
 share what is left. All methods train the first increment the same way (one shared build), then, for
@@ -79,6 +79,8 @@ def main() -> None:
     p.add_argument("--increments", type=int, default=5)
     p.add_argument("--first", type=float, default=0.6, help="share of the corpus in the first increment")
     p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--add-epochs", type=float, default=None, help="epochs of each --add (default: --epochs)")
+    p.add_argument("--methods", default=",".join(METHODS), help="which of full, naive, continual to run")
     p.add_argument("--replay", type=float, default=1.0)
     p.add_argument("--sam-rho", type=float, default=0.0)
     p.add_argument("--max-chunks", type=int, default=1)
@@ -117,7 +119,9 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     first_ids = {d.doc_id for d in parts[0]}
-    cumulative = dict.fromkeys(METHODS, 0)
+    methods = [m for m in METHODS if m in args.methods.split(",")]
+    add_epochs = args.epochs if args.add_epochs is None else args.add_epochs
+    cumulative = dict.fromkeys(methods, 0)
 
     def measure(method: str, inc: int, store: QdrantStore, steps: int, seconds: float) -> None:
         runs = generative_top10(config(method), store, test_q, args.beam_size)
@@ -138,13 +142,13 @@ def main() -> None:
     m = build_index(store, base.index_dir, IndexOptions(pairs=pairs, query_cache=cache, train=train), device, train_q)
     base_s = time.perf_counter() - t0
     store.close()
-    for method in METHODS:
+    for method in methods:
         shutil.copytree(tmp / "base", tmp / method)
         with closing(QdrantStore(config(method))) as s:
             measure(method, 0, s, int(m.training["stats"]["steps"]), base_s)
 
     for inc in range(1, len(parts)):
-        for method in METHODS:
+        for method in methods:
             cfg = config(method)
             with closing(QdrantStore(cfg)) as s:
                 load(s, parts[inc])
@@ -159,7 +163,7 @@ def main() -> None:
                     sam = args.sam_rho if method == "continual" else 0.0
                     added = add_documents(s, cfg.index_dir, AddOptions(
                         replay=replay, pairs=pairs, query_cache=cache,
-                        train=TrainConfig(epochs=args.epochs, freeze_encoder=True, sam_rho=sam, seed=args.seed)),
+                        train=TrainConfig(epochs=add_epochs, freeze_encoder=True, sam_rho=sam, seed=args.seed)),
                         device, train_q)
                     steps = int(added.training["additions"][-1]["stats"]["steps"])
                 measure(method, inc, s, steps, time.perf_counter() - t0)
@@ -171,8 +175,9 @@ def main() -> None:
                 "kept": round(final[meth]["Hits@10 first"] / after_first[meth], 3) if after_first[meth] else None,
                 "Hits@10 newest, at the end": final[meth]["Hits@10 newest"],
                 "steps since first": final[meth]["steps since first"],
-                "steps vs full": round(final[meth]["steps since first"] / max(1, final["full"]["steps since first"]), 3)}
-               for meth in METHODS]
+                "steps vs full": (round(final[meth]["steps since first"] / max(1, final["full"]["steps since first"]), 3)
+                                  if "full" in final else None)}
+               for meth in methods]
     table = print_table(rows, list(rows[0]))
     summary_table = print_table(summary, list(summary[0]))
     write_json(args.out, {"benchmark": "forgetting", "environment": environment(device), "data": args.data,

@@ -244,10 +244,10 @@ class Engine:
 
     def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live,
                            deadline: float | None) -> dict[str, float]:
-        rows = live.namespaces.rows_of(q.tenant, ids)  # only the tenant's own docids are scored
+        ns = live.namespaces
+        rows = ns.rows_of(q.tenant, ids)  # only the tenant's own docids are scored
         if not rows:
             return {}
-        ns = live.namespaces
         tokens = torch.from_numpy(ns.tokens[list(rows.values())].astype(np.int64)).unsqueeze(0)
         roots = torch.tensor([ns.root(q.tenant)], dtype=torch.long)
         scores = score_docids(self.backend, self.backend.encode([q.text]), roots, live.forest, tokens,

@@ -75,12 +75,12 @@ def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str,
 def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping[str, Scorer]) -> list[Answer]:
     if fusion == Fusion.DEFAULT:
         fusion = Fusion.WEIGHTED if cal is not None else Fusion.RRF
-    if fusion in (Fusion.WEIGHTED, Fusion.LEARNED) and cal is None:
-        raise FailedPrecondition(f"{fusion.name} fusion needs a calibrated index (run `genret calibrate`)")
-    if fusion == Fusion.WEIGHTED:
-        return _fused(weighted(lists, complete(lists, scorers), cal.fusion_weights), cal)  # type: ignore[union-attr]
-    if fusion == Fusion.LEARNED:
-        return _fused(cal.hybrid.fuse(lists), cal)  # type: ignore[union-attr]
+    if fusion in (Fusion.WEIGHTED, Fusion.LEARNED):
+        if cal is None:
+            raise FailedPrecondition(f"{fusion.name} fusion needs a calibrated index (run `genret calibrate`)")
+        if fusion == Fusion.WEIGHTED:
+            return _fused(weighted(lists, complete(lists, scorers), cal.fusion_weights), cal)
+        return _fused(cal.hybrid.fuse(lists), cal)
     if fusion == Fusion.RESCORE:
         gen = lists[GENERATIVE]
         dense = scorers[DENSE]([pid for pid, _ in gen])

@@ -24,7 +24,7 @@ from genret.errors import FailedPrecondition, InvalidArgument, NotFound
 from genret.fusion import Ranked
 from genret.index_dir import MODEL_DIR, Manifest, read_manifest
 from genret.kernels import BACKENDS, SCORING
-from genret.modeling import HFSeq2SeqBackend, Seq2SeqBackend, load_trained
+from genret.modeling import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
 from genret.modes import Answer, Fusion, Mode, Scorer, answer
 from genret.namespaces import Namespaces, load_namespaces
 from genret.store import DOCID_KEY, QdrantStore
@@ -180,7 +180,7 @@ class Engine:
         """Answer normalised queries: generative lists are decoded together (grouped by beam width), dense
         lists come from Qdrant, each query's mode combines them, and hits are filled in from Qdrant."""
         live = self._live  # one snapshot for the whole batch
-        gen = self._generative_lists(queries, live, deadline)
+        gen, encoded = self._generative_lists(queries, live, deadline)
         dense, vectors = self._dense_lists(queries)
         docid_of: dict[str, str] = {}
         for lst in gen.values():
@@ -188,42 +188,46 @@ class Engine:
         answers: dict[int, list[Answer]] = {}
         for i, q in enumerate(queries):
             lists = {GENERATIVE: [(pid, s) for pid, _, s in gen.get(i, [])], DENSE: dense.get(i, [])}
-            scorers = self.scorers(q, vectors.get(i), live, deadline)
+            scorers = self.scorers(q, vectors.get(i), live, deadline, encoded.get(i))
             answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, scorers) if self._keep(q, a)]
             answers[i] = answers[i][: q.top_k]
         return self._hydrate(queries, answers, docid_of)
 
-    def scorers(self, q: SearchQuery, vector: Any, live: _Live | None = None,
-                deadline: float | None = None) -> dict[str, Scorer]:
+    def scorers(self, q: SearchQuery, vector: Any, live: _Live | None = None, deadline: float | None = None,
+                enc: EncodedQueries | None = None) -> dict[str, Scorer]:
         """Each retriever's scorer of given points for query ``q`` (``vector``: its dense embedding):
         Qdrant's cosine under the tenant filter, and the model's log-probability of each point's docid
-        decoded from the tenant's root, as beam search would score it."""
+        decoded from the tenant's root, as beam search would score it (``enc``: the query already encoded)."""
         snap = live or self._live
         return {DENSE: lambda ids: self._dense_scores(q.tenant, vector, ids),
-                GENERATIVE: lambda ids: self._generative_scores(q, ids, snap, deadline)}
+                GENERATIVE: lambda ids: self._generative_scores(q, ids, snap, deadline, enc)}
 
     def _keep(self, q: SearchQuery, a: Answer) -> bool:
         if q.score_threshold is not None and a.score < q.score_threshold:
             return False
         return q.min_probability is None or (a.probability is not None and a.probability >= q.min_probability)
 
-    def _generative_lists(self, queries: Sequence[SearchQuery], live: _Live,
-                          deadline: float | None) -> dict[int, list[tuple[str, str, float]]]:
+    def _generative_lists(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None
+                          ) -> tuple[dict[int, list[tuple[str, str, float]]], dict[int, EncodedQueries]]:
+        """Each decoded query's candidates, and its encoder output (reused to score other candidates)."""
         ns, forest = live.namespaces, live.forest
         groups: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
             if q.mode != Mode.DENSE and ns.has(q.tenant):  # a tenant emptied meanwhile has no hits
                 groups.setdefault(q.beams, []).append(i)
         out: dict[int, list[tuple[str, str, float]]] = {}
+        encoded: dict[int, EncodedQueries] = {}
         for beams, idx in groups.items():
             enc = self.backend.encode([queries[i].text for i in idx])
+            encoded.update({i: EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
+                            for row, i in enumerate(idx)})
             roots = torch.tensor([ns.root(queries[i].tenant) for i in idx], dtype=torch.long)
             res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
                                           self.config.kernel_backend, self.config.scoring)
             leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
             for row, i in enumerate(idx):
                 out[i] = self._candidates(queries[i], ns, leaves[row], scores[row])
-        return out
+        return out, encoded
 
     def _dense_lists(self, queries: Sequence[SearchQuery]) -> tuple[dict[int, list[tuple[str, float]]], dict[int, Any]]:
         """Each non-generative query's dense list (as deep as its beam when fused) and query vector."""
@@ -242,15 +246,16 @@ class Engine:
         hits = self.store.dense_search(tenant, vec, len(ids), False, only=ids) if ids else []
         return {h.point_id: h.score for h in hits}
 
-    def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live,
-                           deadline: float | None) -> dict[str, float]:
+    def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live, deadline: float | None,
+                           enc: EncodedQueries | None) -> dict[str, float]:
         ns = live.namespaces
         rows = ns.rows_of(q.tenant, ids)  # only the tenant's own docids are scored
         if not rows:
             return {}
         tokens = torch.from_numpy(ns.tokens[list(rows.values())].astype(np.int64)).unsqueeze(0)
         roots = torch.tensor([ns.root(q.tenant)], dtype=torch.long)
-        scores = score_docids(self.backend, self.backend.encode([q.text]), roots, live.forest, tokens,
+        enc = enc if enc is not None else self.backend.encode([q.text])
+        scores = score_docids(self.backend, enc, roots, live.forest, tokens,
                               self.config.scoring, deadline)[0].tolist()
         return {pid: s for pid, s in zip(rows, scores, strict=True) if math.isfinite(s)}
 

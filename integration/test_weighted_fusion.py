@@ -14,7 +14,7 @@ import pytest
 from genret.calibrate import CALIBRATION, DENSE, GENERATIVE
 from genret.engine import SearchQuery
 from genret.modes import Fusion, Mode
-from genret.reliability import calibrate_index
+from genret.reliability import THRESHOLDS, calibrate_index, calibration_report
 from genret.store import point_id_for
 
 from .conftest import N_DOCS, OTHER, TENANT, Stack
@@ -89,3 +89,20 @@ def test_weighted_fusion_scores_only_the_callers_documents(calibrated: Stack) ->
     foreign = point_id_for(TENANT, next(iter(calibrated.titles)))
     scorer = engine.scorers(SearchQuery(OTHER, QUERY), engine.embed_queries([QUERY])[0])
     assert scorer[GENERATIVE]([foreign]) == {} and scorer[DENSE]([foreign]) == {}
+
+
+def test_calibration_report_on_held_out_queries(calibrated: Stack, tmp_path: Path) -> None:
+    data = tmp_path / "held-out"
+    (data / "qrels").mkdir(parents=True)
+    docs = list(calibrated.titles)[:4]
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": f"h{d}", "text": calibrated.titles[d].lower()})
+                                                + "\n" for d in docs))
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"h{d}\t{d}\t1\n" for d in docs))
+    report = calibration_report(calibrated.engine, data, "test", TENANT, tmp_path / "out", "held-out", depth=3)
+    assert set(report["retrievers"]) == {"generative", "dense", "hybrid (weighted)", "hybrid (learned)"}
+    for r in report["retrievers"].values():
+        assert r["hits"] == 12 and 0.0 <= r["ece"] <= 1.0 and sum(b["count"] for b in r["bins"]) == 12
+        kept = [r["precision"][str(t)]["kept"] for t in THRESHOLDS]
+        assert kept == sorted(kept, reverse=True) and kept[0] <= 12
+    assert Path(report["png"]).stat().st_size > 0
+    assert json.loads((tmp_path / "out" / "held-out-calibration.json").read_text())["depth"] == 3

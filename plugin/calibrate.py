@@ -1,62 +1,74 @@
 """Calibrated scores: raw retriever scores -> probability of relevance, fit on training queries.
 
 ``genret calibrate`` runs the index's training queries through both retrievers, labels every returned
-hit by the qrels, and fits three logistic models (scikit-learn): generative log-probability alone,
-dense cosine alone, and both together (the LEARNED fusion, with an "absent" term for a list that did
-not return the point). They are stored as ``calibration.json`` in the index directory, so a threshold on
-``min_probability`` means the same thing for every query and tenant of the index. It also tunes the
-generative weight of WEIGHTED fusion (cosine + w * log-probability) for the best nDCG@10 on the same
-queries.
+hit by the qrels, and fits logistic models (scikit-learn): generative log-probability alone, dense
+cosine alone, both together (the LEARNED fusion, with an "absent" term for a list that did not return
+the point), and the fused score of WEIGHTED fusion (cosine + w * log-probability, w tuned first for the
+best nDCG@10 on the same queries). They are stored as ``calibration.json`` in the index directory, so a
+threshold on ``min_probability`` means the same thing for every query and tenant of the index.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from genret.fusion import Candidates, LogisticFusion, Ranked, tune_weight
+from genret.fusion import Candidates, LogisticFusion, Ranked, tune_weight, weighted
+
+log = logging.getLogger(__name__)
 
 CALIBRATION = "calibration.json"
 GENERATIVE, DENSE = "generative", "dense"
-NO_GENERATIVE_WEIGHT = {GENERATIVE: 0.0, DENSE: 1.0}
+WEIGHTED = "weighted"  # the fused score of WEIGHTED fusion, calibrated like a retriever's own score
 
 
 @dataclass(frozen=True)
 class Calibration:
     generative: LogisticFusion
     dense: LogisticFusion
-    hybrid: LogisticFusion
+    hybrid: LogisticFusion  # LEARNED fusion
+    weighted: LogisticFusion  # WEIGHTED fusion's fused score -> probability
+    fusion_weights: Mapping[str, float]  # WEIGHTED fusion: score = sum of weight * raw score
     auto_min_probability: float  # AUTO fuses only when generative's top hit is at least this likely
     fit_on: Mapping[str, Any]
-    # WEIGHTED fusion: score = sum of weight * raw score (a file without them: dense order)
-    fusion_weights: Mapping[str, float] = field(default_factory=lambda: dict(NO_GENERATIVE_WEIGHT))
 
-    def probability(self, retriever: str, score: float) -> float:
-        model = self.generative if retriever == GENERATIVE else self.dense
-        return model.probability({retriever: Ranked("", score, 1)})
+    def probability(self, scored: str, score: float) -> float:
+        """``scored``: GENERATIVE, DENSE or WEIGHTED (a fused score)."""
+        model = {GENERATIVE: self.generative, DENSE: self.dense, WEIGHTED: self.weighted}[scored]
+        return model.probability({scored: Ranked("", score, 1)})
 
     def to_json(self) -> dict[str, Any]:
         return {"generative": self.generative.to_json(), "dense": self.dense.to_json(),
-                "hybrid": self.hybrid.to_json(), "auto_min_probability": self.auto_min_probability,
-                "fit_on": dict(self.fit_on), "score_weights": dict(self.fusion_weights)}
+                "hybrid": self.hybrid.to_json(), "weighted": self.weighted.to_json(),
+                "score_weights": dict(self.fusion_weights), "auto_min_probability": self.auto_min_probability,
+                "fit_on": dict(self.fit_on)}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Calibration:
         return Calibration(LogisticFusion.from_json(data["generative"]), LogisticFusion.from_json(data["dense"]),
-                           LogisticFusion.from_json(data["hybrid"]), float(data["auto_min_probability"]),
-                           dict(data.get("fit_on", {})),
-                           {str(k): float(v) for k, v in data.get("score_weights", NO_GENERATIVE_WEIGHT).items()})
+                           LogisticFusion.from_json(data["hybrid"]), LogisticFusion.from_json(data["weighted"]),
+                           {str(k): float(v) for k, v in data["score_weights"].items()},
+                           float(data["auto_min_probability"]), dict(data.get("fit_on", {})))
 
 
 def read_calibration(index_dir: str | Path) -> Calibration | None:
+    """The index's calibration; None when it has none, or one without every model this version uses."""
     path = Path(index_dir) / CALIBRATION
-    return Calibration.from_json(json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if "weighted" not in data:
+        log.warning("%s has no model of WEIGHTED fusion scores: the index counts as uncalibrated until "
+                    "`genret calibrate` runs again", path)
+        return None
+    return Calibration.from_json(data)
 
 
 def write_calibration(index_dir: str | Path, cal: Calibration) -> Path:
@@ -91,7 +103,8 @@ def features(sources: Mapping[str, Ranked], names: Sequence[str]) -> list[float]
 def fit_calibration(runs: Mapping[str, Candidates], relevant: Mapping[str, set[str]], depth: int,
                     fit_on: Mapping[str, Any]) -> Calibration:
     """runs: query -> both retrievers' ranked lists and complete scores; relevant: query -> relevant point
-    ids. The probability models are fit on each list's top ``depth`` hits, the fusion weight on all."""
+    ids. The fusion weight is tuned on all candidates; the probability models are fit on the top ``depth``
+    hits of each list, and of WEIGHTED fusion with that weight."""
     single: dict[str, tuple[list[list[float]], list[int]]] = {GENERATIVE: ([], []), DENSE: ([], [])}
     both: tuple[list[list[float]], list[int]] = ([], [])
     for q, cands in runs.items():
@@ -109,9 +122,16 @@ def fit_calibration(runs: Mapping[str, Candidates], relevant: Mapping[str, set[s
     dense = _fit(np.asarray(single[DENSE][0]), np.asarray(single[DENSE][1]), [DENSE])
     hybrid = _fit(np.asarray(both[0]), np.asarray(both[1]), [GENERATIVE, DENSE])
     weight, tried = tune_weight(runs, relevant, GENERATIVE)
-    return Calibration(gen, dense, hybrid, 0.5, {**fit_on, "hits": len(both[1]), "relevant_hits": sum(both[1]),
-                                                 "weighted_ndcg_at_10": {str(w): m for w, m in tried.items()}},
-                       {GENERATIVE: weight, DENSE: 1.0})
+    weights = {GENERATIVE: weight, DENSE: 1.0}
+    fused: tuple[list[list[float]], list[int]] = ([], [])
+    for q, cands in runs.items():
+        for f in weighted(cands.lists, cands.scores, weights)[:depth]:
+            fused[0].append([f.score, 0.0])
+            fused[1].append(int(f.point_id in relevant.get(q, set())))
+    scale = _fit(np.asarray(fused[0]), np.asarray(fused[1]), [WEIGHTED])
+    return Calibration(gen, dense, hybrid, scale, weights, 0.5,
+                       {**fit_on, "hits": len(both[1]), "relevant_hits": sum(both[1]),
+                        "weighted_ndcg_at_10": {str(w): m for w, m in tried.items()}})
 
 
 def expected_calibration_error(probs: Sequence[float], labels: Sequence[int],
@@ -128,3 +148,13 @@ def expected_calibration_error(probs: Sequence[float], labels: Sequence[int],
         ece += sel.sum() / len(p) * abs(conf - acc)
         table.append({"lo": lo, "hi": hi, "confidence": conf, "accuracy": acc, "count": int(sel.sum())})
     return float(ece), table
+
+
+def precision_kept(probs: Sequence[float], labels: Sequence[int],
+                   thresholds: Sequence[float]) -> dict[str, dict[str, float | int | None]]:
+    """Per threshold: how many hits have at least that probability, and the fraction of them relevant."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for t in thresholds:
+        kept = [y for p, y in zip(probs, labels, strict=True) if p >= t]
+        out[str(t)] = {"kept": len(kept), "precision": sum(kept) / len(kept) if kept else None}
+    return out

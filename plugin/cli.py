@@ -266,10 +266,11 @@ def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     if engine.calibration is not None:
         from genret.reliability import calibration_report
 
-        report = calibration_report(engine, store, args.data, args.split, args.tenant, args.out, name)
+        report = calibration_report(engine, args.data, args.split, args.tenant, args.out, name)
         for label, r in report["retrievers"].items():
-            print(f"{label}: ECE {r['ece']:.3f}, precision at p>={report['threshold']}: {r['precision_at_threshold']}"
-                  f" ({r['kept_at_threshold']} of {r['hits']} hits)")
+            kept = ", ".join(f"p>={t}: {k['precision'] if k['precision'] is None else round(k['precision'], 3)} "
+                             f"({k['kept']})" for t, k in r["precision"].items())
+            print(f"{label}: ECE {r['ece']:.3f} over {r['hits']} hits; precision of the hits kept: {kept}")
         print(f"reliability diagram: {report['png']}")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from genret.calibrate import DENSE, GENERATIVE, Calibration
+from genret.calibrate import DENSE, GENERATIVE, WEIGHTED, Calibration
 from genret.errors import FailedPrecondition
 from genret.fusion import Fused, Ranked, rrf, weighted
 
@@ -56,9 +56,15 @@ def _single(name: str, hits: Sequence[tuple[str, float]], cal: Calibration | Non
     return out
 
 
-def _fused(fused: Sequence[Fused], cal: Calibration | None) -> list[Answer]:
-    return [Answer(f.point_id, f.score, "hybrid", f.sources, cal.hybrid.probability(f.sources) if cal else None)
-            for f in fused]
+def _fused(fused: Sequence[Fused], cal: Calibration | None, weighted_scores: bool = False) -> list[Answer]:
+    """Fused hits as answers; the probability of a WEIGHTED score comes from its own calibrated scale,
+    any other from the LEARNED model of its sources."""
+    def prob(f: Fused) -> float | None:
+        if cal is None:
+            return None
+        return cal.probability(WEIGHTED, f.score) if weighted_scores else cal.hybrid.probability(f.sources)
+
+    return [Answer(f.point_id, f.score, "hybrid", f.sources, prob(f)) for f in fused]
 
 
 def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str, float]]:
@@ -79,7 +85,7 @@ def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping
         if cal is None:
             raise FailedPrecondition(f"{fusion.name} fusion needs a calibrated index (run `genret calibrate`)")
         if fusion == Fusion.WEIGHTED:
-            return _fused(weighted(lists, complete(lists, scorers), cal.fusion_weights), cal)
+            return _fused(weighted(lists, complete(lists, scorers), cal.fusion_weights), cal, weighted_scores=True)
         return _fused(cal.hybrid.fuse(lists), cal)
     if fusion == Fusion.RESCORE:
         gen = lists[GENERATIVE]

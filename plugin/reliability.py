@@ -2,23 +2,31 @@
 
 Both run queries of a BEIR split through the engine and label each returned hit by the qrels. The fit
 uses the training split (what the index was trained on); the report uses a held-out split and gives the
-expected calibration error, a reliability diagram (PNG) and the precision of hits kept by one
-probability threshold.
+expected calibration error, a reliability diagram (PNG) and the precision of the hits kept by each of a
+few probability thresholds.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from genret.beir import load_qrels, load_queries
-from genret.calibrate import DENSE, GENERATIVE, Calibration, expected_calibration_error, fit_calibration, write_calibration
+from genret.calibrate import (
+    DENSE,
+    GENERATIVE,
+    Calibration,
+    expected_calibration_error,
+    fit_calibration,
+    precision_kept,
+    write_calibration,
+)
 from genret.engine import Engine, SearchQuery
 from genret.fusion import Candidates
 from genret.modes import Fusion, Mode, complete
-from genret.store import QdrantStore, point_id_for
+from genret.store import point_id_for
 
 
 def _split(data: str | Path, split: str, tenant: str) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -63,31 +71,34 @@ def calibrate_index(engine: Engine, data: str | Path, split: str, tenant: str, b
     return cal, path
 
 
-def calibration_report(engine: Engine, store: QdrantStore, data: str | Path, split: str, tenant: str,
-                       out_dir: str | Path, name: str, threshold: float = 0.5, beams: int = 100,
-                       depth: int = 10) -> dict[str, Any]:
-    """ECE, reliability diagram and precision at ``threshold`` of the calibrated probabilities on a split."""
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+REPORTED = (("generative", Mode.GENERATIVE, Fusion.DEFAULT), ("dense", Mode.DENSE, Fusion.DEFAULT),
+            ("hybrid (weighted)", Mode.HYBRID, Fusion.WEIGHTED), ("hybrid (learned)", Mode.HYBRID, Fusion.LEARNED))
+
+
+def calibration_report(engine: Engine, data: str | Path, split: str, tenant: str, out_dir: str | Path, name: str,
+                       thresholds: Sequence[float] = THRESHOLDS, beams: int = 100, depth: int = 10) -> dict[str, Any]:
+    """ECE, reliability diagram, and precision of the hits each probability threshold keeps, of the
+    calibrated probabilities of every retriever and fusion on a split (each query's top ``depth``)."""
     if engine.calibration is None:
         raise ValueError("the index is not calibrated (run `genret calibrate`)")
     queries, relevant = _split(data, split, tenant)
-    report: dict[str, Any] = {"split": split, "threshold": threshold, "retrievers": {}}
+    report: dict[str, Any] = {"split": split, "depth": depth, "retrievers": {}}
     curves = {}
-    for label, mode in (("generative", Mode.GENERATIVE), ("dense", Mode.DENSE), ("hybrid (learned)", Mode.HYBRID)):
+    qids = list(queries)
+    for label, mode, fusion in REPORTED:
         probs, labels = [], []
-        qids = list(queries)
         for s in range(0, len(qids), 16):
             chunk = qids[s : s + 16]
-            reqs = [engine.normalise(SearchQuery(tenant, queries[q], depth, beams, mode, fusion=Fusion.LEARNED))
+            reqs = [engine.normalise(SearchQuery(tenant, queries[q], depth, beams, mode, fusion=fusion))
                     for q in chunk]
             for q, hits in zip(chunk, engine.search_batch(reqs), strict=True):
                 for h in hits:
                     probs.append(float(h.probability or 0.0))
                     labels.append(int(h.point_id in relevant.get(q, set())))
         ece, table = expected_calibration_error(probs, labels)
-        kept = [y for p, y in zip(probs, labels, strict=True) if p >= threshold]
         report["retrievers"][label] = {"ece": ece, "bins": table, "hits": len(probs),
-                                       "kept_at_threshold": len(kept),
-                                       "precision_at_threshold": (sum(kept) / len(kept)) if kept else None}
+                                       "precision": precision_kept(probs, labels, thresholds)}
         curves[label] = table
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
-from genret.calibrate import Calibration, expected_calibration_error, fit_calibration
+from genret.calibrate import (
+    CALIBRATION,
+    WEIGHTED,
+    Calibration,
+    expected_calibration_error,
+    fit_calibration,
+    precision_kept,
+    read_calibration,
+    write_calibration,
+)
 from genret.errors import FailedPrecondition
 from genret.fusion import Candidates, LogisticFusion, Ranked, ndcg_at_10, rrf, tune_weight, weighted
 from genret.modes import Fusion, Mode, answer, complete
@@ -95,7 +106,24 @@ def test_fitted_calibration_orders_probabilities_and_round_trips() -> None:
     cal = calibrated()
     assert cal.probability("generative", -0.1) > cal.probability("generative", -3.0)
     assert cal.probability("dense", 0.9) > cal.probability("dense", 0.2)
+    assert cal.probability(WEIGHTED, 0.9) > cal.probability(WEIGHTED, -2.0)
     assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_calibration_without_a_weighted_model_counts_as_none(tmp_path: Path) -> None:
+    cal = calibrated()
+    write_calibration(tmp_path, cal)
+    assert read_calibration(tmp_path) == cal
+    older = {k: v for k, v in cal.to_json().items() if k != "weighted"}
+    (tmp_path / CALIBRATION).write_text(json.dumps(older))
+    assert read_calibration(tmp_path) is None  # uncalibrated until `genret calibrate` runs again
+
+
+def test_precision_of_the_hits_each_threshold_keeps() -> None:
+    probs, labels = [0.9, 0.6, 0.35, 0.3, 0.05], [1, 0, 1, 1, 0]
+    kept = precision_kept(probs, labels, (0.1, 0.35, 0.5, 0.95))
+    assert kept == {"0.1": {"kept": 4, "precision": 0.75}, "0.35": {"kept": 3, "precision": pytest.approx(2 / 3)},
+                    "0.5": {"kept": 2, "precision": 0.5}, "0.95": {"kept": 0, "precision": None}}
 
 
 def test_modes_route_and_fuse() -> None:
@@ -118,6 +146,9 @@ def test_modes_route_and_fuse() -> None:
     cal = calibrated()
     fused = answer(Mode.HYBRID, Fusion.DEFAULT, lists, cal, scorers)  # calibrated default: WEIGHTED
     assert [a.point_id for a in fused] == [f.point_id for f in weighted(lists, FULL, cal.fusion_weights)]
+    # a WEIGHTED hit's probability is its fused score's, so it falls along the ranking
+    assert [a.probability for a in fused] == [cal.probability(WEIGHTED, a.score) for a in fused]
+    assert [a.probability for a in fused] == sorted((a.probability for a in fused), reverse=True)
     probs = [a.probability for a in answer(Mode.HYBRID, Fusion.LEARNED, lists, cal, scorers)]
     assert all(p is not None and 0 <= p <= 1 for p in probs) and probs == sorted(probs, reverse=True)
 

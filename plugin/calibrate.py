@@ -3,9 +3,11 @@
 ``genret calibrate`` runs the index's training queries through both retrievers, labels every returned
 hit by the qrels, and fits logistic models (scikit-learn): generative log-probability alone, dense
 cosine alone, both together (the LEARNED fusion, with an "absent" term for a list that did not return
-the point), and the fused score of WEIGHTED fusion (cosine + w * log-probability, w tuned first for the
-best nDCG@10 on the same queries). They are stored as ``calibration.json`` in the index directory, so a
-threshold on ``min_probability`` means the same thing for every query and tenant of the index.
+the point), the fused score of WEIGHTED fusion (cosine + w * log-probability, w tuned first for the
+best nDCG@10 on the same queries), and AUTO's confidence: whether generative's top hit is relevant,
+from its score and its margin over the second hypothesis. They are stored as ``calibration.json`` in the
+index directory, so a threshold on ``min_probability`` means the same thing for every query and tenant
+of the index.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 CALIBRATION = "calibration.json"
 GENERATIVE, DENSE = "generative", "dense"
 WEIGHTED = "weighted"  # the fused score of WEIGHTED fusion, calibrated like a retriever's own score
+TOP, MARGIN = "top", "margin"  # AUTO's evidence: generative's top score and its lead over the second
+LONE_MARGIN = 20.0  # the lead of a top hit with no second hypothesis, in nats
+REQUIRED = ("generative", "dense", "hybrid", "weighted", "auto", "score_weights", "auto_min_probability")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Calibration:
     dense: LogisticFusion
     hybrid: LogisticFusion  # LEARNED fusion
     weighted: LogisticFusion  # WEIGHTED fusion's fused score -> probability
+    auto: LogisticFusion  # generative's top score and margin -> probability that its top hit is relevant
     fusion_weights: Mapping[str, float]  # WEIGHTED fusion: score = sum of weight * raw score
     auto_min_probability: float  # AUTO fuses only when generative's top hit is at least this likely
     fit_on: Mapping[str, Any]
@@ -44,9 +50,13 @@ class Calibration:
         model = {GENERATIVE: self.generative, DENSE: self.dense, WEIGHTED: self.weighted}[scored]
         return model.probability({scored: Ranked("", score, 1)})
 
+    def top_hit_probability(self, generative: Sequence[tuple[str, float]]) -> float:
+        """How likely the top hit of a generative list is relevant, from its score and its margin."""
+        return self.auto.probability(confidence_evidence(generative))
+
     def to_json(self) -> dict[str, Any]:
         return {"generative": self.generative.to_json(), "dense": self.dense.to_json(),
-                "hybrid": self.hybrid.to_json(), "weighted": self.weighted.to_json(),
+                "hybrid": self.hybrid.to_json(), "weighted": self.weighted.to_json(), "auto": self.auto.to_json(),
                 "score_weights": dict(self.fusion_weights), "auto_min_probability": self.auto_min_probability,
                 "fit_on": dict(self.fit_on)}
 
@@ -54,6 +64,7 @@ class Calibration:
     def from_json(data: Mapping[str, Any]) -> Calibration:
         return Calibration(LogisticFusion.from_json(data["generative"]), LogisticFusion.from_json(data["dense"]),
                            LogisticFusion.from_json(data["hybrid"]), LogisticFusion.from_json(data["weighted"]),
+                           LogisticFusion.from_json(data["auto"]),
                            {str(k): float(v) for k, v in data["score_weights"].items()},
                            float(data["auto_min_probability"]), dict(data.get("fit_on", {})))
 
@@ -64,9 +75,10 @@ def read_calibration(index_dir: str | Path) -> Calibration | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    if "weighted" not in data:
-        log.warning("%s has no model of WEIGHTED fusion scores: the index counts as uncalibrated until "
-                    "`genret calibrate` runs again", path)
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        log.warning("%s lacks %s: the index counts as uncalibrated until `genret calibrate` runs again",
+                    path, ", ".join(missing))
         return None
     return Calibration.from_json(data)
 
@@ -100,11 +112,33 @@ def features(sources: Mapping[str, Ranked], names: Sequence[str]) -> list[float]
     return out
 
 
+def confidence_evidence(generative: Sequence[tuple[str, float]]) -> dict[str, Ranked]:
+    """AUTO's evidence from a generative list (best first): the top score, and its margin over the second."""
+    top = generative[0][1]
+    margin = top - generative[1][1] if len(generative) > 1 else LONE_MARGIN
+    return {TOP: Ranked("", top, 1), MARGIN: Ranked("", min(margin, LONE_MARGIN), 1)}
+
+
+def _fit_top_hit(runs: Mapping[str, Candidates], relevant: Mapping[str, set[str]]) -> LogisticFusion:
+    """P(generative's top hit is relevant | top score, margin); a constant rate when every top hit is
+    relevant or none is."""
+    rows, labels = [], []
+    for q, cands in runs.items():
+        gen = cands.lists.get(GENERATIVE, [])
+        if gen:
+            rows.append(features(confidence_evidence(gen), [TOP, MARGIN]))
+            labels.append(int(gen[0][0] in relevant.get(q, set())))
+    if len(set(labels)) < 2:
+        rate = (sum(labels) + 0.5) / (len(labels) + 1.0)
+        return LogisticFusion(math.log(rate / (1.0 - rate)), {TOP: 0.0, MARGIN: 0.0}, {TOP: 0.0, MARGIN: 0.0})
+    return _fit(np.asarray(rows), np.asarray(labels), [TOP, MARGIN])
+
+
 def fit_calibration(runs: Mapping[str, Candidates], relevant: Mapping[str, set[str]], depth: int,
                     fit_on: Mapping[str, Any]) -> Calibration:
     """runs: query -> both retrievers' ranked lists and complete scores; relevant: query -> relevant point
     ids. The fusion weight is tuned on all candidates; the probability models are fit on the top ``depth``
-    hits of each list, and of WEIGHTED fusion with that weight."""
+    hits of each list, and of WEIGHTED fusion with that weight; AUTO's on each query's top generative hit."""
     single: dict[str, tuple[list[list[float]], list[int]]] = {GENERATIVE: ([], []), DENSE: ([], [])}
     both: tuple[list[list[float]], list[int]] = ([], [])
     for q, cands in runs.items():
@@ -129,7 +163,7 @@ def fit_calibration(runs: Mapping[str, Candidates], relevant: Mapping[str, set[s
             fused[0].append([f.score, 0.0])
             fused[1].append(int(f.point_id in relevant.get(q, set())))
     scale = _fit(np.asarray(fused[0]), np.asarray(fused[1]), [WEIGHTED])
-    return Calibration(gen, dense, hybrid, scale, weights, 0.5,
+    return Calibration(gen, dense, hybrid, scale, _fit_top_hit(runs, relevant), weights, 0.5,
                        {**fit_on, "hits": len(both[1]), "relevant_hits": sum(both[1]),
                         "weighted_ndcg_at_10": {str(w): m for w, m in tried.items()}})
 

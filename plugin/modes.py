@@ -5,8 +5,9 @@ dense cosine + w * generative log-probability with w tuned by calibration, where
 either list is scored by both retrievers (Qdrant scores the generative candidates by id, the model
 scores the dense candidates' docids); the calibrated LEARNED model; or RESCORE: only the generative
 candidates, re-ranked with their dense similarity as Qdrant computes it.
-AUTO routes: it fuses when the generative retriever is confident (calibrated probability of its top hit,
-or without calibration, its top hit also among the dense results) and answers with dense otherwise.
+AUTO routes: it fuses when generative's top hit is also among the dense results and, on a calibrated
+index, likely relevant given its beam score and its margin over the second hypothesis; otherwise it
+answers with dense.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None,
         return _single(DENSE, dense, cal)
     top = gen[0][0]
     agrees = any(pid == top for pid, _ in dense)
-    confident = cal.probability(GENERATIVE, gen[0][1]) >= cal.auto_min_probability if cal is not None else agrees
+    confident = cal is None or cal.top_hit_probability(gen) >= cal.auto_min_probability
     if confident and agrees:
         return fuse(lists, fusion, cal, scorers)
     return _single(DENSE, dense, cal)

@@ -10,8 +10,10 @@ import pytest
 
 from genret.calibrate import (
     CALIBRATION,
+    LONE_MARGIN,
     WEIGHTED,
     Calibration,
+    confidence_evidence,
     expected_calibration_error,
     fit_calibration,
     precision_kept,
@@ -157,3 +159,24 @@ def test_expected_calibration_error() -> None:
     ece, table = expected_calibration_error([0.1, 0.1, 0.9, 0.9], [0, 0, 1, 1])
     assert ece == pytest.approx(0.1) and [b["count"] for b in table] == [2, 2]
     assert expected_calibration_error([0.5, 0.5], [0, 1])[0] == pytest.approx(0.0)
+
+
+def test_auto_routes_on_the_top_hits_margin() -> None:
+    """Top hits that lead the second hypothesis by 3 nats are relevant, those that lead by 0.1 are not;
+    every top score is the same, so only the margin can tell them apart."""
+    lists, relevant = {}, {}
+    for i in range(20):
+        sure = i % 2 == 0
+        lists[f"q{i}"] = {"generative": [(f"t{i}", -0.5), (f"s{i}", -3.5 if sure else -0.6)],
+                          "dense": [(f"t{i}", 0.8), (f"d{i}", 0.7)]}
+        relevant[f"q{i}"] = {f"t{i}"} if sure else {f"d{i}"}
+    runs = {q: Candidates(ls, {name: dict(hits) for name, hits in ls.items()}) for q, ls in lists.items()}
+    cal = fit_calibration(runs, relevant, 10, {"test": True})
+    wide, narrow = [("a", -0.5), ("b", -3.5)], [("a", -0.5), ("b", -0.6)]
+    assert cal.top_hit_probability(wide) > 0.5 > cal.top_hit_probability(narrow)
+    assert confidence_evidence([("a", -0.5)])["margin"].score == LONE_MARGIN
+    dense = [("a", 0.8), ("c", 0.7)]
+    scorers = {"generative": lambda ids: dict.fromkeys(ids, -9.0), "dense": lambda ids: dict.fromkeys(ids, 0.1)}
+    routed = {name: answer(Mode.AUTO, Fusion.DEFAULT, {"generative": gen, "dense": dense}, cal, scorers)[0].retriever
+              for name, gen in (("wide", wide), ("narrow", narrow))}
+    assert routed == {"wide": "hybrid", "narrow": "dense"}

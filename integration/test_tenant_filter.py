@@ -44,6 +44,15 @@ def has_tenant(flt: models.Filter | None, tenant: str) -> bool:
                                    for c in (flt.must or []))
 
 
+def reads_only(kwargs: dict[str, Any], tenant: str) -> bool:
+    """A query, scroll or count reads only ``tenant``'s points: its own filter has the tenant condition,
+    or it ranks only what its prefetch returns and the prefetch's filter has it."""
+    flt = kwargs.get("query_filter") or kwargs.get("scroll_filter") or kwargs.get("count_filter")
+    if flt is None and isinstance(kwargs.get("prefetch"), models.Prefetch):
+        flt = kwargs["prefetch"].filter
+    return has_tenant(flt, tenant)
+
+
 @pytest.fixture
 def recorder(stack: Stack) -> Iterator[Recorder]:
     real = stack.store.client
@@ -69,8 +78,7 @@ def test_every_qdrant_call_is_scoped_to_the_tenant(stack: Stack, recorder: Recor
     assert recorder.calls
     for name, kwargs in recorder.calls:
         if name in ("query_points", "scroll", "count"):
-            flt = kwargs.get("query_filter") or kwargs.get("scroll_filter") or kwargs.get("count_filter")
-            assert has_tenant(flt, OTHER), (name, kwargs)
+            assert reads_only(kwargs, OTHER), (name, kwargs)
         elif name == "retrieve":
             assert set(kwargs["ids"]) <= own, name
         else:
@@ -78,3 +86,16 @@ def test_every_qdrant_call_is_scoped_to_the_tenant(stack: Stack, recorder: Recor
     # A by-id read naming another tenant's point returns nothing for this tenant.
     foreign = point_id_for(TENANT, next(iter(stack.titles)))
     assert stack.store.hydrate(OTHER, [foreign], True) == {}
+
+
+def test_rescore_ranks_the_generative_candidates_in_a_has_id_prefetch(stack: Stack, recorder: Recorder) -> None:
+    q = stack.engine.normalise(SearchQuery(OTHER, "supersonic flow over wings", 5, 20, Mode.HYBRID,
+                                           fusion=Fusion.RESCORE))
+    gen = stack.engine.normalise(SearchQuery(OTHER, "supersonic flow over wings", 20, 20, Mode.GENERATIVE))
+    candidates = {h.point_id for h in stack.engine.search_batch([gen])[0]}
+    recorder.calls.clear()
+    hits = stack.engine.search_batch([q])[0]
+    prefetched = [kw["prefetch"] for name, kw in recorder.calls if name == "query_points" and "prefetch" in kw]
+    assert len(prefetched) == 1 and reads_only({"prefetch": prefetched[0]}, OTHER)
+    ids = next(c.has_id for c in prefetched[0].filter.must if isinstance(c, models.HasIdCondition))
+    assert {str(i) for i in ids} == candidates and {h.point_id for h in hits} <= candidates

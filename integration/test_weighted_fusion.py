@@ -18,7 +18,7 @@ from genret.reliability import THRESHOLDS, calibrate_index, calibration_report
 from genret.store import point_id_for
 
 from .conftest import N_DOCS, OTHER, TENANT, Stack
-from .test_tenant_filter import Recorder, has_tenant
+from .test_tenant_filter import Recorder, reads_only
 
 QUERY = "supersonic flow over wings"
 
@@ -82,7 +82,7 @@ def test_weighted_fusion_scores_only_the_callers_documents(calibrated: Stack) ->
     assert hits and all(h.point_id in own and h.payload["tenant"] == OTHER for h in hits)
     for name, kwargs in rec.calls:
         if name == "query_points":
-            assert has_tenant(kwargs.get("query_filter"), OTHER)
+            assert reads_only(kwargs, OTHER)
         else:
             assert name == "retrieve" and set(kwargs["ids"]) <= own, name
     # the model never scores another tenant's docid: its scorer skips points outside the namespace

@@ -217,10 +217,15 @@ class QdrantStore:
     def dense_search(self, tenant: str, vector: np.ndarray, limit: int, with_payload: bool,
                      only: Sequence[PointId] | None = None) -> list[DenseHit]:
         """Qdrant's nearest neighbours of ``vector`` in ``tenant``; with ``only``, Qdrant scores just those
-        points (a has_id condition next to the tenant filter), which is how generative candidates are rescored."""
-        extra = [models.HasIdCondition(has_id=list(only))] if only is not None else []
+        points: a prefetch selects them (a has_id condition next to the tenant filter) and the query ranks
+        what it returns, which is how generative candidates are rescored."""
+        if only is None:
+            stage: dict[str, Any] = {"query_filter": self.tenant_filter(tenant)}
+        else:
+            picked = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(only)))
+            stage = {"prefetch": models.Prefetch(filter=picked, limit=max(1, len(only)))}
         res = self._call(self.client.query_points, self.collection, query=vector.tolist(), using=VECTOR_NAME,
-                         query_filter=self.tenant_filter(tenant, *extra), limit=limit, with_payload=True)
+                         limit=limit, with_payload=True, **stage)
         hits = []
         for p in res.points:
             payload = p.payload or {}

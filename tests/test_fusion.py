@@ -180,3 +180,12 @@ def test_auto_routes_on_the_top_hits_margin() -> None:
     routed = {name: answer(Mode.AUTO, Fusion.DEFAULT, {"generative": gen, "dense": dense}, cal, scorers)[0].retriever
               for name, gen in (("wide", wide), ("narrow", narrow))}
     assert routed == {"wide": "hybrid", "narrow": "dense"}
+
+
+def test_auto_confidence_is_the_observed_rate_when_every_top_hit_is_relevant() -> None:
+    lists = {f"q{i}": {"generative": [(f"t{i}", -0.5 - i / 10), (f"s{i}", -3.0)],
+                       "dense": [(f"d{i}", 0.8), (f"t{i}", 0.7)]} for i in range(20)}
+    runs = {q: Candidates(ls, {name: dict(hits) for name, hits in ls.items()}) for q, ls in lists.items()}
+    cal = fit_calibration(runs, {f"q{i}": {f"t{i}"} for i in range(20)}, 10, {"test": True})
+    for gen in ([("a", -9.0), ("b", -9.1)], [("a", -0.1)]):
+        assert cal.top_hit_probability(gen) == pytest.approx(20.5 / 21)

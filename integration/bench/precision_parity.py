@@ -33,6 +33,18 @@ def compare(a: dict[str, Any], b: dict[str, Any], tolerance: float) -> list[dict
     return rows
 
 
+def read_report(path: str) -> dict[str, Any]:
+    """A calibration report, or a clear exit when the file is missing or is not one."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"cannot read calibration report {path}: {exc}") from exc
+    retrievers = report.get("retrievers") if isinstance(report, dict) else None
+    if not retrievers or not all(isinstance(r, dict) and "precision" in r for r in retrievers.values()):
+        raise SystemExit(f"{path} is not a calibration report of `genret eval` (no per-threshold precision)")
+    return report
+
+
 def _cell(p: float | None, kept: int) -> str:
     return f"{p:.3f} ({kept})" if p is not None else f"none ({kept})"
 
@@ -44,7 +56,7 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--out", help="JSON file for the table")
     args = ap.parse_args()
-    rows = compare(json.loads(Path(args.a).read_text()), json.loads(Path(args.b).read_text()), args.tolerance)
+    rows = compare(read_report(args.a), read_report(args.b), args.tolerance)
     print(f"a: {args.a}\nb: {args.b}\n")
     print(f"| retriever | threshold | precision (hits kept), a | b | gap | within {args.tolerance} |")
     print("|---|---:|---:|---:|---:|---|")

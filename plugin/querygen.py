@@ -198,10 +198,17 @@ def save_tiny_generator(path: str | Path, kind: str = "causal", seed: int = 0) -
 
 
 class QueryRanker(ABC):
-    """Scores candidate queries against their passage: higher is more relevant."""
+    """Scores candidate queries against their passages: higher is more relevant."""
 
     @abstractmethod
-    def score(self, passage: str, queries: Sequence[str]) -> np.ndarray: ...
+    def score(self, passages: Sequence[str], queries: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """One score per candidate, for every passage's candidates at once (batched across passages)."""
+
+
+def _split(flat: np.ndarray, queries: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Per-passage slices of scores computed over the flattened candidates."""
+    ends = np.cumsum([len(q) for q in queries])
+    return np.split(flat, ends[:-1]) if len(queries) else []
 
 
 class BiEncoderRanker(QueryRanker):
@@ -212,24 +219,33 @@ class BiEncoderRanker(QueryRanker):
 
         self.encoder = TextEncoder(device=device)
 
-    def score(self, passage: str, queries: Sequence[str]) -> np.ndarray:
-        vecs = self.encoder.encode([passage, *queries])
-        return vecs[1:] @ vecs[0]
+    def score(self, passages: Sequence[str], queries: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        docs = self.encoder.encode(passages)
+        flat = [q for qs in queries for q in qs]
+        owner = np.repeat(np.arange(len(passages)), [len(qs) for qs in queries])
+        sims = (self.encoder.encode(flat) * docs[owner]).sum(-1) if flat else np.zeros(0, np.float32)
+        return _split(sims, queries)
 
 
 class CrossEncoderRanker(QueryRanker):
     """A local sequence-classification checkpoint scoring (query, passage) pairs (its first logit)."""
 
-    def __init__(self, path: str | Path, device: torch.device) -> None:
+    def __init__(self, path: str | Path, device: torch.device, batch_size: int = 64) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device).eval()
         self.device = device
+        self.batch_size = batch_size
 
     @torch.inference_mode()
-    def score(self, passage: str, queries: Sequence[str]) -> np.ndarray:
-        enc = self.tokenizer(list(queries), [passage] * len(queries), truncation=True, max_length=256,
-                             padding=True, return_tensors="pt").to(self.device)
-        return self.model(**enc).logits[:, 0].float().cpu().numpy()
+    def score(self, passages: Sequence[str], queries: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        pairs = [(q, p) for p, qs in zip(passages, queries, strict=True) for q in qs]
+        flat = np.zeros(len(pairs), dtype=np.float32)
+        for s in range(0, len(pairs), self.batch_size):
+            qs, ps = zip(*pairs[s : s + self.batch_size], strict=True)
+            enc = self.tokenizer(list(qs), list(ps), truncation=True, max_length=256, padding=True,
+                                 return_tensors="pt").to(self.device)
+            flat[s : s + len(qs)] = self.model(**enc).logits[:, 0].float().cpu().numpy()
+        return _split(flat, queries)
 
 
 class QueryCache:
@@ -292,12 +308,7 @@ def candidate_queries(name: str, make_generator: Callable[[], QueryGenerator], c
 def select_queries(ranker: QueryRanker, passages: Sequence[str], candidates: Sequence[Sequence[str]],
                    keep: int) -> list[list[str]]:
     """The ``keep`` best distinct candidates of each passage by the ranker's score."""
-    out: list[list[str]] = []
-    for passage, cands in zip(passages, candidates, strict=True):
-        uniq = list(dict.fromkeys(c for c in cands if c.lower() != passage.lower()))
-        if not uniq:
-            out.append([])
-            continue
-        scores = ranker.score(passage, uniq)
-        out.append([uniq[i] for i in np.argsort(-scores, kind="stable")[:keep]])
-    return out
+    uniq = [list(dict.fromkeys(c for c in cands if c.lower() != p.lower()))
+            for p, cands in zip(passages, candidates, strict=True)]
+    scores = ranker.score(passages, uniq)
+    return [[u[i] for i in np.argsort(-sc, kind="stable")[:keep]] for u, sc in zip(uniq, scores, strict=True)]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from genret.querygen import (
     BiEncoderRanker,
+    CrossEncoderRanker,
     QueryCache,
     QueryGenerator,
     SamplingSettings,
@@ -88,3 +90,38 @@ def test_minilm_ranker_keeps_the_relevant_candidates() -> None:
               "wing lift increase slipstream", "lift of a wing in a propeller slipstream"]]
     kept = select_queries(ranker, PASSAGES[:1], cands, keep=2)
     assert sorted(kept[0]) == ["lift of a wing in a propeller slipstream", "wing lift increase slipstream"]
+
+
+def test_minilm_scores_across_passages_equal_each_passage_alone() -> None:
+    ranker = BiEncoderRanker(torch.device("cpu"))
+    cands = [["wing lift", "stock market news"], [], ["hypersonic cone heating", "flat plate", "pasta"]]
+    scores = ranker.score(PASSAGES, cands)
+    assert [len(s) for s in scores] == [2, 0, 3]
+    for passage, qs, got in zip(PASSAGES, cands, scores, strict=True):
+        if qs:
+            vecs = ranker.encoder.encode([passage, *qs])
+            np.testing.assert_allclose(got, vecs[1:] @ vecs[0], atol=1e-5)
+
+
+def test_cross_encoder_scores_every_pair_in_batches(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from genret.embed import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)
+                                  ).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    ranker = CrossEncoderRanker(tmp_path, torch.device("cpu"), batch_size=2)  # batches span passages
+    cands = [["wing lift", "stock market news", "slipstream"], ["flat plate"], []]
+    scores = ranker.score(PASSAGES, cands)
+    assert [len(s) for s in scores] == [3, 1, 0]
+    for passage, qs, got in zip(PASSAGES, cands, scores, strict=True):
+        for q, value in zip(qs, got, strict=True):
+            with torch.inference_mode():
+                alone = ranker.model(**ranker.tokenizer(q, passage, return_tensors="pt")).logits[0, 0].item()
+            assert value == pytest.approx(alone, abs=1e-5)
+    kept = select_queries(ranker, PASSAGES, cands, keep=1)
+    assert kept[0] == [cands[0][int(np.argmax(scores[0]))]] and kept[1] == ["flat plate"] and kept[2] == []

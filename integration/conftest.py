@@ -43,11 +43,11 @@ class Stack:
     titles: dict[str, str]  # doc_id -> title (each document's own training query)
 
 
-def small_corpus(tmp: Path, n: int) -> Path:
-    src = demo_corpus_path()
-    folder = tmp / "corpus"
+def small_corpus(tmp: Path, n: int, start: int = 0, name: str = "corpus") -> Path:
+    """A BEIR folder ``tmp/name`` holding demo documents ``start`` to ``start + n``."""
+    folder = tmp / name
     folder.mkdir()
-    lines = (src / "corpus.jsonl").read_text().splitlines()[:n]
+    lines = (demo_corpus_path() / "corpus.jsonl").read_text().splitlines()[start : start + n]
     (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 

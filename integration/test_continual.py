@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genret.beir import demo_corpus_path, load_corpus
+from genret.beir import load_corpus
 from genret.cli import main
 from genret.config import Config
 from genret.engine import Engine, Mode, SearchQuery
@@ -20,16 +20,10 @@ from genret.store import QdrantStore
 from genret.train import TrainConfig
 from genret.training_data import PairOptions
 
+from .conftest import small_corpus
+
 TENANT = "acme"
 FIRST, LATER = 16, 8
-
-
-def _corpus(tmp: Path, name: str, start: int, stop: int) -> Path:
-    folder = tmp / name
-    folder.mkdir()
-    lines = (demo_corpus_path() / "corpus.jsonl").read_text().splitlines()[start:stop]
-    (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def _payload_docids(store: QdrantStore) -> dict[str, str]:
@@ -43,7 +37,8 @@ def _train(epochs: float = 3) -> TrainConfig:
 @pytest.fixture()
 def two_parts(tmp_path: Path) -> tuple[Config, QdrantStore, Path, Path]:
     cfg = Config(qdrant_path=str(tmp_path / "q"), collection="cont", index_dir=str(tmp_path / "idx"), device="cpu")
-    return cfg, QdrantStore(cfg), _corpus(tmp_path, "first", 0, FIRST), _corpus(tmp_path, "later", FIRST, FIRST + LATER)
+    return (cfg, QdrantStore(cfg), small_corpus(tmp_path, FIRST, name="first"),
+            small_corpus(tmp_path, LATER, FIRST, "later"))
 
 
 @pytest.mark.parametrize("scheme", ["semantic", "keyword"])

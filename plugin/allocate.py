@@ -6,8 +6,8 @@ below each) and descends into the nearest; it takes the first free code at the l
 child is a document (a leaf cluster), so it lands among its nearest neighbours. If that cluster is full
 it goes one level deeper under its nearest neighbour, and failing that tries the next-nearest subtrees.
 Keyword docids are the document's rarest title words the index vocabulary knows (``genret.keywords``).
-Atomic docids take the smallest unused number the model's vocabulary has; naive docids are the
-document id itself, when the codec can spell it.
+Atomic docids take the smallest number of the model's vocabulary that no document of any tenant holds;
+naive docids are the document id itself, when the codec can spell it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ Prefix = tuple[int, ...]
 
 
 class TenantDocids:
-    """One tenant's docids with the embedding sums that give each prefix its centroid."""
+    """One tenant's docids with the embedding sums that give each prefix its centroid.
 
-    def __init__(self, codec: DocidCodec) -> None:
+    An atomic docid is one model token, and its row belongs to one document, so atomic docids are unique
+    across tenants: ``shared`` is the set of atomic docids every tenant's state draws from and adds to
+    (a removed one is not handed out again by the same set).
+    """
+
+    def __init__(self, codec: DocidCodec, shared: set[str] | None = None) -> None:
         self.codec = codec
         self.docids: set[str] = set()
+        self.shared = shared if shared is not None else set()
         self._children: dict[Prefix, set[int]] = defaultdict(set)
         self._below: dict[Prefix, int] = defaultdict(int)  # documents at or below a prefix
         self._sums: dict[Prefix, np.ndarray] = {}
@@ -41,6 +47,8 @@ class TenantDocids:
         if docid in self.docids:
             raise ValueError(f"docid {docid} is already taken")
         self.docids.add(docid)
+        if isinstance(self.codec, AtomicCodec):
+            self.shared.add(docid)
         if not isinstance(self.codec, SemanticCodec):
             return
         codes = self._codes(docid)
@@ -78,10 +86,11 @@ class TenantDocids:
                 raise FailedPrecondition("the tenant's docid space is full; re-index with a larger depth")
             return "-".join(map(str, found))
         if isinstance(self.codec, AtomicCodec):
-            used = {int(d) for d in self.docids}
-            free = next((i for i in range(self.codec.vocab_size - 2) if i not in used), None)
+            used = {int(d) for d in self.docids | self.shared}
+            free = next((i for i in range(self.codec.size) if i not in used), None)
             if free is None:
-                raise FailedPrecondition("every atomic docid of the index is taken; re-index to add documents")
+                raise FailedPrecondition("every atomic docid of the index is taken: load the documents into "
+                                         "Qdrant and run `genret index --add`, which gives them new ones")
             return str(free)
         raise ValueError(f"{type(self.codec).__name__} docids are the document ids")
 

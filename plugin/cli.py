@@ -39,6 +39,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--branching", type=int, default=10, help="k of hierarchical k-means, RQ codebook size")
     p.add_argument("--docid-headroom", type=int, default=1,
                    help="extra semantic docid levels for documents upserted after indexing")
+    p.add_argument("--docid-init", default="random", choices=["random", "embeddings"],
+                   help="embeddings (atomic docids): each docid's output row starts at its document's MiniLM vector")
     p.add_argument("--model", default="default",
                    help="'default' (MiniLM encoder + small decoder), 'tiny', or a local HF seq2seq checkpoint")
     p.add_argument("--epochs", type=float, default=5.0)
@@ -47,6 +49,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder on cached encoder states")
+    p.add_argument("--freeze-docid-embeddings", action="store_true",
+                   help="keep the docid output rows as initialised (with --docid-init embeddings)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-chunks", type=int, default=8, help="word-window pairs per document")
     p.add_argument("--rehearsal", type=int, default=0, help="key sentences per document as extra pairs")
@@ -231,7 +235,8 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
         tq = TrainingQueries(load_queries(args.queries_from), load_qrels(args.queries_from, args.queries_split))
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                             decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
-                            freeze_encoder=args.freeze_encoder, sam_rho=args.sam_rho, seed=args.seed)
+                            freeze_encoder=args.freeze_encoder, freeze_docid_embeddings=args.freeze_docid_embeddings,
+                            sam_rho=args.sam_rho, seed=args.seed)
     pairs = PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
                         generated_queries=args.generated_queries, query_samples=args.query_samples,
                         query_generator=args.query_generator, query_ranker=args.query_ranker)
@@ -241,7 +246,8 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
         stats = m.training["additions"][-1]["stats"]
     else:
         opts = IndexOptions(scheme=args.scheme, branching=args.branching, docid_headroom=args.docid_headroom,
-                            model=args.model, pairs=pairs, query_cache=args.query_cache, train=train_cfg)
+                            model=args.model, docid_init=args.docid_init, pairs=pairs, query_cache=args.query_cache,
+                            train=train_cfg)
         m = build_index(store, cfg.index_dir, opts, device, tq)
         stats = m.training["stats"]
     print(f"index written to {cfg.index_dir}: {sum(m.tenants.values())} docids in {len(m.tenants)} tenant(s), "

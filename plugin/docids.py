@@ -248,8 +248,8 @@ def residual_quantization(embeddings: np.ndarray, codebook: int, seed: int) -> l
     return paths
 
 
-def assign_atomic(n: int) -> list[str]:
-    return [str(i) for i in range(n)]
+def assign_atomic(n: int, first: int = 0) -> list[str]:
+    return [str(i) for i in range(first, first + n)]
 
 
 def assign_naive(doc_ids: Sequence[str]) -> list[str]:
@@ -281,9 +281,11 @@ def build_codec(scheme: str, docids_by_tenant: dict[str, list[str]], branching: 
 
 
 def assign_docids(scheme: str, doc_ids: Sequence[str], embeddings: np.ndarray | None,
-                  branching: int = 10, seed: int = 0, texts: Sequence[tuple[str, str]] = ()) -> list[str]:
+                  branching: int = 10, seed: int = 0, texts: Sequence[tuple[str, str]] = (),
+                  first_atomic: int = 0) -> list[str]:
     """Docids for one namespace, in the order of ``doc_ids``; deterministic for a seed. Semantic and RQ
-    docids need ``embeddings``, keyword docids ``texts`` as (title, text)."""
+    docids need ``embeddings``, keyword docids ``texts`` as (title, text); atomic docids count up from
+    ``first_atomic``."""
     if scheme in PLACED_BY_VECTOR:
         if embeddings is None:
             raise ValueError(f"{scheme} docids need document embeddings")
@@ -297,7 +299,7 @@ def assign_docids(scheme: str, doc_ids: Sequence[str], embeddings: np.ndarray | 
             raise ValueError("keyword docids need the (title, text) of every document")
         return keyword_docids(texts)
     if scheme == "atomic":
-        return assign_atomic(len(doc_ids))
+        return assign_atomic(len(doc_ids), first_atomic)
     if scheme == "naive":
         return assign_naive(doc_ids)
     raise ValueError(f"unknown docid scheme {scheme!r}; valid: {', '.join(SCHEMES)}")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from genret.allocate import TenantDocids, docid_for
-from genret.docids import PLACED_BY_VECTOR, DocidCodec, assign_docids, build_codec
+from genret.docids import PLACED_BY_VECTOR, AtomicCodec, DocidCodec, assign_docids, build_codec
 from genret.index_dir import (
     DOCIDS,
     MEMORY,
@@ -42,8 +42,10 @@ from genret.modeling import (
     ModelSpec,
     build_default_model,
     build_tiny_model,
+    grow_docid_vocab,
     load_checkpoint_for_docids,
     load_trained,
+    seed_docid_embeddings,
 )
 from genret.pairs import KINDS
 from genret.store import QdrantStore, StoredDoc
@@ -62,6 +64,7 @@ class IndexOptions:
     docid_headroom: int = 1  # extra semantic levels for documents added later
     model: str = "default"  # "default", "tiny" or a local HF seq2seq checkpoint path
     decoder_layers: int = 3
+    docid_init: str = "random"  # "embeddings": atomic docid rows start at their documents' MiniLM vectors
     pairs: PairOptions = field(default_factory=PairOptions)
     query_cache: str | None = None  # default: beside the index (index_dir.query_cache_path)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -161,21 +164,37 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
     return texts, docids, counts, memory, generated
 
 
+DOCID_INITS = ("random", "embeddings")
+
+
+def _check_docid_init(options: IndexOptions) -> None:
+    if options.docid_init not in DOCID_INITS:
+        raise ValueError(f"unknown docid init {options.docid_init!r}; valid: {', '.join(DOCID_INITS)}")
+    if options.docid_init == "embeddings" and options.scheme != "atomic":
+        raise ValueError("docid init 'embeddings' needs atomic docids (one token per document): --scheme atomic")
+
+
 def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions, device: torch.device,
                 training_queries: TrainingQueries | None = None) -> Manifest:
     tenants = store.tenants()
     if not tenants:
         raise ValueError(f"collection '{store.collection}' has no documents with a "
                          f"'{store.config.tenant_key}' field: load documents first")
-    by_vector = options.scheme in PLACED_BY_VECTOR
+    _check_docid_init(options)
+    by_vector = options.scheme in PLACED_BY_VECTOR or options.docid_init == "embeddings"
     parts: list[_Trained] = []
+    vectors: list[np.ndarray] = []
     words: list[str] = []
     for t in tenants:
         docs = list(store.scroll_tenant(t, with_vectors=by_vector))
         emb = _doc_embeddings(docs, device) if by_vector else None
+        # atomic docids count on across tenants: each docid token, and its model row, is one document
         docids = assign_docids(options.scheme, [d.doc_id for d in docs], emb, options.branching,
-                               options.train.seed, [(d.title, d.text) for d in docs])
+                               options.train.seed, [(d.title, d.text) for d in docs],
+                               first_atomic=sum(len(p.docs) for p in parts))
         parts.append(_Trained(t, docs, docids))
+        if emb is not None:
+            vectors.append(emb)
     if options.scheme == "keyword":
         words = vocabulary([(d.title, d.text) for p in parts for d in p.docs])
     codec = build_codec(options.scheme, {p.tenant: p.docids for p in parts}, options.branching,
@@ -194,6 +213,9 @@ def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions
                                                   seed=options.train.seed)
     else:
         model, tokenizer, spec = load_checkpoint_for_docids(options.model, codec.vocab_size)
+    if options.docid_init == "embeddings":
+        tokens = [codec.encode(d)[0] for p in parts for d in p.docids]
+        seed_docid_embeddings(model, spec, tokens, np.concatenate(vectors))
     staging = staging_dir(index_dir)
     stats = _train(model, tokenizer, spec, codec, texts, docids, options.train, device, staging)
 
@@ -215,9 +237,12 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     records = _read_jsonl(Path(index_dir) / DOCIDS)
     memory = _read_jsonl(Path(index_dir) / MEMORY)
     trained = {(r["tenant"], r["doc_id"]) for r in records}
-    by_vector = old.training.get("options", {}).get("scheme", "semantic") in PLACED_BY_VECTOR
+    built = old.training.get("options", {})
+    seeded = built.get("docid_init") == "embeddings"
+    by_vector = built.get("scheme", "semantic") in PLACED_BY_VECTOR or seeded
     new_parts: list[_Trained] = []
     live: set[tuple[str, str]] = set()
+    next_atomic = codec.size if isinstance(codec, AtomicCodec) else 0
     for t in store.tenants():
         docs = list(store.scroll_tenant(t, with_vectors=by_vector))
         live |= {(t, d.doc_id) for d in docs}
@@ -228,8 +253,12 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
         fresh = [d for d in docs if (t, d.doc_id) not in trained]
         docids = []
         for d in fresh:
-            docid = d.docid or docid_for(codec, state, d.doc_id, d.vector, d.title, d.text)
-            if not d.docid:
+            if d.docid:
+                docid = d.docid
+            elif isinstance(codec, AtomicCodec):  # a new token (and model row) of its own
+                docid, next_atomic = str(next_atomic), next_atomic + 1
+            else:
+                docid = docid_for(codec, state, d.doc_id, d.vector, d.title, d.text)
                 state.add(docid, d.vector)
             docids.append(docid)
         if fresh:
@@ -246,18 +275,27 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     log.info("adding %d documents: pairs %s, %d replayed", sum(len(p.docs) for p in new_parts), counts,
              len(r_texts))
     model, tokenizer = load_trained(Path(index_dir) / MODEL_DIR)
+    train_cfg = options.train
+    if isinstance(codec, AtomicCodec):
+        spec = grow_docid_vocab(model, spec, next_atomic - codec.size)
+        codec = AtomicCodec(next_atomic)
+    if seeded:  # new documents start at their embeddings; old rows stay frozen if the build froze them
+        seed_docid_embeddings(model, spec, [codec.encode(d)[0] for p in new_parts for d in p.docids],
+                              np.concatenate([_doc_embeddings(p.docs, device) for p in new_parts]))
+        if old.training.get("config", {}).get("freeze_docid_embeddings"):
+            train_cfg = replace(train_cfg, freeze_docid_embeddings=True)
     staging = staging_dir(index_dir)
-    stats = _train(model, tokenizer, spec, codec, texts + r_texts, docids + r_docids, options.train, device,
+    stats = _train(model, tokenizer, spec, codec, texts + r_texts, docids + r_docids, train_cfg, device,
                    staging)
 
     addition = {"added": {p.tenant: len(p.docs) for p in new_parts}, "pairs": counts, "replayed": len(r_texts),
                 "options": {k: v for k, v in asdict(options).items() if k != "train"},
-                "config": asdict(options.train), "stats": stats.to_json(), "queries_generated_for": generated}
+                "config": asdict(train_cfg), "stats": stats.to_json(), "queries_generated_for": generated}
     tenants = dict(old.tenants)
     for p in new_parts:
         tenants[p.tenant] = tenants.get(p.tenant, 0) + len(p.docs)
     training = {**old.training, "additions": [*old.training.get("additions", []), addition]}
-    manifest = replace(old, tenants=tenants, training=training, created_at=utc_now(),
-                       versions=library_versions())
+    manifest = replace(old, codec=codec.to_json(), model=asdict(spec), tenants=tenants, training=training,
+                       created_at=utc_now(), versions=library_versions())
     new_records, new_mem = _rows(new_parts, new_memory)
     return _finish(store, index_dir, staging, manifest, records + new_records, memory + new_mem, new_parts)

@@ -13,10 +13,11 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -67,6 +68,47 @@ def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len
     tokenizer = AutoTokenizer.from_pretrained(str(src))
     spec = ModelSpec("default", "all-MiniLM-L6-v2", 0, start, docid_vocab)
     return model, tokenizer, spec
+
+
+def seed_docid_embeddings(model: PreTrainedModel, spec: ModelSpec, tokens: Sequence[int],
+                          vectors: np.ndarray) -> None:
+    """Start docid token ``tokens[i]``'s output-layer row at the unit vector ``vectors[i]`` (the document's
+    embedding), so a query's logit for a document begins as a scaled cosine between the decoder's output
+    features and that document. Input embeddings tied to the output layer start there too."""
+    layer = model.get_output_embeddings()
+    weight: torch.Tensor = layer.weight  # type: ignore[union-attr,assignment]
+    if vectors.ndim != 2 or vectors.shape[0] != len(tokens):
+        raise ValueError(f"need one vector per docid token, got {vectors.shape} for {len(tokens)} tokens")
+    if vectors.shape[1] != weight.shape[1]:
+        raise ValueError(f"document vectors have {vectors.shape[1]} dimensions, the model's output layer "
+                         f"{weight.shape[1]}: seeding docid embeddings needs the default model")
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    rows = torch.as_tensor(np.asarray(tokens), dtype=torch.long) + spec.token_offset
+    with torch.no_grad():
+        weight[rows] = torch.as_tensor(unit, dtype=weight.dtype)
+        bias = getattr(layer, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            bias[rows] = 0.0
+
+
+def grow_docid_vocab(model: PreTrainedModel, spec: ModelSpec, extra: int) -> ModelSpec:
+    """``extra`` more docid tokens after the existing ones (documents added to an atomic index). The
+    default model's start token, which follows the docid tokens, moves up to stay last; a checkpoint's
+    docid tokens are the last rows of its vocabulary, so it simply grows."""
+    if extra <= 0:
+        return spec
+    vocab = spec.docid_vocab + extra
+    if spec.kind != "default":
+        model.resize_token_embeddings(spec.token_offset + vocab, mean_resizing=False)
+        return replace(spec, docid_vocab=vocab)
+    decoder = model.get_decoder()
+    decoder.resize_token_embeddings(vocab + 1, mean_resizing=False)  # type: ignore[operator]
+    rows: torch.Tensor = decoder.get_input_embeddings().weight  # type: ignore[operator,assignment]
+    with torch.no_grad():
+        rows[vocab] = rows[spec.start_token]
+    decoder.config.bos_token_id = vocab
+    model.config.decoder_start_token_id = vocab
+    return replace(spec, start_token=vocab, docid_vocab=vocab)
 
 
 def load_checkpoint_for_docids(path: str | Path, docid_vocab: int) -> tuple[PreTrainedModel,

@@ -41,6 +41,7 @@ class TrainConfig:
     max_input_tokens: int = 128
     max_minutes: float | None = None
     freeze_encoder: bool = False
+    freeze_docid_embeddings: bool = False  # keep the output layer's rows (and the input embeddings tied to them)
     sam_rho: float = 0.0
     seed: int = 0
     progress: bool = True
@@ -110,6 +111,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
         for p in encoder.parameters():
             p.requires_grad_(False)
         cache = _encode_all(encoder, ids, device, cfg.batch_size * 2, cfg.progress)
+    if cfg.freeze_docid_embeddings:
+        model.get_output_embeddings().weight.requires_grad_(False)  # type: ignore[union-attr]
     enc_params = {id(p) for p in encoder.parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) not in enc_params and p.requires_grad],
                "lr": cfg.decoder_lr}]

@@ -18,7 +18,7 @@ import numpy as np
 
 from genret.allocate import TenantDocids, docid_for
 from genret.config import Config
-from genret.docids import DocidCodec
+from genret.docids import AtomicCodec, DocidCodec
 from genret.errors import InvalidArgument
 from genret.namespaces import Namespaces
 from genret.store import PointId, QdrantStore, point_id_for
@@ -61,6 +61,7 @@ class DocumentWriter:
         self._publish = publish
         self._lock = threading.Lock()
         self._states: dict[str, TenantDocids] = {}
+        self._atomic: set[str] | None = None  # atomic docids of every tenant (see TenantDocids)
 
     # --- validation ----------------------------------------------------------------------------
     def _check_tenant(self, tenant: str) -> None:
@@ -95,7 +96,9 @@ class DocumentWriter:
         """The tenant's taken docids with their embeddings, read from Qdrant on first use."""
         state = self._states.get(tenant)
         if state is None:
-            state = TenantDocids(self.codec)
+            if self._atomic is None and isinstance(self.codec, AtomicCodec):
+                self._atomic = set(self._current().docids)
+            state = TenantDocids(self.codec, self._atomic)
             pids = [pid for pid, _ in self._current().entries(tenant)]
             for doc in self.store.retrieve(tenant, pids, with_vectors=self.store.has_vectors()).values():
                 if doc.docid:

@@ -23,3 +23,16 @@ def minilm_tokenizer():  # type: ignore[no-untyped-def]
     from genret.embed import minilm_path
 
     return AutoTokenizer.from_pretrained(str(minilm_path()))
+
+
+@pytest.fixture()
+def tiny_t5(tmp_path, minilm_tokenizer):  # type: ignore[no-untyped-def]
+    """A small randomly initialised T5 checkpoint directory with MiniLM's tokenizer."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=1,
+                   num_decoder_layers=1, num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
+    minilm_tokenizer.save_pretrained(tmp_path / "t5")
+    return tmp_path / "t5"

@@ -52,6 +52,15 @@ def test_full_space_and_other_schemes() -> None:
     atomic.add("1", None)
     with pytest.raises(FailedPrecondition):
         atomic.allocate(None)
+    shared: set[str] = set()  # atomic docids are one model row each: unique across tenants
+    a, b = TenantDocids(AtomicCodec(4), shared), TenantDocids(AtomicCodec(4), shared)
+    a.add("0", None)
+    b.add("1", None)
+    assert a.allocate(None) == "2" and b.allocate(None) == "2"
+    a.add("2", None)
+    assert b.allocate(None) == "3"
+    a.remove("0", None)
+    assert b.allocate(None) == "3"  # a freed row is not handed to another document
     naive_codec = NaiveCodec("abc", 3)
     naive = TenantDocids(naive_codec)
     assert docid_for(naive_codec, naive, "cab", None) == "cab"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
 
 from genret.beam import constrained_beam_search
 from genret.docids import AtomicCodec
@@ -15,15 +14,9 @@ from genret.train import TrainConfig, train
 from genret.trie import build_forest
 
 
-def test_local_t5_checkpoint_learns_docids(tmp_path: Path, minilm_tokenizer) -> None:  # type: ignore[no-untyped-def]
-    torch.manual_seed(0)
-    cfg = T5Config(vocab_size=minilm_tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=1,
-                   num_decoder_layers=1, num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
-    minilm_tokenizer.save_pretrained(tmp_path / "t5")
-
+def test_local_t5_checkpoint_learns_docids(tiny_t5: Path, minilm_tokenizer) -> None:  # type: ignore[no-untyped-def]
     codec = AtomicCodec(4)
-    model, tok, spec = load_checkpoint_for_docids(tmp_path / "t5", codec.vocab_size)
+    model, tok, spec = load_checkpoint_for_docids(tiny_t5, codec.vocab_size)
     assert spec.kind == "checkpoint" and spec.token_offset == minilm_tokenizer.vocab_size
     texts = ["supersonic wing flutter", "heat transfer in pipes", "boundary layer suction", "shock waves"]
     labels = codec.encode_many(["0", "1", "2", "3"])

@@ -2,7 +2,8 @@
 
     python integration/bench/bench_forgetting.py --data ../shared/data/cranfield \
         [--increments 5] [--first 0.6] [--epochs 3] [--add-epochs 3] [--replay 1.0] [--sam-rho 0] \
-        [--generated-queries 3] [--query-cache FILE] [--methods full,naive,continual]
+        [--generated-queries 3] [--query-cache FILE] [--methods full,naive,continual] \
+        [--scheme atomic --docid-init embeddings --freeze-docid-embeddings]
 
 The corpus is shuffled (seeded) and cut into increments: the first holds ``--first`` of it, the rest
 share what is left. All methods train the first increment the same way (one shared build), then, for
@@ -87,6 +88,9 @@ def main() -> None:
     p.add_argument("--rehearsal", type=int, default=1)
     p.add_argument("--generated-queries", type=int, default=3)
     p.add_argument("--query-cache", default=None, help="generated-query cache shared by every build")
+    p.add_argument("--scheme", default="semantic")
+    p.add_argument("--docid-init", default="random", help="embeddings: atomic rows start at document vectors")
+    p.add_argument("--freeze-docid-embeddings", action="store_true")
     p.add_argument("--beam-size", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first n documents (smoke runs)")
@@ -106,7 +110,10 @@ def main() -> None:
     train_q = TrainingQueries(queries, load_qrels(args.data, "train"))
     pairs = PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
                         generated_queries=args.generated_queries)
-    train = TrainConfig(epochs=args.epochs, freeze_encoder=True, seed=args.seed)
+    train = TrainConfig(epochs=args.epochs, freeze_encoder=True, seed=args.seed,
+                        freeze_docid_embeddings=args.freeze_docid_embeddings)
+    index_options = IndexOptions(scheme=args.scheme, docid_init=args.docid_init, pairs=pairs, query_cache=cache,
+                                 train=train)
 
     def config(method: str) -> Config:
         return Config(qdrant_path=str(tmp / method / "q"), collection="forget", index_dir=str(tmp / method / "idx"),
@@ -139,7 +146,7 @@ def main() -> None:
     store = QdrantStore(base)
     load(store, parts[0])
     t0 = time.perf_counter()
-    m = build_index(store, base.index_dir, IndexOptions(pairs=pairs, query_cache=cache, train=train), device, train_q)
+    m = build_index(store, base.index_dir, index_options, device, train_q)
     base_s = time.perf_counter() - t0
     store.close()
     for method in methods:
@@ -155,8 +162,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if method == "full":
                     shutil.rmtree(cfg.index_dir)
-                    built = build_index(s, cfg.index_dir, IndexOptions(pairs=pairs, query_cache=cache, train=train),
-                                        device, train_q)
+                    built = build_index(s, cfg.index_dir, index_options, device, train_q)
                     steps = int(built.training["stats"]["steps"])
                 else:
                     replay = args.replay if method == "continual" else 0.0

@@ -41,6 +41,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
                    help="extra semantic docid levels for documents upserted after indexing")
     p.add_argument("--docid-init", default="random", choices=["random", "embeddings"],
                    help="embeddings (atomic docids): each docid's output row starts at its document's MiniLM vector")
+    p.add_argument("--spare-docids", type=int, default=256,
+                   help="atomic: free docid tokens for documents upserted through the sidecar before the next --add")
     p.add_argument("--model", default="default",
                    help="'default' (MiniLM encoder + small decoder), 'tiny', or a local HF seq2seq checkpoint")
     p.add_argument("--epochs", type=float, default=5.0)
@@ -246,7 +248,8 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
         stats = m.training["additions"][-1]["stats"]
     else:
         opts = IndexOptions(scheme=args.scheme, branching=args.branching, docid_headroom=args.docid_headroom,
-                            model=args.model, docid_init=args.docid_init, pairs=pairs, query_cache=args.query_cache,
+                            model=args.model, docid_init=args.docid_init, spare_docids=args.spare_docids,
+                            pairs=pairs, query_cache=args.query_cache,
                             train=train_cfg)
         m = build_index(store, cfg.index_dir, opts, device, tq)
         stats = m.training["stats"]

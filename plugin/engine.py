@@ -22,7 +22,7 @@ from genret.devices import resolve_device
 from genret.docids import DocidCodec
 from genret.errors import FailedPrecondition, InvalidArgument, NotFound
 from genret.fusion import Ranked
-from genret.index_dir import MODEL_DIR, Manifest, read_manifest
+from genret.index_dir import MODEL_DIR, Manifest, read_manifest, trained_docids
 from genret.kernels import BACKENDS, SCORING
 from genret.modeling import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
 from genret.modes import Answer, Fusion, Mode, Scorer, answer
@@ -99,8 +99,29 @@ class Engine:
         self.calibration: Calibration | None = read_calibration(config.index_dir)
         self._dense_encoder: Any = None
         self._dense_lock = threading.Lock()
+        seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
         self.writer = DocumentWriter(config, store, codec, self.embed_documents, lambda: self._live.namespaces,
-                                     self._publish)
+                                     self._publish, self._seed_rows if seeded else None)
+        if seeded:
+            self._seed_untrained(trained_docids(config.index_dir))
+
+    def _seed_rows(self, docids: Sequence[str], vectors: np.ndarray) -> None:
+        self.backend.seed_rows([self.codec.encode(d)[0] for d in docids], vectors)
+
+    def _seed_untrained(self, trained: set[str]) -> None:
+        """Documents upserted since the index was trained have rows only in the process that wrote them:
+        after a restart, give them their vectors again from Qdrant."""
+        ns = self._live.namespaces
+        for tenant in ns.tenants:
+            pids = [pid for pid, docid in ns.entries(tenant) if docid not in trained]
+            found = self.store.retrieve(tenant, pids, self.store.has_vectors()) if pids else {}
+            docs = [d for d in found.values() if d.docid]
+            if docs:
+                if all(d.vector is not None for d in docs):
+                    vectors = np.stack([d.vector for d in docs])  # type: ignore[misc]
+                else:  # a collection without dense vectors: embed them as an upsert does
+                    vectors = self.embed_documents([f"{d.title}. {d.text}" for d in docs])
+                self._seed_rows([d.docid for d in docs], vectors)  # type: ignore[misc]
 
     def _publish(self, namespaces: Namespaces) -> None:
         """Swap in a new snapshot: one reference assignment, so readers see the old one or the new one."""

@@ -88,6 +88,14 @@ def read_manifest(index_dir: str | Path) -> Manifest:
     return Manifest(**raw)
 
 
+def trained_docids(index_dir: str | Path) -> set[str]:
+    """The docids the index's model was trained on (its docids file)."""
+    path = Path(index_dir) / DOCIDS
+    if not path.is_file():
+        return set()
+    return {json.loads(line)["docid"] for line in path.read_text().splitlines() if line.strip()}
+
+
 def staging_dir(index_dir: str | Path) -> Path:
     """A fresh sibling directory to write a new index into before ``publish``."""
     target = Path(index_dir)

@@ -65,6 +65,7 @@ class IndexOptions:
     model: str = "default"  # "default", "tiny" or a local HF seq2seq checkpoint path
     decoder_layers: int = 3
     docid_init: str = "random"  # "embeddings": atomic docid rows start at their documents' MiniLM vectors
+    spare_docids: int = 256  # atomic: free tokens for documents upserted before the next --add
     pairs: PairOptions = field(default_factory=PairOptions)
     query_cache: str | None = None  # default: beside the index (index_dir.query_cache_path)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -167,6 +168,14 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
 DOCID_INITS = ("random", "embeddings")
 
 
+def _neutral_rows(model: Any, spec: ModelSpec, codec: AtomicCodec, first: int) -> None:
+    """Spare atomic tokens from ``first`` on get zero rows until a document is seeded into them."""
+    spare = list(range(first, codec.size))
+    if spare:
+        seed_docid_embeddings(model, spec, [codec.encode(str(n))[0] for n in spare],
+                              np.zeros((len(spare), model.get_output_embeddings().weight.shape[1]), np.float32))
+
+
 def _check_docid_init(options: IndexOptions) -> None:
     if options.docid_init not in DOCID_INITS:
         raise ValueError(f"unknown docid init {options.docid_init!r}; valid: {', '.join(DOCID_INITS)}")
@@ -199,6 +208,8 @@ def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions
         words = vocabulary([(d.title, d.text) for p in parts for d in p.docs])
     codec = build_codec(options.scheme, {p.tenant: p.docids for p in parts}, options.branching,
                         options.docid_headroom, words)
+    if isinstance(codec, AtomicCodec):
+        codec = AtomicCodec(codec.size + options.spare_docids)
     log.info("docids: scheme=%s vocab=%d max_length=%d", options.scheme, codec.vocab_size, codec.max_length)
 
     cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
@@ -216,6 +227,7 @@ def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions
     if options.docid_init == "embeddings":
         tokens = [codec.encode(d)[0] for p in parts for d in p.docids]
         seed_docid_embeddings(model, spec, tokens, np.concatenate(vectors))
+        _neutral_rows(model, spec, codec, len(tokens))
     staging = staging_dir(index_dir)
     stats = _train(model, tokenizer, spec, codec, texts, docids, options.train, device, staging)
 
@@ -242,9 +254,11 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     by_vector = built.get("scheme", "semantic") in PLACED_BY_VECTOR or seeded
     new_parts: list[_Trained] = []
     live: set[tuple[str, str]] = set()
-    next_atomic = codec.size if isinstance(codec, AtomicCodec) else 0
-    for t in store.tenants():
-        docs = list(store.scroll_tenant(t, with_vectors=by_vector))
+    scanned = [(t, list(store.scroll_tenant(t, with_vectors=by_vector))) for t in store.tenants()]
+    next_atomic = 0  # atomic: the first token after every docid in use, in any tenant
+    if isinstance(codec, AtomicCodec):
+        next_atomic = 1 + max((int(d.docid) for _, docs in scanned for d in docs if d.docid), default=-1)
+    for t, docs in scanned:
         live |= {(t, d.doc_id) for d in docs}
         state = TenantDocids(codec)
         for d in docs:
@@ -276,16 +290,18 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
              len(r_texts))
     model, tokenizer = load_trained(Path(index_dir) / MODEL_DIR)
     train_cfg = options.train
-    if isinstance(codec, AtomicCodec):
-        spec = grow_docid_vocab(model, spec, next_atomic - codec.size)
-        codec = AtomicCodec(next_atomic)
-    if seeded:  # new documents start at their embeddings; old rows stay frozen if the build froze them
-        seed_docid_embeddings(model, spec, [codec.encode(d)[0] for p in new_parts for d in p.docids],
+    grown = codec
+    if isinstance(codec, AtomicCodec):  # room for the new tokens, and spare ones after them
+        grown = AtomicCodec(max(codec.size, next_atomic + int(built.get("spare_docids", 0))))
+        spec = grow_docid_vocab(model, spec, grown.size - codec.size)
+    if seeded and isinstance(grown, AtomicCodec):  # new documents start at their embeddings
+        seed_docid_embeddings(model, spec, [grown.encode(d)[0] for p in new_parts for d in p.docids],
                               np.concatenate([_doc_embeddings(p.docs, device) for p in new_parts]))
+        _neutral_rows(model, spec, grown, next_atomic)
         if old.training.get("config", {}).get("freeze_docid_embeddings"):
             train_cfg = replace(train_cfg, freeze_docid_embeddings=True)
     staging = staging_dir(index_dir)
-    stats = _train(model, tokenizer, spec, codec, texts + r_texts, docids + r_docids, train_cfg, device,
+    stats = _train(model, tokenizer, spec, grown, texts + r_texts, docids + r_docids, train_cfg, device,
                    staging)
 
     addition = {"added": {p.tenant: len(p.docs) for p in new_parts}, "pairs": counts, "replayed": len(r_texts),
@@ -295,7 +311,7 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     for p in new_parts:
         tenants[p.tenant] = tenants.get(p.tenant, 0) + len(p.docs)
     training = {**old.training, "additions": [*old.training.get("additions", []), addition]}
-    manifest = replace(old, codec=codec.to_json(), model=asdict(spec), tenants=tenants, training=training,
+    manifest = replace(old, codec=grown.to_json(), model=asdict(spec), tenants=tenants, training=training,
                        created_at=utc_now(), versions=library_versions())
     new_records, new_mem = _rows(new_parts, new_memory)
     return _finish(store, index_dir, staging, manifest, records + new_records, memory + new_mem, new_parts)

@@ -73,8 +73,9 @@ def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len
 def seed_docid_embeddings(model: PreTrainedModel, spec: ModelSpec, tokens: Sequence[int],
                           vectors: np.ndarray) -> None:
     """Start docid token ``tokens[i]``'s output-layer row at the unit vector ``vectors[i]`` (the document's
-    embedding), so a query's logit for a document begins as a scaled cosine between the decoder's output
-    features and that document. Input embeddings tied to the output layer start there too."""
+    embedding; a zero vector gives a neutral row), so a query's logit for a document begins as a scaled
+    cosine between the decoder's output features and that document. Input embeddings tied to the output
+    layer start there too."""
     layer = model.get_output_embeddings()
     weight: torch.Tensor = layer.weight  # type: ignore[union-attr,assignment]
     if vectors.ndim != 2 or vectors.shape[0] != len(tokens):
@@ -82,13 +83,18 @@ def seed_docid_embeddings(model: PreTrainedModel, spec: ModelSpec, tokens: Seque
     if vectors.shape[1] != weight.shape[1]:
         raise ValueError(f"document vectors have {vectors.shape[1]} dimensions, the model's output layer "
                          f"{weight.shape[1]}: seeding docid embeddings needs the default model")
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    rows = torch.as_tensor(np.asarray(tokens), dtype=torch.long) + spec.token_offset
+    unit = torch.as_tensor(unit_rows(vectors), dtype=weight.dtype, device=weight.device)
+    rows = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=weight.device) + spec.token_offset
     with torch.no_grad():
-        weight[rows] = torch.as_tensor(unit, dtype=weight.dtype)
+        weight[rows] = unit
         bias = getattr(layer, "bias", None)
         if isinstance(bias, torch.Tensor):
             bias[rows] = 0.0
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (a zero row stays zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def grow_docid_vocab(model: PreTrainedModel, spec: ModelSpec, extra: int) -> ModelSpec:
@@ -273,6 +279,18 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
             state.hidden, state.mask = state.hidden[expand], state.mask[expand]
             features = features[expand]
         return features
+
+    def seed_rows(self, tokens: Sequence[int], vectors: np.ndarray) -> None:
+        """Rows of docid ``tokens`` set to the unit ``vectors`` (with bias 0), in the model and in the head
+        beam search reads: documents written into an embedding-seeded index. Called for tokens that no
+        trie holds yet, so no search in flight can produce them."""
+        seed_docid_embeddings(self.model, self.spec, tokens, vectors)
+        idx = torch.as_tensor(list(tokens), dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            self.head.weight[idx] = torch.as_tensor(unit_rows(vectors), dtype=self.head.weight.dtype,
+                                                    device=self.device)
+            if self.head.bias is not None:
+                self.head.bias[idx] = 0.0
 
     def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
         """Beams only move within their query, whose cross-attention keys and values are the same for

@@ -48,15 +48,20 @@ class Deleted:
 
 
 Embed = Callable[[Sequence[str]], np.ndarray]
+Seed = Callable[[Sequence[str], np.ndarray], None]  # (new docids, their document vectors)
 
 
 class DocumentWriter:
     def __init__(self, config: Config, store: QdrantStore, codec: DocidCodec, embed: Embed,
-                 current: Callable[[], Namespaces], publish: Callable[[Namespaces], None]) -> None:
+                 current: Callable[[], Namespaces], publish: Callable[[Namespaces], None],
+                 seed: Seed | None = None) -> None:
+        """``seed``, when given, is called with each new docid and its vector after Qdrant holds them and
+        before they are published (an embedding-seeded index gives them their model rows)."""
         self.config = config
         self.store = store
         self.codec = codec
         self._embed = embed
+        self._seed = seed
         self._current = current
         self._publish = publish
         self._lock = threading.Lock()
@@ -148,7 +153,10 @@ class DocumentWriter:
                 raise
             ns = self._current()
             have = set(ns.point_ids) if existing else set()
-            added = [(tenant, pid, docid) for pid, docid in zip(pids, docids, strict=True) if pid not in have]
+            fresh = [i for i, pid in enumerate(pids) if pid not in have]
+            if self._seed is not None and fresh:
+                self._seed([docids[i] for i in fresh], vectors[fresh])
+            added = [(tenant, pids[i], docids[i]) for i in fresh]
             self._publish(ns.apply(self.codec, added, {}))
             return [Upserted(d.doc_id, pid, docid, c) for d, pid, docid, c in zip(docs, pids, docids, created, strict=True)]
 

@@ -1,11 +1,13 @@
 """How well documents upserted after indexing are found before any retraining.
 
-    python integration/bench/bench_new_docs.py --data ../shared/data/cranfield [--holdout 10] [--epochs 8]
+    python integration/bench/bench_new_docs.py --data ../shared/data/cranfield [--holdout 10] [--epochs 8] \
+        [--scheme atomic --docid-init embeddings --freeze-docid-embeddings]
 
 Every ``--holdout``-th document of the corpus is held out; the rest is loaded and indexed (frozen
 MiniLM encoder, real training queries of the held-out documents dropped with them). The held-out
 documents are then upserted through the sidecar's write path, which places each next to its nearest
-neighbours in the semantic docid tree. On the test split, Hits@10 is computed separately over each
+neighbours in the semantic docid tree (embedding-seeded atomic docids: gives each a spare token whose
+row is its vector). On the test split, Hits@10 is computed separately over each
 query's held-out relevant documents and over its indexed relevant documents (each over the queries that
 have at least one such document), for the generative retriever and, as a reference, Qdrant dense search.
 """
@@ -48,6 +50,9 @@ def main() -> None:
     p.add_argument("--holdout", type=int, default=10, help="hold out every n-th document")
     p.add_argument("--epochs", type=float, default=8)
     p.add_argument("--max-minutes", type=float, default=10)
+    p.add_argument("--scheme", default="semantic")
+    p.add_argument("--docid-init", default="random")
+    p.add_argument("--freeze-docid-embeddings", action="store_true")
     p.add_argument("--out", default="integration/bench/results/new-docs-cranfield.json")
     args = p.parse_args()
     force_offline()
@@ -67,8 +72,10 @@ def main() -> None:
     train_rel = {q: {d: g for d, g in rel.items() if d in kept_ids}
                  for q, rel in load_qrels(args.data, "train").items()}
     tq = TrainingQueries(train_q, {q: r for q, r in train_rel.items() if r})
-    opts = IndexOptions(pairs=PairOptions(max_chunks=3), train=TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes,
-                                                        freeze_encoder=True))
+    train = TrainConfig(epochs=args.epochs, max_minutes=args.max_minutes, freeze_encoder=True,
+                        freeze_docid_embeddings=args.freeze_docid_embeddings)
+    opts = IndexOptions(scheme=args.scheme, docid_init=args.docid_init, spare_docids=len(held),
+                        pairs=PairOptions(max_chunks=3), train=train)
     t0 = time.perf_counter()
     build_index(store, cfg.index_dir, opts, device, tq)
     index_s = time.perf_counter() - t0

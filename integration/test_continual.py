@@ -41,7 +41,7 @@ def two_parts(tmp_path: Path) -> tuple[Config, QdrantStore, Path, Path]:
             small_corpus(tmp_path, LATER, FIRST, "later"))
 
 
-@pytest.mark.parametrize("scheme", ["semantic", "keyword"])
+@pytest.mark.parametrize("scheme", ["semantic", "keyword", "atomic"])
 def test_add_trains_new_documents_and_never_changes_existing_docids(two_parts, scheme: str) -> None:  # type: ignore[no-untyped-def]
     from genret.loader import load_beir
 

@@ -51,6 +51,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder on cached encoder states")
+    p.add_argument("--encoder-cache", help="with --freeze-encoder: directory keeping encoder states, so "
+                   "indexing the same texts again skips the encoder")
     p.add_argument("--freeze-docid-embeddings", action="store_true",
                    help="keep the docid output rows as initialised (with --docid-init embeddings)")
     p.add_argument("--seed", type=int, default=0)
@@ -238,7 +240,7 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                             decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
                             freeze_encoder=args.freeze_encoder, freeze_docid_embeddings=args.freeze_docid_embeddings,
-                            sam_rho=args.sam_rho, seed=args.seed)
+                            encoder_cache=args.encoder_cache, sam_rho=args.sam_rho, seed=args.seed)
     pairs = PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
                         generated_queries=args.generated_queries, query_samples=args.query_samples,
                         query_generator=args.query_generator, query_ranker=args.query_ranker)

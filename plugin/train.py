@@ -26,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from genret.modeling import ModelSpec
 from genret.progress import progress_interval
+from genret.state_cache import cached_states
 
 IGNORE = -100
 
@@ -42,6 +43,7 @@ class TrainConfig:
     max_minutes: float | None = None
     freeze_encoder: bool = False
     freeze_docid_embeddings: bool = False  # keep the output layer's rows (and the input embeddings tied to them)
+    encoder_cache: str | None = None  # with freeze_encoder: a directory of encoder states (genret.state_cache)
     sam_rho: float = 0.0
     seed: int = 0
     progress: bool = True
@@ -110,7 +112,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     if cfg.freeze_encoder:
         for p in encoder.parameters():
             p.requires_grad_(False)
-        cache = _encode_all(encoder, ids, device, cfg.batch_size * 2, cfg.progress)
+        encode = partial(_encode_all, encoder, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress)
+        cache = cached_states(cfg.encoder_cache, encoder, ids, encode) if cfg.encoder_cache else encode(ids)
     if cfg.freeze_docid_embeddings:
         model.get_output_embeddings().weight.requires_grad_(False)  # type: ignore[union-attr]
     enc_params = {id(p) for p in encoder.parameters()}

@@ -17,20 +17,25 @@ import shutil
 from pathlib import Path
 
 
-def split(data: Path, out: Path, train: str, calib_frac: float, seed: int) -> tuple[int, int]:
-    lines = (data / "qrels" / f"{train}.tsv").read_text(encoding="utf-8").splitlines()
-    header, rows = lines[0], [line for line in lines[1:] if line.strip()]
-    queries = sorted({row.split("\t")[0] for row in rows})
-    random.Random(seed).shuffle(queries)
-    held = set(queries[: int(len(queries) * calib_frac)])
+def link_collection(data: Path, out: Path, skip: str = "") -> None:
+    """``out`` as a BEIR folder of ``data``: corpus and queries linked, qrels copied (but ``skip``)."""
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     for name in ("corpus.jsonl", "queries.jsonl"):
         link = out / name
         if not link.exists():
             link.symlink_to((data / name).resolve())
     for other in (data / "qrels").glob("*.tsv"):
-        if other.stem != train:
+        if other.stem != skip:
             shutil.copyfile(other, out / "qrels" / other.name)
+
+
+def split(data: Path, out: Path, train: str, calib_frac: float, seed: int) -> tuple[int, int]:
+    lines = (data / "qrels" / f"{train}.tsv").read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0], [line for line in lines[1:] if line.strip()]
+    queries = sorted({row.split("\t")[0] for row in rows})
+    random.Random(seed).shuffle(queries)
+    held = set(queries[: int(len(queries) * calib_frac)])
+    link_collection(data, out, skip=train)
     for name, keep in (("calib", True), ("fit", False)):
         chosen = [row for row in rows if (row.split("\t")[0] in held) == keep]
         (out / "qrels" / f"{name}.tsv").write_text("\n".join([header, *chosen]) + "\n", encoding="utf-8")

@@ -98,6 +98,16 @@ def test_docids_are_stored_in_qdrant_and_survive_reload(stack: Stack) -> None:
     assert set(again.docids) == set(stack.engine.namespaces.docids)
 
 
+def test_docids_of_another_index_are_refused_clearly(stack: Stack) -> None:
+    import pytest
+
+    from genret.docids import AtomicCodec
+    from genret.namespaces import load_namespaces
+
+    with pytest.raises(ValueError, match="written by another index"):  # the stack's docids are semantic
+        load_namespaces(stack.store, AtomicCodec(10_000))
+
+
 def test_engine_stops_decoding_past_the_deadline(stack: Stack) -> None:
     import time
 

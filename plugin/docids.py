@@ -100,6 +100,8 @@ class AtomicCodec(DocidCodec):
         return 1
 
     def encode(self, docid: str) -> list[int]:
+        if not (docid.isascii() and docid.isdigit()):
+            raise ValueError(f"atomic docid '{docid}' is not a number")
         n = int(docid)
         if not 0 <= n < self.size:
             raise ValueError(f"atomic docid {n} outside 0..{self.size - 1}")

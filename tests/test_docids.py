@@ -79,6 +79,8 @@ def test_atomic_and_naive_codecs() -> None:
     assert AtomicCodec(5).encode("4") == [FIRST_CODE + 4]
     with pytest.raises(ValueError):
         AtomicCodec(5).encode("5")
+    with pytest.raises(ValueError, match="not a number"):
+        AtomicCodec(5).encode("1-0-4")
     naive = NaiveCodec("0123456789", 4)
     assert naive.decode(naive.encode("1400")) == "1400"
     with pytest.raises(ValueError):

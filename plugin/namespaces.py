@@ -110,10 +110,10 @@ def load_namespaces(store: QdrantStore, codec: DocidCodec) -> Namespaces:
     """Every tenant's (point, docid) pairs as Qdrant holds them: the source of truth.
 
     Tenants whose points carry no docid yet (loaded after the last indexing) have no namespace. Docids the
-    codec cannot read mean the collection was indexed again into another index directory since.
+    codec cannot read most likely mean the collection was indexed again into another index directory since.
     """
     try:
         return build_namespaces(codec, store.docids_by_tenant())
     except ValueError as exc:
-        raise ValueError(f"collection '{store.collection}' holds docids this index cannot read ({exc}): they "
-                         "were written by another index built on it since; serve that one or rebuild") from exc
+        raise ValueError(f"collection '{store.collection}' holds docids this index cannot read ({exc}): most likely "
+                         "they were written by another index built on it since; serve that one or rebuild") from exc

@@ -18,28 +18,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from genret.beir import load_qrels
+
 sys.path.insert(0, str(Path(__file__).parent))
 from split_queries import link_collection  # noqa: E402
 
-
-def _rows(path: Path) -> tuple[str, list[list[str]]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return lines[0], [line.split("\t") for line in lines[1:] if line.strip()]
+QRELS_HEADER = "query-id\tcorpus-id\tscore"
 
 
 def unseen(data: Path, out: Path, split: str, train: str) -> tuple[int, int]:
     link_collection(data, out)
-    _, train_rows = _rows(data / "qrels" / f"{train}.tsv")
-    taught = {doc for _, doc, grade in train_rows if float(grade) > 0}
-    header, rows = _rows(data / "qrels" / f"{split}.tsv")
-    relevant: dict[str, set[str]] = {}
-    for q, doc, grade in rows:
-        if float(grade) > 0:
-            relevant.setdefault(q, set()).add(doc)
-    keep = {q for q, docs in relevant.items() if not docs & taught}
-    chosen = ["\t".join(r) for r in rows if r[0] in keep]
-    (out / "qrels" / f"{split}-unseen.tsv").write_text("\n".join([header, *chosen]) + "\n", encoding="utf-8")
-    return len(keep), len(relevant)
+    taught = {doc for docs in load_qrels(data, train).values() for doc in docs}
+    relevant = load_qrels(data, split)
+    kept = {q: docs for q, docs in relevant.items() if not docs.keys() & taught}
+    rows = [f"{q}\t{doc}\t{grade}" for q, docs in kept.items() for doc, grade in docs.items()]
+    (out / "qrels" / f"{split}-unseen.tsv").write_text("\n".join([QRELS_HEADER, *rows]) + "\n", encoding="utf-8")
+    return len(kept), len(relevant)
 
 
 def main() -> None:

@@ -139,7 +139,7 @@ def test_tls_port_serves_tls_only(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_a_tenant_over_its_limit_is_refused_while_others_are_served(stack: Stack) -> None:
-    cfg = dataclasses.replace(stack.config, tenant_max_inflight=2, port=0)
+    cfg = dataclasses.replace(stack.config, tenant_max_inflight=2, admission_wait_s=0.0, port=0)
     with ServerThread(cfg, stack.engine) as server, grpc.insecure_channel(server.target) as ch:
         stub = pb_grpc.GenRetStub(ch)
         flood = [pb.SearchRequest(tenant=TENANT, query=f"wing {i}", top_k=5, beam_size=60) for i in range(16)]

@@ -85,10 +85,12 @@ def test_update_keeps_the_docid_and_delete_is_final(stack: Stack) -> None:
 
 @pytest.mark.parametrize("docs, words", [
     ([], "empty"),
-    ([("", "text")], "1..256"),
+    ([("", "text")], "document id is empty"),
+    ([("x" * 257, "text")], "limit is 256"),
+    ([("a\x00b", "text")], "control character"),
     ([("a", "x"), ("a", "y")], "repeat"),
     ([("a", "")], "neither"),
-    ([("a", "x" * 100_001)], "longer"),
+    ([("a", "x" * 100_001)], "limit per document"),
 ])
 def test_bad_upserts_are_rejected_whole(stack: Stack, docs: list[tuple[str, str]], words: str) -> None:
     tenant = fresh_tenant()
@@ -151,8 +153,10 @@ ops = st.lists(st.tuples(st.sampled_from(["up", "del"]), st.integers(0, 1), st.i
 @given(ops=ops, query=st.sampled_from(TEXTS))
 def test_random_changes_keep_every_tenant_inside_its_own_live_documents(stack: Stack, ops, query: str) -> None:  # type: ignore[no-untyped-def]
     """Property: after any sequence of upserts and deletes in two fresh tenants, in every search mode,
-    no hit is from another tenant, no deleted document is returned, and every generative hit's docid
-    resolves to a live point of the caller's tenant."""
+    no hit is from another tenant, no deleted document is returned, every generative hit's docid
+    resolves to a live point of the caller's tenant, and every score a third tenant sees is bit-identical
+    to what it was before."""
+    bystander = scored(stack, TENANT, query)
     tenants = [fresh_tenant(), fresh_tenant()]
     live: list[set[str]] = [set(), set()]
     for op, t, d in ops:
@@ -181,3 +185,14 @@ def test_random_changes_keep_every_tenant_inside_its_own_live_documents(stack: S
                 for h in resp.hits:
                     point = stack.store.retrieve(tenant, [h.point_id])[h.point_id]
                     assert point.docid == h.docid and h.payload.fields[DOCID_KEY].string_value == h.docid
+    assert scored(stack, TENANT, query) == bystander
+
+
+def scored(stack: Stack, tenant: str, query: str) -> dict[int, list[tuple[str, float]]]:
+    """(point id, score) of every hit in every mode: generative scores come from an exhaustive search."""
+    out = {}
+    for mode in (pb.SEARCH_MODE_GENERATIVE, pb.SEARCH_MODE_DENSE, pb.SEARCH_MODE_HYBRID):
+        resp = stack.stub.Search(pb.SearchRequest(tenant=tenant, query=query, top_k=50, beam_size=100, mode=mode),
+                                 timeout=60)
+        out[mode] = [(h.point_id, h.score) for h in resp.hits]
+    return out

@@ -8,7 +8,8 @@ The key file is JSON and holds only SHA-256 digests of keys, never the keys:
 A request carries its key as ``x-api-key: <key>`` or ``authorization: Bearer <key>`` metadata. A missing
 or unknown key is UNAUTHENTICATED; a known key naming a tenant it is not bound to is PERMISSION_DENIED;
 management RPCs need an admin key (which may use every tenant). The file is re-read when it changes
-(checked at most once a second) and on ``ReloadKeys``; a file that does not parse keeps the previous keys.
+(checked at most once a second) and on ``ReloadKeys``. A file that goes missing or does not parse fails
+closed (``KeyRing``): ReloadKeys says why, and after a grace period no key is accepted until it is fixed.
 Keys are compared as digests with ``hmac.compare_digest`` over every entry, and never logged.
 """
 
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from genret.errors import PermissionDenied, Unauthenticated
+from genret.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 KEY_HEADER = "x-api-key"
@@ -102,52 +103,76 @@ def key_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> str | None
 
 
 class KeyRing:
-    """The key file's principals, re-read when the file changes."""
+    """The key file's principals, re-read when the file changes.
 
-    def __init__(self, path: str | Path, check_every_s: float = 1.0) -> None:
+    A file that goes missing or stops parsing fails closed: ``reload`` raises FailedPrecondition with the
+    reason at once, the last good keys stay valid for ``grace_s`` seconds (time to finish replacing the
+    file), and after that every key is refused until the file reads again.
+    """
+
+    def __init__(self, path: str | Path, check_every_s: float = 1.0, grace_s: float = 10.0) -> None:
         self.path = Path(path)
         self._check_every = check_every_s
+        self._grace = grace_s
         self._lock = threading.Lock()
         self._entries: list[tuple[bytes, Principal]] = []
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
-        self.reload(strict=True)
+        self._broken: tuple[float, str] | None = None  # (since, why) while the file cannot be read
+        try:
+            self._read()
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"API key file {self.path}: {exc}") from exc
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def reload(self, strict: bool = False) -> int:
-        """Re-read the file; a bad file raises when ``strict``, else keeps the previous keys."""
+    def _read(self) -> int:
+        st = self.path.stat()
+        entries = parse_keys(self.path.read_text())
+        self._entries, self._stamp, self._broken = entries, (st.st_mtime_ns, st.st_size), None
+        log.info("loaded %d API keys from %s", len(entries), self.path)
+        return len(entries)
+
+    def _fail(self, exc: Exception) -> FailedPrecondition:
+        since = self._broken[0] if self._broken else time.monotonic()
+        self._broken = (since, str(exc))
+        log.error("API key file %s cannot be read (%s): keys are refused %.0f s after the first failure",
+                  self.path, exc, self._grace)
+        return FailedPrecondition(f"API key file {self.path} cannot be read: {exc}; every key is refused "
+                                  f"{self._grace:g} s after it first failed, until the file reads again")
+
+    def reload(self) -> int:
+        """Re-read the file now; the number of keys, or FailedPrecondition saying why it does not read."""
         with self._lock:
+            self._checked = time.monotonic()
             try:
-                st = self.path.stat()
-                entries = parse_keys(self.path.read_text())
+                return self._read()
             except (OSError, ValueError) as exc:
-                if strict:
-                    raise ValueError(f"API key file {self.path}: {exc}") from exc
-                log.error("API key file %s not reloaded, keeping %d keys: %s", self.path, len(self._entries), exc)
-                return len(self._entries)
-            self._entries, self._stamp = entries, (st.st_mtime_ns, st.st_size)
-            log.info("loaded %d API keys from %s", len(entries), self.path)
-            return len(entries)
+                raise self._fail(exc) from exc
 
     def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < self._check_every:
-            return
-        self._checked = now
-        try:
-            st = self.path.stat()
-        except OSError:
-            return
-        if (st.st_mtime_ns, st.st_size) != self._stamp:
-            self.reload()
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked < self._check_every:
+                return
+            self._checked = now
+            try:
+                st = self.path.stat()
+                if self._broken is None and (st.st_mtime_ns, st.st_size) == self._stamp:
+                    return
+                self._read()
+            except (OSError, ValueError) as exc:
+                self._fail(exc)
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Principal:
         key = key_from_metadata(metadata)
         if not key:
             raise Unauthenticated("missing API key (x-api-key or authorization: Bearer metadata)")
         self._maybe_reload()
+        broken = self._broken
+        if broken is not None and time.monotonic() - broken[0] >= self._grace:
+            raise Unauthenticated(f"no API key is accepted: the server's key file cannot be read ({broken[1]})")
         presented = digest(key)
         found: Principal | None = None
         for stored, principal in self._entries:  # no early exit: time does not depend on the match

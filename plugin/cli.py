@@ -93,8 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys-file", help="API key file (see `genret keys add`); without it, no auth")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p.add_argument("--keys-grace-s", type=float,
+                   help="seconds a missing or unreadable key file keeps the last keys valid (default 10)")
     p.add_argument("--tenant-max-inflight", type=int, help="per-tenant requests in flight (default 32)")
     p.add_argument("--max-inflight", type=int, help="requests in flight over all tenants (default 512)")
+    p.add_argument("--admission-wait-s", type=float,
+                   help="how long a request at a cap waits for a slot before RESOURCE_EXHAUSTED (default 1)")
+    p.add_argument("--tenant-max-new-docids", type=int,
+                   help="docids a tenant may hold that the model was not trained on (default 64; 0: no cap)")
+    p.add_argument("--batch-rows", type=int,
+                   help="rows decoded together at most (default 0: 8 on a CPU, 32 on a GPU)")
+    p.add_argument("--write-workers", type=int, help="tenants whose writes run at once (default 2)")
+    p.add_argument("--max-write-chars", type=int, help="characters of titles and texts per upsert (default 4M)")
 
     p = sub.add_parser("keys", help="manage API keys")
     p.add_argument("action", choices=["add"])
@@ -142,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, **extra: Any) -> Config:
     keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key",
             "index_dir", "device", "kernel_backend", "scoring", "host", "port", "keys_file", "tls_cert", "tls_key",
-            "tenant_max_inflight", "max_inflight")
+            "tenant_max_inflight", "max_inflight", "keys_grace_s", "tenant_max_new_docids", "batch_rows",
+            "write_workers", "max_write_chars", "admission_wait_s")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)

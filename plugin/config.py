@@ -41,13 +41,19 @@ class Config:
     default_top_k: int = 10
     default_beam: int = 20
     max_write_batch: int = 256  # documents per upsert or delete call
-    max_document_chars: int = 100_000
+    max_document_chars: int = 100_000  # title + text of one document
+    max_write_chars: int = 4_000_000  # titles + texts of one upsert call
     # Auth, TLS, fairness
     keys_file: str = ""  # JSON of key digests -> tenants (see genret.auth); empty: no auth
+    keys_grace_s: float = 10.0  # a missing or unreadable key file refuses every key after this long
     tls_cert: str = ""  # PEM certificate chain; with tls_key, the port serves TLS only
     tls_key: str = ""
-    tenant_max_inflight: int = 32  # one tenant's requests being served or queued
+    tenant_max_inflight: int = 32  # one tenant's requests (RPCs) being served or queued
     max_inflight: int = 512  # all tenants together
+    admission_wait_s: float = 1.0  # a request at a cap waits this long for a slot before RESOURCE_EXHAUSTED
+    tenant_max_new_docids: int = 64  # docids one tenant may hold that the model was not trained on; 0: no cap
+    batch_rows: int = 0  # rows decoded together at most; 0: 8 on a CPU, 32 on a GPU
+    write_workers: int = 2  # writes of different tenants run side by side (one at a time per tenant)
     kernel_backend: str = "auto"  # auto | triton | torch
     scoring: str = "vocab"  # vocab | children (see genret.beam)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +26,15 @@ def minilm_path() -> Path:
 
 
 class TextEncoder:
-    """Mean-pooled, L2-normalised MiniLM embeddings (the model's sentence-transformers recipe)."""
+    """Mean-pooled, L2-normalised MiniLM embeddings (the model's sentence-transformers recipe).
+
+    Only a text's first ``max_length`` tokens count, so only its first ``max_length * 32`` characters are
+    tokenized: a 100,000-character document costs what its opening does. Safe to call from several
+    threads at once: each thread tokenizes with its own copy of the tokenizer (a fast tokenizer is not
+    thread-safe) and the model runs the calls side by side.
+    """
+
+    CHARS_PER_TOKEN = 32  # characters kept per token of max_length: more than any real token spans
 
     def __init__(self, path: str | Path | None = None, device: torch.device | None = None,
                  max_length: int = 256) -> None:
@@ -33,6 +44,14 @@ class TextEncoder:
         self.model = AutoModel.from_pretrained(src).to(self.device).eval()
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
+        self._local = threading.local()
+
+    def _tokenizer(self) -> Any:
+        """This thread's copy of the tokenizer."""
+        tok = getattr(self._local, "tokenizer", None)
+        if tok is None:
+            tok = self._local.tokenizer = copy.deepcopy(self.tokenizer)
+        return tok
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -42,8 +61,9 @@ class TextEncoder:
         starts = range(0, len(texts), batch_size)
         for s in tqdm(starts, desc="embed", disable=not progress, mininterval=progress_interval(), unit="batch"):
             idx = order[s : s + batch_size]
-            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            cut = self.max_length * self.CHARS_PER_TOKEN
+            batch = self._tokenizer()([texts[i][:cut] for i in idx], padding=True, truncation=True,
+                                      max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state  # (b, t, dim)
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -8,28 +8,32 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from genret.beam import constrained_beam_search, score_docids
+from genret.beam import Checkpoint, constrained_beam_search, score_docids
 from genret.calibrate import DENSE, GENERATIVE, Calibration, read_calibration
 from genret.config import Config
 from genret.devices import resolve_device
-from genret.docids import DocidCodec
+from genret.docids import AtomicCodec, DocidCodec
 from genret.errors import FailedPrecondition, InvalidArgument, NotFound
 from genret.fusion import Ranked
-from genret.index_dir import MODEL_DIR, Manifest, read_manifest, trained_docids
+from genret.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
 from genret.kernels import BACKENDS, SCORING
 from genret.modeling import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
 from genret.modes import Answer, Fusion, Mode, Scorer, answer
+from genret.names import check_tenant
 from genret.namespaces import Namespaces, load_namespaces
 from genret.store import DOCID_KEY, QdrantStore
 from genret.trie import DeviceForest
-from genret.writer import Deleted, DocumentWriter, NewDocument, Upserted
+from genret.turns import TenantTurns
+from genret.writer import Deleted, DocumentWriter, NewDocument, Snapshots, Upserted
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,12 @@ class IndexStats:
 
 @dataclass(frozen=True)
 class _Live:
+    """One published snapshot, as searches read it."""
+
     namespaces: Namespaces
     forest: DeviceForest
+    owner: torch.Tensor | None  # (vocab,) atomic index: root of the tenant owning each docid token
+    epoch: int
 
 
 class Engine:
@@ -95,37 +103,75 @@ class Engine:
         self.backend = backend
         self.codec = codec
         self.manifest = manifest
-        self._live = _Live(namespaces, namespaces.forest.to_device(backend.device))  # replaced whole
+        self._pins: Counter[int] = Counter()  # epoch -> searches reading that snapshot
+        self._pin_lock = threading.Lock()
+        self._live = self._snapshot(namespaces, 0)  # replaced whole
         self.calibration: Calibration | None = read_calibration(config.index_dir)
         self._dense_encoder: Any = None
         self._dense_lock = threading.Lock()
-        seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
-        self.writer = DocumentWriter(config, store, codec, self.embed_documents, lambda: self._live.namespaces,
-                                     self._publish, self._seed_rows if seeded else None)
-        if seeded:
-            self._seed_untrained(trained_docids(config.index_dir))
+        self._embed_turns = TenantTurns()
+        self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
+        atomic = isinstance(codec, AtomicCodec)
+        trained = trained_docids(config.index_dir)
+        self.writer = DocumentWriter(config, store, codec, self.embed_documents,
+                                     Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
+                                     trained, self._seed_rows if atomic else None)
+        if atomic:
+            self._seed_untrained(trained)
 
     def _seed_rows(self, docids: Sequence[str], vectors: np.ndarray) -> None:
-        self.backend.seed_rows([self.codec.encode(d)[0] for d in docids], vectors)
+        """Give atomic docids to new documents: their model rows start at the documents' vectors on an
+        embedding-seeded index and at zero (no preference) otherwise, never at a former document's row."""
+        rows = vectors if self._seeded else np.zeros((len(docids), self.backend.head.weight.shape[1]), np.float32)
+        self.backend.seed_rows([self.codec.encode(d)[0] for d in docids], rows)
 
-    def _seed_untrained(self, trained: set[str]) -> None:
-        """Documents upserted since the index was trained have rows only in the process that wrote them:
-        after a restart, give them their vectors again from Qdrant."""
+    def _seed_untrained(self, trained: TrainedDocids) -> None:
+        """Documents given an atomic docid since the index was trained have their rows only in the process
+        that wrote them: after a restart, set them again (from the vectors in Qdrant)."""
         ns = self._live.namespaces
         for tenant in ns.tenants:
-            pids = [pid for pid, docid in ns.entries(tenant) if docid not in trained]
-            found = self.store.retrieve(tenant, pids, self.store.has_vectors()) if pids else {}
+            pids = [pid for pid, docid in ns.entries(tenant) if (pid, docid) not in trained]
+            found = self.store.retrieve(tenant, pids, self._seeded and self.store.has_vectors()) if pids else {}
             docs = [d for d in found.values() if d.docid]
-            if docs:
-                if all(d.vector is not None for d in docs):
-                    vectors = np.stack([d.vector for d in docs])  # type: ignore[misc]
-                else:  # a collection without dense vectors: embed them as an upsert does
-                    vectors = self.embed_documents([f"{d.title}. {d.text}" for d in docs])
-                self._seed_rows([d.docid for d in docs], vectors)  # type: ignore[misc]
+            if not docs:
+                continue
+            if not self._seeded:  # their rows start at zero: no vectors needed
+                vectors = np.zeros((len(docs), 0), np.float32)
+            elif all(d.vector is not None for d in docs):
+                vectors = np.stack([d.vector for d in docs if d.vector is not None])
+            else:  # a collection without dense vectors: embed them as an upsert does
+                vectors = self.embed_documents(tenant, [f"{d.title}. {d.text}" for d in docs])
+            self._seed_rows([d.docid or "" for d in docs], vectors)
 
-    def _publish(self, namespaces: Namespaces) -> None:
+    def _snapshot(self, namespaces: Namespaces, epoch: int) -> _Live:
+        owner = None
+        if isinstance(self.codec, AtomicCodec):
+            owner = torch.from_numpy(namespaces.token_owner(self.codec.vocab_size)).to(self.backend.device)
+        return _Live(namespaces, namespaces.forest.to_device(self.backend.device), owner, epoch)
+
+    def _publish(self, namespaces: Namespaces) -> int:
         """Swap in a new snapshot: one reference assignment, so readers see the old one or the new one."""
-        self._live = _Live(namespaces, namespaces.forest.to_device(self.backend.device))
+        self._live = self._snapshot(namespaces, self._live.epoch + 1)
+        return self._live.epoch
+
+    @contextmanager
+    def _pinned(self) -> Iterator[_Live]:
+        """The current snapshot, counted as read until the block ends (see ``oldest_epoch``)."""
+        with self._pin_lock:
+            live = self._live
+            self._pins[live.epoch] += 1
+        try:
+            yield live
+        finally:
+            with self._pin_lock:
+                self._pins[live.epoch] -= 1
+                if not self._pins[live.epoch]:
+                    del self._pins[live.epoch]
+
+    def oldest_epoch(self) -> int:
+        """The oldest snapshot a search may still read: docids removed before it are in no snapshot read."""
+        with self._pin_lock:
+            return min(self._pins, default=self._live.epoch)
 
     @classmethod
     def load(cls, config: Config, store: QdrantStore) -> Engine:
@@ -146,6 +192,11 @@ class Engine:
     def namespaces(self) -> Namespaces:
         return self._live.namespaces
 
+    @property
+    def on_accelerator(self) -> bool:
+        """Whether the model runs on a GPU (where large batches cost little more than small ones)."""
+        return self.backend.device.type != "cpu"
+
     # --- writes --------------------------------------------------------------------------------
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]:
         self._check_index(index)
@@ -163,8 +214,7 @@ class Engine:
     def normalise(self, q: SearchQuery) -> SearchQuery:
         """Check a query against the limits and fill defaults; raises InvalidArgument / NotFound."""
         cfg = self.config
-        if not q.tenant:
-            raise InvalidArgument("tenant is required")
+        check_tenant(q.tenant)
         self._check_index(q.index)
         if not q.text.strip():
             raise InvalidArgument("query is empty")
@@ -197,11 +247,17 @@ class Engine:
                            q.fusion, q.min_probability)
 
     # --- search --------------------------------------------------------------------------------
-    def search_batch(self, queries: Sequence[SearchQuery], deadline: float | None = None) -> list[list[SearchHit]]:
+    def search_batch(self, queries: Sequence[SearchQuery], deadline: float | None = None,
+                     checkpoint: Checkpoint | None = None) -> list[list[SearchHit]]:
         """Answer normalised queries: generative lists are decoded together (grouped by beam width), dense
-        lists come from Qdrant, each query's mode combines them, and hits are filled in from Qdrant."""
-        live = self._live  # one snapshot for the whole batch
-        gen, encoded = self._generative_lists(queries, live, deadline)
+        lists come from Qdrant, each query's mode combines them, and hits are filled in from Qdrant.
+        ``checkpoint`` is called between decoding steps (where the scheduler may run another batch)."""
+        with self._pinned() as live:  # one snapshot for the whole batch
+            return self._search(queries, live, deadline, checkpoint)
+
+    def _search(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None,
+                checkpoint: Checkpoint | None) -> list[list[SearchHit]]:
+        gen, encoded = self._generative_lists(queries, live, deadline, checkpoint)
         dense, vectors = self._dense_lists(queries)
         docid_of: dict[str, str] = {}
         for lst in gen.values():
@@ -209,26 +265,27 @@ class Engine:
         answers: dict[int, list[Answer]] = {}
         for i, q in enumerate(queries):
             lists = {GENERATIVE: [(pid, s) for pid, _, s in gen.get(i, [])], DENSE: dense.get(i, [])}
-            scorers = self.scorers(q, vectors.get(i), live, deadline, encoded.get(i))
+            scorers = self.scorers(q, vectors.get(i), live, deadline, encoded.get(i), checkpoint)
             answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, scorers) if self._keep(q, a)]
             answers[i] = answers[i][: q.top_k]
         return self._hydrate(queries, answers, docid_of)
 
     def scorers(self, q: SearchQuery, vector: Any, live: _Live | None = None, deadline: float | None = None,
-                enc: EncodedQueries | None = None) -> dict[str, Scorer]:
+                enc: EncodedQueries | None = None, checkpoint: Checkpoint | None = None) -> dict[str, Scorer]:
         """Each retriever's scorer of given points for query ``q`` (``vector``: its dense embedding):
         Qdrant's cosine under the tenant filter, and the model's log-probability of each point's docid
         decoded from the tenant's root, as beam search would score it (``enc``: the query already encoded)."""
         snap = live or self._live
         return {DENSE: lambda ids: self._dense_scores(q.tenant, vector, ids),
-                GENERATIVE: lambda ids: self._generative_scores(q, ids, snap, deadline, enc)}
+                GENERATIVE: lambda ids: self._generative_scores(q, ids, snap, deadline, enc, checkpoint)}
 
     def _keep(self, q: SearchQuery, a: Answer) -> bool:
         if q.score_threshold is not None and a.score < q.score_threshold:
             return False
         return q.min_probability is None or (a.probability is not None and a.probability >= q.min_probability)
 
-    def _generative_lists(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None
+    def _generative_lists(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None,
+                          checkpoint: Checkpoint | None = None
                           ) -> tuple[dict[int, list[tuple[str, str, float]]], dict[int, EncodedQueries]]:
         """Each decoded query's candidates, and its encoder output (reused to score other candidates)."""
         ns, forest = live.namespaces, live.forest
@@ -239,12 +296,14 @@ class Engine:
         out: dict[int, list[tuple[str, str, float]]] = {}
         encoded: dict[int, EncodedQueries] = {}
         for beams, idx in groups.items():
+            if checkpoint is not None:
+                checkpoint()
             enc = self.backend.encode([queries[i].text for i in idx])
             encoded.update({i: EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
                             for row, i in enumerate(idx)})
             roots = torch.tensor([ns.root(queries[i].tenant) for i in idx], dtype=torch.long)
             res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
-                                          self.config.kernel_backend, self.config.scoring)
+                                          self.config.kernel_backend, self.config.scoring, live.owner, checkpoint)
             leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
             for row, i in enumerate(idx):
                 out[i] = self._candidates(queries[i], ns, leaves[row], scores[row])
@@ -268,7 +327,7 @@ class Engine:
         return {h.point_id: h.score for h in hits}
 
     def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live, deadline: float | None,
-                           enc: EncodedQueries | None) -> dict[str, float]:
+                           enc: EncodedQueries | None, checkpoint: Checkpoint | None = None) -> dict[str, float]:
         ns = live.namespaces
         rows = ns.rows_of(q.tenant, ids)  # only the tenant's own docids are scored
         if not rows:
@@ -277,7 +336,7 @@ class Engine:
         roots = torch.tensor([ns.root(q.tenant)], dtype=torch.long)
         enc = enc if enc is not None else self.backend.encode([q.text])
         scores = score_docids(self.backend, enc, roots, live.forest, tokens,
-                              self.config.scoring, deadline)[0].tolist()
+                              self.config.scoring, deadline, live.owner, checkpoint)[0].tolist()
         return {pid: s for pid, s in zip(rows, scores, strict=True) if math.isfinite(s)}
 
     def _hydrate(self, queries: Sequence[SearchQuery], answers: dict[int, list[Answer]],
@@ -313,8 +372,11 @@ class Engine:
             cands.append((ns.point_ids[value], ns.docids[value], score))
         return cands
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.embed_queries(texts), dtype=np.float32)
+    def embed_documents(self, tenant: str, texts: Sequence[str]) -> np.ndarray:
+        """MiniLM vectors of a tenant's documents, one document per turn with the tenants writing in turn:
+        one tenant's large write delays another's by one document's embedding at most."""
+        parts = [self._embed_turns.run(tenant, lambda t=t: self.embed_queries([t])) for t in texts]
+        return np.asarray(np.concatenate(parts), dtype=np.float32) if parts else np.zeros((0, 0), np.float32)
 
     def embed_queries(self, texts: Sequence[str]) -> Any:
         with self._dense_lock:

@@ -12,13 +12,17 @@ the previous one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from genret import __version__
 from genret.docids import DocidCodec, codec_from_json
@@ -88,12 +92,34 @@ def read_manifest(index_dir: str | Path) -> Manifest:
     return Manifest(**raw)
 
 
-def trained_docids(index_dir: str | Path) -> set[str]:
-    """The docids the index's model was trained on (its docids file)."""
+class TrainedDocids:
+    """Which (point id, docid) pairs the index's model was trained on (its docids file).
+
+    A pair not in it is new: given by a live write, possibly a number an atomic index reused for another
+    document. Held as sorted 64-bit digests: 8 bytes per trained document.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._keys = np.unique(np.fromiter((self._key(p, d) for p, d in pairs), dtype=np.uint64))
+
+    @staticmethod
+    def _key(point_id: str, docid: str) -> int:
+        return int.from_bytes(hashlib.blake2b(f"{point_id}\x00{docid}".encode(), digest_size=8).digest(), "little")
+
+    def __contains__(self, pair: tuple[str, str]) -> bool:
+        key = np.uint64(self._key(*pair))
+        i = int(np.searchsorted(self._keys, key))
+        return i < len(self._keys) and self._keys[i] == key
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def trained_docids(index_dir: str | Path) -> TrainedDocids:
+    """The (point id, docid) pairs the index's model was trained on."""
     path = Path(index_dir) / DOCIDS
-    if not path.is_file():
-        return set()
-    return {json.loads(line)["docid"] for line in path.read_text().splitlines() if line.strip()}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip()) if path.is_file() else ()
+    return TrainedDocids((r["point_id"], r["docid"]) for r in rows)
 
 
 def staging_dir(index_dir: str | Path) -> Path:

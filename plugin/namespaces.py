@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from genret.docids import DocidCodec
+from genret.docids import EOS, EVERY_TENANT, PAD, DocidCodec
 from genret.store import PointId, QdrantStore
 from genret.trie import TrieForest, build_forest
 
@@ -44,6 +44,14 @@ class Namespaces:
             return []
         t = self.tenants.index(tenant)
         return [(self.point_ids[i], self.docids[i]) for i in np.flatnonzero(self.tenant_of == t)]
+
+    def token_owner(self, vocab_size: int) -> np.ndarray:
+        """(vocab_size,) int64 for an atomic index, where each docid's token is its document's own: the root
+        of the tenant holding each token, EVERY_TENANT for PAD and EOS, -1 for tokens no document holds."""
+        owner = np.full(vocab_size, -1, dtype=np.int64)
+        owner[[PAD, EOS]] = EVERY_TENANT
+        owner[self.tokens[:, 0].astype(np.int64)] = self.tenant_of
+        return owner
 
     def entries_set(self, tenant: str) -> set[PointId]:
         return {pid for pid, _ in self.entries(tenant)}

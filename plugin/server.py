@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from genret import errors
 from genret.config import Config
 from genret.engine import Engine
-from genret.servicer import GenRetServicer
+from genret.servicer import GenRetServicer, status_for
 from genret.store import QdrantStore
 from genret.v1 import genret_pb2 as pb
 
@@ -45,49 +45,43 @@ class RunningServer:
         self.servicer.close()
 
 
-@dataclass(frozen=True)
-class _Malformed:
-    reason: str
-
-
-def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """Deserializer that turns corrupt bytes into a value the handler answers INVALID_ARGUMENT."""
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return parse(data)
-        except DecodeError as exc:
-            return _Malformed(str(exc))
-
-    return deserialize
-
-
-def _checked(method: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Callable[..., Any]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, _Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}")
-        return await method(request, context)
-
-    return handler
-
-
 def _genret_handler(servicer: GenRetServicer) -> grpc.GenericRpcHandler:
-    methods = {"Search": (servicer.Search, pb.SearchRequest),
-               "SearchBatch": (servicer.SearchBatch, pb.SearchBatchRequest),
-               "GetIndexInfo": (servicer.GetIndexInfo, pb.GetIndexInfoRequest),
-               "UpsertDocuments": (servicer.UpsertDocuments, pb.UpsertRequest),
-               "DeleteDocuments": (servicer.DeleteDocuments, pb.DeleteRequest),
-               "ReloadKeys": (servicer.ReloadKeys, pb.ReloadKeysRequest)}
     handlers = {name: grpc.unary_unary_rpc_method_handler(
-        _checked(fn), request_deserializer=_tolerant(req.FromString),
-        response_serializer=lambda msg: msg.SerializeToString()) for name, (fn, req) in methods.items()}
+        fn, request_deserializer=parse, response_serializer=lambda msg: msg.SerializeToString())
+        for name, (fn, parse) in servicer.methods().items()}
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+class _ReflectionForAdmins(grpc.aio.ServerInterceptor):
+    """With API keys, server reflection (which lists the management RPCs) needs the admin key; health stays
+    open to every caller, so load balancers and orchestrators can probe without a key."""
+
+    def __init__(self, servicer: GenRetServicer) -> None:
+        self._servicer = servicer
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        if details.method.startswith("/grpc.reflection."):  # every version of the reflection service
+            try:
+                self._servicer.principal(details.invocation_metadata or ()).check_admin()  # type: ignore[attr-defined]
+            except errors.GenretError as exc:
+                code = status_for(exc) or grpc.StatusCode.PERMISSION_DENIED
+                return grpc.stream_stream_rpc_method_handler(_refuse(code, str(exc)))
+        return await continuation(details)
+
+
+def _refuse(code: grpc.StatusCode, message: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
+    async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    return refuse
 
 
 def build_server(config: Config, engine: Engine) -> RunningServer:
     """A server bound to ``config.host:config.port`` (port 0 picks a free one); not started yet."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
     servicer = GenRetServicer(config, engine)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+                             interceptors=[_ReflectionForAdmins(servicer)])
     server.add_generic_rpc_handlers((_genret_handler(servicer),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

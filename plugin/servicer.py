@@ -10,22 +10,25 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.json_format import ParseDict
+from google.protobuf.message import DecodeError
 
 from genret import errors
 from genret.auth import OPEN, KeyRing, Principal
-from genret.batcher import MicroBatcher
+from genret.batcher import FairBatcher
 from genret.config import Config
 from genret.engine import Engine, IndexStats, SearchHit, SearchQuery
 from genret.limits import TenantLimiter
 from genret.modes import Fusion, Mode
+from genret.names import check_tenant
 from genret.v1 import genret_pb2 as pb
-from genret.v1 import genret_pb2_grpc as pb_grpc
 from genret.writer import NewDocument
 
 log = logging.getLogger(__name__)
@@ -102,38 +105,85 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-class GenRetServicer(pb_grpc.GenRetServicer):
-    """Runs engine work on one worker thread (the model is used by one batch at a time)."""
+@dataclass(frozen=True)
+class Malformed:
+    """A request whose bytes did not parse (see ``tolerant``): answered INVALID_ARGUMENT, after auth."""
+
+    reason: str
+
+
+def tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """Deserializer that turns corrupt bytes into a ``Malformed`` value instead of failing the call."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(str(exc))
+
+    return deserialize
+
+
+Method = Callable[[Any, Principal, grpc.aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class GenRetServicer:
+    """The genret.v1 methods. Each RPC authenticates first, then checks its request, then does the work.
+
+    Searches go through the fair batcher onto one engine thread (the model serves one batch at a time);
+    writes run on ``write_workers`` threads, one at a time per tenant, so one tenant's writes never queue
+    another's.
+    """
 
     def __init__(self, config: Config, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-engine")
-        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-writer")
-        self._batcher: MicroBatcher[SearchQuery, list[SearchHit]] = MicroBatcher(
-            engine.search_batch, self._pool, config.max_batch)
-        self._keys = KeyRing(config.keys_file) if config.keys_file else None
-        self._limits = TenantLimiter(config.tenant_max_inflight, config.max_inflight)
+        self._writes = ThreadPoolExecutor(max_workers=config.write_workers, thread_name_prefix="genret-writer")
+        rows = config.batch_rows or (32 if engine.on_accelerator else 8)
+        self._batcher: FairBatcher[SearchQuery, list[SearchHit]] = FairBatcher(engine.search_batch, rows)
+        self._keys = KeyRing(config.keys_file, grace_s=config.keys_grace_s) if config.keys_file else None
+        self._limits = TenantLimiter(config.tenant_max_inflight, config.max_inflight, config.admission_wait_s)
+        self._lanes: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._batcher.close()
         self._writes.shutdown(wait=False, cancel_futures=True)
 
-    def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        if self._keys is None:
-            return OPEN
-        return self._keys.authenticate(context.invocation_metadata() or ())
+    def methods(self) -> dict[str, tuple[Handler, Callable[[bytes], Any]]]:
+        """Each RPC's handler and request parser."""
+        table: dict[str, tuple[Method, Any]] = {
+            "Search": (self.search, pb.SearchRequest), "SearchBatch": (self.search_batch, pb.SearchBatchRequest),
+            "GetIndexInfo": (self.get_index_info, pb.GetIndexInfoRequest),
+            "UpsertDocuments": (self.upsert, pb.UpsertRequest), "DeleteDocuments": (self.delete, pb.DeleteRequest),
+            "ReloadKeys": (self.reload_keys, pb.ReloadKeysRequest)}
+        return {name: (self._rpc(fn), tolerant(req.FromString)) for name, (fn, req) in table.items()}
 
-    def _authorize(self, context: grpc.aio.ServicerContext, tenants: Sequence[str]) -> None:
-        principal = self._principal(context)
+    def principal(self, metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
+        """Who is calling (UNAUTHENTICATED if nobody known): every caller without a key file."""
+        return OPEN if self._keys is None else self._keys.authenticate(metadata)
+
+    def _rpc(self, method: Method) -> Handler:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                principal = self.principal(context.invocation_metadata() or ())
+                if isinstance(request, Malformed):
+                    raise errors.InvalidArgument(f"malformed request: {request.reason}")
+                return await method(request, principal, context)
+            except Exception as exc:
+                code = status_for(exc)
+                if code is None:
+                    request_id = uuid.uuid4().hex[:12]
+                    log.exception("request %s failed", request_id)
+                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+                await context.abort(code, str(exc))
+
+        return handle
+
+    @staticmethod
+    def _authorize(principal: Principal, tenants: Sequence[str]) -> None:
         for t in tenants:
-            if not t:
-                raise errors.InvalidArgument("tenant is required")
-            principal.check_tenant(t)
-
-    async def _write(self, fn: Callable[[], T], context: grpc.aio.ServicerContext) -> T:
-        run = asyncio.get_running_loop().run_in_executor(self._writes, fn)
-        return await self._within_deadline(context, run)
+            principal.check_tenant(check_tenant(t))
 
     async def _within_deadline(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
         try:
@@ -141,104 +191,94 @@ class GenRetServicer(pb_grpc.GenRetServicer):
         except TimeoutError as exc:
             raise errors.DeadlineExceeded("deadline passed while the request was being served") from exc
 
-    async def _guard(self, context: grpc.aio.ServicerContext, work: Callable[[], Any]) -> Any:
-        request_id = uuid.uuid4().hex[:12]
-        try:
-            return await work()
-        except Exception as exc:
-            code = status_for(exc)
-            if code is None:
-                log.exception("request %s failed", request_id)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
-            await context.abort(code, str(exc))
-
     def _deadline(self, context: grpc.aio.ServicerContext) -> float | None:
         remaining = context.time_remaining()
         return None if remaining is None else time.monotonic() + remaining
 
-    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        async def work() -> pb.SearchResponse:
-            t0 = time.perf_counter()
-            self._authorize(context, [request.tenant])
-            q = self.engine.normalise(query_from_proto(request))
-            with self._limits.admit([q.tenant]):
-                hits = await self._within_deadline(context, self._batcher.submit(q, self._deadline(context)))
-            return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
+    async def _write(self, tenant: str, fn: Callable[[], T], context: grpc.aio.ServicerContext) -> T:
+        """Run a write in the tenant's lane: after the tenant's earlier writes, beside other tenants' writes.
+        A write holds its lane until it has finished, even if its caller stops waiting."""
+        deadline = self._deadline(context)
+        lane = self._lanes.get(tenant)
+        if lane is None:
+            lane = self._lanes[tenant] = asyncio.Lock()
 
-        return await self._guard(context, work)
+        async def in_lane() -> T:
+            async with lane:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise errors.DeadlineExceeded("deadline passed while the write was queued")
+                return await asyncio.get_running_loop().run_in_executor(self._writes, fn)
 
-    async def SearchBatch(self, request: pb.SearchBatchRequest,
-                          context: grpc.aio.ServicerContext) -> pb.SearchBatchResponse:
-        async def work() -> pb.SearchBatchResponse:
-            t0 = time.perf_counter()
-            n = len(request.requests)
-            if n == 0:
-                raise errors.InvalidArgument("requests is empty")
-            if n > self.config.max_batch:
-                raise errors.InvalidArgument(f"batch has {n} requests; the limit is {self.config.max_batch}")
-            self._authorize(context, [r.tenant for r in request.requests])
-            qs = []
-            for i, r in enumerate(request.requests):
-                try:
-                    qs.append(self.engine.normalise(query_from_proto(r)))
-                except errors.GenretError as exc:
-                    raise type(exc)(f"requests[{i}]: {exc}") from exc
-            deadline = self._deadline(context)
-            with self._limits.admit([q.tenant for q in qs]):
-                run = asyncio.get_running_loop().run_in_executor(self._pool, self.engine.search_batch, qs, deadline)
-                results = await self._within_deadline(context, run)
-            took = (time.perf_counter() - t0) * 1e3
-            return pb.SearchBatchResponse(responses=[hits_to_proto(h, took) for h in results])
+        return await self._within_deadline(context, asyncio.shield(asyncio.ensure_future(in_lane())))
 
-        return await self._guard(context, work)
+    # --- RPCs ----------------------------------------------------------------------------------
+    async def search(self, request: pb.SearchRequest, principal: Principal,
+                     context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        t0 = time.perf_counter()
+        self._authorize(principal, [request.tenant])
+        q = self.engine.normalise(query_from_proto(request))
+        async with self._limits.admit([q.tenant]):
+            hits = await self._within_deadline(context, self._batcher.submit(q.tenant, q, self._deadline(context)))
+        return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
 
-    async def GetIndexInfo(self, request: pb.GetIndexInfoRequest,
-                           context: grpc.aio.ServicerContext) -> pb.IndexInfo:
-        async def work() -> pb.IndexInfo:
-            if request.tenant:
-                self._authorize(context, [request.tenant])
-            else:
-                self._principal(context).check_admin()  # the list of tenants is itself tenant data
-            return info_to_proto(self.engine.info(request.tenant))
+    async def search_batch(self, request: pb.SearchBatchRequest, principal: Principal,
+                           context: grpc.aio.ServicerContext) -> pb.SearchBatchResponse:
+        t0 = time.perf_counter()
+        n = len(request.requests)
+        if n == 0:
+            raise errors.InvalidArgument("requests is empty")
+        if n > self.config.max_batch:
+            raise errors.InvalidArgument(f"batch has {n} requests; the limit is {self.config.max_batch}")
+        self._authorize(principal, [r.tenant for r in request.requests])
+        qs = []
+        for i, r in enumerate(request.requests):
+            try:
+                qs.append(self.engine.normalise(query_from_proto(r)))
+            except errors.GenretError as exc:
+                raise type(exc)(f"requests[{i}]: {exc}") from exc
+        deadline = self._deadline(context)
+        async with self._limits.admit([q.tenant for q in qs]):
+            rows = asyncio.gather(*(self._batcher.submit(q.tenant, q, deadline) for q in qs))
+            results = await self._within_deadline(context, rows)
+        took = (time.perf_counter() - t0) * 1e3
+        return pb.SearchBatchResponse(responses=[hits_to_proto(h, took) for h in results])
 
-        return await self._guard(context, work)
+    async def get_index_info(self, request: pb.GetIndexInfoRequest, principal: Principal,
+                             context: grpc.aio.ServicerContext) -> pb.IndexInfo:
+        if request.tenant:
+            self._authorize(principal, [request.tenant])
+        else:
+            principal.check_admin()  # the list of tenants is itself tenant data
+        return info_to_proto(self.engine.info(request.tenant))
 
-    async def UpsertDocuments(self, request: pb.UpsertRequest,
-                              context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
-        async def work() -> pb.UpsertResponse:
-            t0 = time.perf_counter()
-            self._authorize(context, [request.tenant])
-            docs = [NewDocument(d.id, d.title, d.text) for d in request.documents]
-            with self._limits.admit([request.tenant]):
-                done = await self._write(lambda: self.engine.upsert(request.tenant, docs, request.index), context)
-            return pb.UpsertResponse(
-                documents=[pb.UpsertedDocument(id=u.doc_id, point_id=u.point_id, docid=u.docid, created=u.created)
-                           for u in done], took_ms=(time.perf_counter() - t0) * 1e3)
+    async def upsert(self, request: pb.UpsertRequest, principal: Principal,
+                     context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
+        t0 = time.perf_counter()
+        self._authorize(principal, [request.tenant])
+        docs = [NewDocument(d.id, d.title, d.text) for d in request.documents]
+        async with self._limits.admit([request.tenant]):
+            done = await self._write(request.tenant, lambda: self.engine.upsert(request.tenant, docs, request.index),
+                                     context)
+        return pb.UpsertResponse(
+            documents=[pb.UpsertedDocument(id=u.doc_id, point_id=u.point_id, docid=u.docid, created=u.created)
+                       for u in done], took_ms=(time.perf_counter() - t0) * 1e3)
 
-        return await self._guard(context, work)
+    async def delete(self, request: pb.DeleteRequest, principal: Principal,
+                     context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+        t0 = time.perf_counter()
+        self._authorize(principal, [request.tenant])
+        ids = list(request.ids)
+        async with self._limits.admit([request.tenant]):
+            res = await self._write(request.tenant, lambda: self.engine.delete(request.tenant, ids, request.index),
+                                    context)
+        return pb.DeleteResponse(deleted=res.deleted, not_found=res.not_found, took_ms=(time.perf_counter() - t0) * 1e3)
 
-    async def DeleteDocuments(self, request: pb.DeleteRequest,
-                              context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
-        async def work() -> pb.DeleteResponse:
-            t0 = time.perf_counter()
-            self._authorize(context, [request.tenant])
-            ids = list(request.ids)
-            with self._limits.admit([request.tenant]):
-                res = await self._write(lambda: self.engine.delete(request.tenant, ids, request.index), context)
-            return pb.DeleteResponse(deleted=res.deleted, not_found=res.not_found,
-                                     took_ms=(time.perf_counter() - t0) * 1e3)
-
-        return await self._guard(context, work)
-
-    async def ReloadKeys(self, request: pb.ReloadKeysRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ReloadKeysResponse:
-        async def work() -> pb.ReloadKeysResponse:
-            self._principal(context).check_admin()
-            if self._keys is None:
-                raise errors.FailedPrecondition("the server runs without an API key file")
-            return pb.ReloadKeysResponse(keys=self._keys.reload())
-
-        return await self._guard(context, work)
+    async def reload_keys(self, request: pb.ReloadKeysRequest, principal: Principal,
+                          context: grpc.aio.ServicerContext) -> pb.ReloadKeysResponse:
+        principal.check_admin()
+        if self._keys is None:
+            raise errors.FailedPrecondition("the server runs without an API key file")
+        return pb.ReloadKeysResponse(keys=self._keys.reload())
 
 
-__all__ = ["GenRetServicer", "status_for"]
+__all__ = ["GenRetServicer", "Malformed", "status_for", "tolerant"]

@@ -8,7 +8,6 @@ keys or on the embedded mode's behaviour.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from qdrant_client import QdrantClient, models
 
 from genret.config import Config
 from genret.errors import Unavailable
+from genret.names import check_doc_id, check_tenant
+from genret.turns import TurnLock
 
 DOCID_KEY = "genret_docid"
 DOC_ID_KEY = "doc_id"
@@ -29,8 +30,9 @@ PointId = str
 
 
 def point_id_for(tenant: str, doc_id: str) -> PointId:
-    """A stable Qdrant point id (UUID5) for a tenant's document id."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{tenant}\x00{doc_id}"))
+    """A stable Qdrant point id (UUID5) for a tenant's document id. Neither may hold a control character
+    (``genret.names``), so the NUL that joins them is unambiguous: no two pairs share a point id."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{check_tenant(tenant)}\x00{check_doc_id(doc_id)}"))
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ class QdrantStore:
             self.client = QdrantClient(url=config.qdrant_url, api_key=config.qdrant_api_key or None)
         else:
             self.client = QdrantClient(path=config.qdrant_path)
-        # The embedded client is not safe for concurrent use; a server client is.
-        self._lock = threading.Lock() if not config.qdrant_url else None
+        # The embedded client is not safe for concurrent use (a server client is): calls take turns, in the
+        # order they arrive, so one tenant's long run of calls cannot keep another's waiting.
+        self._lock = TurnLock() if not config.qdrant_url else None
         self._has_vectors: bool | None = None
 
     def close(self) -> None:
@@ -115,20 +118,26 @@ class QdrantStore:
         return self._has_vectors
 
     def upsert_documents(self, tenant: str, docs: Sequence[tuple[str, str, str]], vectors: np.ndarray | None,
-                         batch_size: int = 256, docids: Sequence[str] | None = None) -> list[PointId]:
+                         batch_size: int = 256, docids: Sequence[str] | None = None,
+                         batch_chars: int = 250_000) -> list[PointId]:
         """Write (doc_id, title, text) documents of one tenant (with their docids, when given); returns
-        their point ids. Point ids derive from tenant and document id, so no tenant can touch another's."""
+        their point ids. Point ids derive from tenant and document id, so no tenant can touch another's.
+        Each Qdrant call carries at most ``batch_size`` points and, past the first, ``batch_chars`` characters."""
         ids = [point_id_for(tenant, d[0]) for d in docs]
-        for s in range(0, len(docs), batch_size):
-            points = []
-            for i in range(s, min(s + batch_size, len(docs))):
-                doc_id, title, text = docs[i]
-                payload = {self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
-                           self.config.title_key: title, self.config.text_key: text}
-                if docids is not None:
-                    payload[DOCID_KEY] = docids[i]
-                vec = {VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {}
-                points.append(models.PointStruct(id=ids[i], vector=vec, payload=payload))
+        points: list[models.PointStruct] = []
+        chars = 0
+        for i, (doc_id, title, text) in enumerate(docs):
+            if points and (len(points) >= batch_size or chars + len(title) + len(text) > batch_chars):
+                self._call(self.client.upsert, self.collection, points=points, wait=True)
+                points, chars = [], 0
+            payload = {self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
+                       self.config.title_key: title, self.config.text_key: text}
+            if docids is not None:
+                payload[DOCID_KEY] = docids[i]
+            vec = {VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {}
+            points.append(models.PointStruct(id=ids[i], vector=vec, payload=payload))
+            chars += len(title) + len(text)
+        if points:
             self._call(self.client.upsert, self.collection, points=points, wait=True)
         return ids
 

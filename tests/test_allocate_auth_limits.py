@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from genret.allocate import TenantDocids, docid_for
+from genret.allocate import AtomicPool, TenantDocids, docid_for
 from genret.auth import KeyRing, add_key, digest, key_from_metadata, parse_keys
 from genret.docids import AtomicCodec, NaiveCodec, SemanticCodec
 from genret.errors import FailedPrecondition, PermissionDenied, ResourceExhausted, Unauthenticated
+from genret.index_dir import TrainedDocids
 from genret.limits import TenantLimiter
 
 
@@ -45,27 +48,38 @@ def test_full_space_and_other_schemes() -> None:
     state.add("1", None)
     with pytest.raises(FailedPrecondition, match="full"):
         state.allocate(None)
-    atomic = TenantDocids(AtomicCodec(3))
-    atomic.add("0", None)
-    atomic.add("2", None)
-    assert atomic.allocate(None) == "1"
-    atomic.add("1", None)
-    with pytest.raises(FailedPrecondition):
-        atomic.allocate(None)
-    shared: set[str] = set()  # atomic docids are one model row each: unique across tenants
-    a, b = TenantDocids(AtomicCodec(4), shared), TenantDocids(AtomicCodec(4), shared)
-    a.add("0", None)
-    b.add("1", None)
-    assert a.allocate(None) == "2" and b.allocate(None) == "2"
-    a.add("2", None)
-    assert b.allocate(None) == "3"
-    a.remove("0", None)
-    assert b.allocate(None) == "3"  # a freed row is not handed to another document
+    with pytest.raises(ValueError, match="not placed"):
+        TenantDocids(AtomicCodec(3)).allocate(None)
     naive_codec = NaiveCodec("abc", 3)
     naive = TenantDocids(naive_codec)
     assert docid_for(naive_codec, naive, "cab", None) == "cab"
     with pytest.raises(FailedPrecondition):
         docid_for(naive_codec, naive, "xyz", None)
+
+
+def test_atomic_pool_hands_out_each_number_once_and_reuses_freed_ones_when_no_search_can_see_them() -> None:
+    pool = AtomicPool(5, held=[0, 2])
+    assert pool.take(2, oldest=0) == [1, 3] and len(pool) == 1
+    with pytest.raises(FailedPrecondition, match="1 free"):
+        pool.take(2, oldest=0)  # all or nothing
+    assert len(pool) == 1
+    pool.give_back([3])  # a refused write's numbers: free at once
+    assert pool.take(2, oldest=0) == [3, 4]
+    pool.retire([0, 2], epoch=7)  # deleted in snapshot 7
+    with pytest.raises(FailedPrecondition):
+        pool.take(1, oldest=6)  # a search still reads snapshot 6, which holds them
+    assert pool.take(2, oldest=7) == [0, 2]
+
+
+def test_tenant_counts_its_new_docids() -> None:
+    state = TenantDocids(SemanticCodec(3, 2))
+    state.add("0", None)
+    state.add("1", None, new=True)
+    state.add("2-0", None, new=True)
+    assert state.new == {"1", "2-0"}
+    state.remove("1", None)
+    state.remove("0", None)
+    assert state.new == {"2-0"}
 
 
 def test_empty_tenant_fills_codes_in_order_then_goes_deeper() -> None:
@@ -78,6 +92,32 @@ def test_empty_tenant_fills_codes_in_order_then_goes_deeper() -> None:
     assert got == ["0", "1", "0-0", "0-1", "1-0", "1-1"]
     with pytest.raises(FailedPrecondition):
         state.allocate(None)
+
+
+def test_trained_docids_know_which_document_each_docid_was_trained_for() -> None:
+    trained = TrainedDocids([("p1", "0"), ("p2", "1"), ("p1", "0")])
+    assert len(trained) == 2 and ("p1", "0") in trained and ("p2", "1") in trained
+    assert ("p3", "0") not in trained  # docid 0 reused for another document: new, not trained
+    assert ("p1", "1") not in trained and ("x", "y") not in TrainedDocids([])
+
+
+def test_a_key_file_that_goes_missing_or_bad_fails_closed_after_the_grace_period(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = add_key(path, "app", ["acme"], admin=False)
+    md = [("x-api-key", key)]
+    ring = KeyRing(path, check_every_s=0.0, grace_s=0.3)
+    good = path.read_text()
+    for damage in (path.unlink, lambda: path.write_text("{not json")):
+        damage()
+        with pytest.raises(FailedPrecondition, match="cannot be read"):
+            ring.reload()
+        assert ring.authenticate(md).name == "app"  # the last good keys, for the grace period
+        time.sleep(0.35)
+        with pytest.raises(Unauthenticated, match="key file cannot be read"):
+            ring.authenticate(md)
+        path.write_text(good)
+        assert ring.authenticate(md).name == "app"  # fixed: keys are accepted again
+        assert ring.reload() == 1
 
 
 def test_key_file_parsing_and_authentication(tmp_path: Path) -> None:
@@ -110,17 +150,41 @@ def test_bad_key_files_are_refused(text: str, words: str) -> None:
 
 
 def test_limiter_caps_each_tenant_and_the_total() -> None:
-    lim = TenantLimiter(per_tenant=2, total=3)
-    with lim.admit(["a"]), lim.admit(["a"]):
-        with pytest.raises(ResourceExhausted, match="tenant 'a'"):
-            with lim.admit(["a"]):
-                pass
-        with lim.admit(["b"]):
-            with pytest.raises(ResourceExhausted, match="server"):
-                with lim.admit(["c"]):
+    async def scenario() -> None:
+        lim = TenantLimiter(per_tenant=2, total=3, wait_s=0.05)
+        async with lim.admit(["a"]), lim.admit(["a"]):
+            with pytest.raises(ResourceExhausted, match="tenant 'a'"):
+                async with lim.admit(["a"]):
                     pass
-    assert lim.inflight("a") == 0
-    with pytest.raises(ResourceExhausted):
-        with lim.admit(["x", "x", "x"]):
-            pass
-    assert lim.inflight("x") == 0
+            async with lim.admit(["b"]):
+                with pytest.raises(ResourceExhausted, match="server"):
+                    async with lim.admit(["c"]):
+                        pass
+        assert lim.inflight("a") == 0 and lim.inflight("b") == 0
+        batches = TenantLimiter(per_tenant=1, total=2, wait_s=0.05)
+        async with batches.admit(["x", "x", "x"]):  # a batch holds one slot of each tenant it names
+            assert batches.inflight("x") == 1
+            with pytest.raises(ResourceExhausted, match="tenant 'x'"):
+                async with batches.admit(["x", "y"]):
+                    pass
+        assert batches.inflight("x") == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_request_at_the_cap_waits_for_a_slot_to_free() -> None:
+    async def scenario() -> None:
+        lim = TenantLimiter(per_tenant=1, total=10, wait_s=5.0)
+        order = []
+
+        async def use(name: str, start: float) -> None:
+            await asyncio.sleep(start)
+            async with lim.admit(["a"]):
+                order.append(f"{name} in")
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(use("first", 0), use("second", 0.01), use("third", 0.02))
+        assert order == ["first in", "second in", "third in"]  # waiters get the slot in arrival order
+        assert lim.inflight("a") == 0
+
+    asyncio.run(scenario())

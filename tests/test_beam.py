@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.beam import constrained_beam_search, score_docids, unconstrained_beam_search
-from genret.docids import SemanticCodec, assign_docids
+from genret.docids import EVERY_TENANT, AtomicCodec, SemanticCodec, assign_docids
 from genret.modeling import HFSeq2SeqBackend, build_tiny_model
+from genret.namespaces import Namespaces, build_namespaces
 from genret.train import sequence_loss
 from genret.trie import build_forest
 
@@ -159,3 +160,36 @@ def test_every_decoded_docid_exists_in_its_tenants_namespace(seed: int, tenants:
 
 
 CASE_DOCIDS, CASE_CODEC, CASE_BACKEND, *_ = make_case(40, 3, seed=9)
+
+
+def test_atomic_scores_normalise_over_the_callers_own_documents_only() -> None:
+    """Atomic docids: each token is one document. A tenant's vocab scores come from its own tokens (and EOS):
+    changing the model rows of another tenant's documents, or of a free token, changes none of them."""
+    codec = AtomicCodec(12)
+    ns = build_namespaces(codec, {"a": [(f"pa{i}", str(i)) for i in range(0, 10, 2)],
+                                  "b": [(f"pb{i}", str(i)) for i in range(1, 10, 2)]})
+    owner = ns.token_owner(codec.vocab_size)
+    a, b = ns.root("a"), ns.root("b")
+    assert owner[:2].tolist() == [EVERY_TENANT] * 2 and owner[13] == -1  # PAD, EOS; docid 11 held by nobody
+    assert owner[[2, 4, 6, 8, 10]].tolist() == [a] * 5 and owner[[3, 5, 7, 9, 11]].tolist() == [b] * 5
+    model, tok, spec = build_tiny_model(codec.vocab_size, seed=7)
+    backend = HFSeq2SeqBackend(model, tok, spec, DEVICE)
+    enc, forest, own = backend.encode(QUERIES[:1]), ns.forest.to_device(DEVICE), torch.from_numpy(owner).to(DEVICE)
+
+    def search(owner: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        res = constrained_beam_search(backend, enc, torch.tensor([a]), forest, beams=5, owner=owner)
+        return res.leaves, res.scores
+
+    leaves, scores = search(own)
+    shared_scores = search(None)[1]
+    with torch.no_grad():
+        backend.head.weight[[3, 5, 13]] += 3.0  # b's docids 1 and 3, and the free docid 11
+    assert all(torch.equal(x, y) for x, y in zip(search(own), (leaves, scores), strict=True))
+    assert not torch.equal(search(None)[1], shared_scores)  # over the whole vocabulary they would move
+    tokens = torch.as_tensor(ns.tokens[forest_rows(ns, leaves[0])].astype(np.int64)).unsqueeze(0)
+    forced = score_docids(backend, enc, torch.tensor([a]), forest, tokens, owner=own)
+    np.testing.assert_allclose(forced[0].numpy(), scores[0].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def forest_rows(ns: Namespaces, leaves: torch.Tensor) -> np.ndarray:
+    return ns.forest.leaf_rank(leaves.cpu().numpy())

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import re
+
 import grpc
 import pytest
 
 from genret import errors
 from genret.config import Config
+from genret.names import check_doc_id, check_tenant
 from genret.servicer import status_for
 from genret.store import QdrantStore, point_id_for
 
@@ -35,6 +38,17 @@ def test_each_domain_error_has_its_status(exc: type[Exception], code: grpc.Statu
 def test_point_ids_are_stable_and_tenant_specific() -> None:
     assert point_id_for("a", "1") == point_id_for("a", "1")
     assert point_id_for("a", "1") != point_id_for("b", "1")
+
+
+@pytest.mark.parametrize("tenant, doc_id, words", [
+    ("tenA", "x\x00victim", "document id contains the control character U+0000"),  # would be tenA\x00x's victim
+    ("tenA\x00x", "victim", "tenant name contains the control character U+0000"),
+    ("t", "a\u0085b", "U+0085"), ("", "d", "tenant is required"), ("t", "", "document id is empty"),
+    ("t" * 257, "d", "limit is 256"), ("t", "d" * 257, "limit is 256")])
+def test_names_that_could_forge_a_point_id_are_refused(tenant: str, doc_id: str, words: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match=re.escape(words)):
+        point_id_for(tenant, doc_id)
+    assert check_tenant("acme corp/eu-1 ✓") and check_doc_id("doc #7 (final).pdf")  # anything printable is fine
 
 
 def test_embedded_store_round_trip_under_tenant_filter(tmp_path) -> None:  # type: ignore[no-untyped-def]

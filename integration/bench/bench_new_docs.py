@@ -58,7 +58,8 @@ def main() -> None:
     force_offline()
     device = resolve_device("auto")
     tmp = Path(tempfile.mkdtemp(prefix="genret-newdocs-"))
-    cfg = Config(qdrant_path=str(tmp / "q"), collection="newdocs", index_dir=str(tmp / "idx"), device=str(device))
+    cfg = Config(qdrant_path=str(tmp / "q"), collection="newdocs", index_dir=str(tmp / "idx"), device=str(device),
+                 tenant_max_new_docids=0)  # one tenant, every held-out document upserted: no quota
     corpus = load_corpus(args.data)
     held = [d for i, d in enumerate(corpus) if i % args.holdout == args.holdout - 1]
     kept = [d for i, d in enumerate(corpus) if i % args.holdout != args.holdout - 1]

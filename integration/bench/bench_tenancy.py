@@ -68,7 +68,8 @@ def main() -> None:
     rng = random.Random(0)
     tmp = Path(tempfile.mkdtemp(prefix="genret-tenancy-"))
     cfg = Config(qdrant_path=str(tmp / "q"), collection="tenancy", index_dir=str(tmp / "idx"), device="cpu",
-                 port=0, tenant_max_inflight=10_000, max_inflight=10_000)
+                 port=0, tenant_max_inflight=10_000, max_inflight=10_000,
+                 tenant_max_new_docids=0)  # synthetic docids no model was trained on: no quota
     codec = SemanticCodec(10, 6)
     store = QdrantStore(cfg)
     store.ensure_collection(None)

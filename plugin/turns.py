@@ -1,0 +1,67 @@
+"""Taking turns between threads: a lock granted in arrival order, and one job at a time with tenants in turn.
+
+``TurnLock`` serves callers in the order they asked, so one thread's long run of calls cannot keep
+another waiting (``threading.Lock`` may hand the lock back to the thread that just released it, again and
+again). ``TenantTurns`` runs one job at a time with the waiting tenants in turn: each tenant's jobs in
+their order, one job per tenant per round, so a tenant with many jobs queued delays another's next job by
+at most the one job in progress. Work cut into small jobs (the embedding of one document) is then shared
+fairly however much of it one tenant sends, and each job has the whole CPU (two torch calls side by side
+on a CPU slow each other down far more than taking turns does).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class TurnLock:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0  # next ticket to hand out
+        self._serving = 0  # ticket whose turn it is
+
+    def __enter__(self) -> None:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            self._cond.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+class TenantTurns:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queues: OrderedDict[str, deque[object]] = OrderedDict()  # waiting tenants, in turn order
+        self._busy = False
+
+    def _is_next(self, ticket: object) -> bool:
+        return not self._busy and next(iter(self._queues.values()))[0] is ticket
+
+    def run(self, tenant: str, job: Callable[[], T]) -> T:
+        """Run ``job`` in this thread when it is ``tenant``'s turn; its result."""
+        ticket = object()
+        with self._cond:
+            self._queues.setdefault(tenant, deque()).append(ticket)
+            self._cond.wait_for(lambda: self._is_next(ticket))
+            queue = self._queues[tenant]
+            queue.popleft()
+            if queue:
+                self._queues.move_to_end(tenant)
+            else:
+                del self._queues[tenant]
+            self._busy = True
+        try:
+            return job()
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()

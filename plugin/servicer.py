@@ -160,7 +160,8 @@ class GenRetServicer:
         return {name: (self._rpc(fn), tolerant(req.FromString)) for name, (fn, req) in table.items()}
 
     def principal(self, metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
-        """Who is calling (UNAUTHENTICATED if nobody known): every caller without a key file."""
+        """The caller's principal (UNAUTHENTICATED for a missing or unknown key); without a key file every
+        caller may do everything."""
         return OPEN if self._keys is None else self._keys.authenticate(metadata)
 
     def _rpc(self, method: Method) -> Handler:

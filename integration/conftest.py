@@ -17,14 +17,14 @@ import grpc  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from genret.beir import demo_corpus_path, load_corpus  # noqa: E402
-from genret.engine import Engine  # noqa: E402
-from genret.indexer import IndexOptions, TrainingQueries, build_index  # noqa: E402
-from genret.loader import load_beir  # noqa: E402
-from genret.server import ServerThread  # noqa: E402
+from genret.api.server import ServerThread  # noqa: E402
+from genret.data.beir import demo_corpus_path, load_corpus  # noqa: E402
+from genret.data.loader import load_beir  # noqa: E402
+from genret.indexing.indexer import IndexOptions, TrainingQueries, build_index  # noqa: E402
+from genret.indexing.training import TrainConfig  # noqa: E402
+from genret.indexing.training_data import PairOptions  # noqa: E402
+from genret.serving.engine import Engine  # noqa: E402
 from genret.store import QdrantStore  # noqa: E402
-from genret.train import TrainConfig  # noqa: E402
-from genret.training_data import PairOptions  # noqa: E402
 from genret.v1 import genret_pb2_grpc as pb_grpc  # noqa: E402
 
 N_DOCS = 24

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from genret.auth import add_key, digest
-from genret.server import ServerThread
+from genret.api.auth import add_key, digest
+from genret.api.server import ServerThread
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
 

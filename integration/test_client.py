@@ -11,8 +11,8 @@ import time
 import grpc
 import pytest
 
+from genret.api.server import ServerThread
 from genret.client import AsyncGenretClient, GenretClient, ScoredPoint
-from genret.server import ServerThread
 
 from .conftest import TENANT, Stack
 

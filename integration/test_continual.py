@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from genret.beir import load_corpus
 from genret.cli import main
 from genret.config import Config
-from genret.engine import Engine, Mode, SearchQuery
-from genret.index_dir import DOCIDS, MEMORY, query_cache_path, read_manifest
-from genret.indexer import AddOptions, IndexOptions, add_documents, build_index
-from genret.querygen import save_tiny_generator
+from genret.data.beir import load_corpus
+from genret.data.index_dir import DOCIDS, MEMORY, query_cache_path, read_manifest
+from genret.indexing.indexer import AddOptions, IndexOptions, add_documents, build_index
+from genret.indexing.querygen import save_tiny_generator
+from genret.indexing.training import TrainConfig
+from genret.indexing.training_data import PairOptions
+from genret.serving.engine import Engine, Mode, SearchQuery
 from genret.store import QdrantStore
-from genret.train import TrainConfig
-from genret.training_data import PairOptions
 
 from .conftest import small_corpus
 
@@ -43,7 +43,7 @@ def two_parts(tmp_path: Path) -> tuple[Config, QdrantStore, Path, Path]:
 
 @pytest.mark.parametrize("scheme", ["semantic", "keyword", "atomic"])
 def test_add_trains_new_documents_and_never_changes_existing_docids(two_parts, scheme: str) -> None:  # type: ignore[no-untyped-def]
-    from genret.loader import load_beir
+    from genret.data.loader import load_beir
 
     cfg, store, first, later = two_parts
     try:
@@ -79,7 +79,7 @@ def test_add_trains_new_documents_and_never_changes_existing_docids(two_parts, s
 
 
 def test_index_generates_queries_once_and_reuses_the_cache(two_parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from genret.loader import load_beir
+    from genret.data.loader import load_beir
 
     cfg, store, first, _ = two_parts
     gen = save_tiny_generator(tmp_path / "gen")

@@ -16,12 +16,12 @@ import pytest
 
 from genret.client import GenretClient
 from genret.config import Config
-from genret.engine import Engine
+from genret.data.index_dir import read_manifest
 from genret.errors import Unavailable
-from genret.index_dir import read_manifest
-from genret.namespaces import load_namespaces
+from genret.serving.engine import Engine
+from genret.serving.namespaces import load_namespaces
+from genret.serving.writer import NewDocument
 from genret.store import QdrantStore, point_id_for
-from genret.writer import NewDocument
 
 from .conftest import small_corpus
 from .test_cli_serve import genret

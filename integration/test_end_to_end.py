@@ -91,7 +91,7 @@ def test_index_info_lists_namespaces(stack: Stack) -> None:
 
 
 def test_docids_are_stored_in_qdrant_and_survive_reload(stack: Stack) -> None:
-    from genret.namespaces import load_namespaces
+    from genret.serving.namespaces import load_namespaces
 
     again = load_namespaces(stack.store, stack.engine.codec)
     assert again.counts == stack.engine.namespaces.counts
@@ -102,7 +102,7 @@ def test_docids_of_another_index_are_refused_clearly(stack: Stack) -> None:
     import pytest
 
     from genret.docids import AtomicCodec
-    from genret.namespaces import load_namespaces
+    from genret.serving.namespaces import load_namespaces
 
     with pytest.raises(ValueError, match="written by another index"):  # the stack's docids are semantic
         load_namespaces(stack.store, AtomicCodec(10_000))
@@ -113,8 +113,8 @@ def test_engine_stops_decoding_past_the_deadline(stack: Stack) -> None:
 
     import pytest
 
-    from genret.engine import SearchQuery
     from genret.errors import DeadlineExceeded
+    from genret.serving.engine import SearchQuery
 
     q = stack.engine.normalise(SearchQuery(TENANT, "wing", 5, 20))
     with pytest.raises(DeadlineExceeded):

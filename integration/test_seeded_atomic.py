@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from genret.beir import load_corpus
 from genret.cli import main
 from genret.config import Config
-from genret.engine import Engine, Mode, SearchQuery
-from genret.index_dir import MODEL_DIR
-from genret.indexer import AddOptions, IndexOptions, add_documents, build_index
-from genret.loader import load_beir
-from genret.modeling import load_trained
+from genret.data.beir import load_corpus
+from genret.data.index_dir import MODEL_DIR
+from genret.data.loader import load_beir
+from genret.decoding.model import load_trained
+from genret.indexing.indexer import AddOptions, IndexOptions, add_documents, build_index
+from genret.indexing.training import TrainConfig
+from genret.indexing.training_data import PairOptions
+from genret.serving.engine import Engine, Mode, SearchQuery
 from genret.store import QdrantStore
-from genret.train import TrainConfig
-from genret.training_data import PairOptions
 
 from .conftest import small_corpus
 
@@ -101,7 +101,7 @@ def test_embedding_init_needs_atomic_docids_and_the_default_model(tmp_path: Path
 
 def test_upserted_documents_get_their_rows_at_once_and_after_a_restart(tmp_path: Path) -> None:
     from genret.errors import FailedPrecondition
-    from genret.writer import NewDocument
+    from genret.serving.writer import NewDocument
 
     cfg = Config(qdrant_path=str(tmp_path / "q"), collection="live", index_dir=str(tmp_path / "idx"), device="cpu")
     store = QdrantStore(cfg)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from qdrant_client import models
 
-from genret.engine import SearchQuery
-from genret.modes import Fusion, Mode
+from genret.ranking.modes import Fusion, Mode
+from genret.serving.engine import SearchQuery
 from genret.store import point_id_for
 
 from .conftest import OTHER, TENANT, Stack

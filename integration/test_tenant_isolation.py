@@ -21,16 +21,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genret.auth import add_key
-from genret.beir import load_corpus
+from genret.api.auth import add_key
+from genret.api.server import ServerThread
 from genret.config import Config
-from genret.engine import Engine
-from genret.indexer import IndexOptions, build_index
-from genret.loader import load_beir
-from genret.server import ServerThread
+from genret.data.beir import load_corpus
+from genret.data.loader import load_beir
+from genret.indexing.indexer import IndexOptions, build_index
+from genret.indexing.training import TrainConfig
+from genret.indexing.training_data import PairOptions
+from genret.serving.engine import Engine
 from genret.store import QdrantStore
-from genret.train import TrainConfig
-from genret.training_data import PairOptions
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from genret.calibrate import CALIBRATION, DENSE, GENERATIVE
-from genret.engine import SearchQuery
-from genret.modes import Fusion, Mode
-from genret.reliability import THRESHOLDS, calibrate_index, calibration_report
+from genret.evaluation.reliability import THRESHOLDS, calibrate_index, calibration_report
+from genret.ranking.calibration import CALIBRATION, DENSE, GENERATIVE
+from genret.ranking.modes import Fusion, Mode
+from genret.serving.engine import SearchQuery
 from genret.store import point_id_for
 
 from .conftest import N_DOCS, OTHER, TENANT, Stack

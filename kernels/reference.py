@@ -9,7 +9,7 @@ best candidates across its beams, and which beam each extends). ``row_topk`` has
 * ``children``: logits only for the row's live children (hidden state times the output embedding rows
   of those tokens), log_softmax over those children: nothing the trie forbids is computed.
 
-Tries are the CSR arrays of ``genret.trie``: edge ``e`` has token ``child_token[e]`` and leads to node
+Tries are the CSR arrays of ``genret.decoding.trie``: edge ``e`` has token ``child_token[e]`` and leads to node
 ``num_roots + e``.
 """
 

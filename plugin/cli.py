@@ -194,7 +194,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "keys":
-        from genret.auth import add_key
+        from genret.api.auth import add_key
 
         key = add_key(args.keys_file, args.name, args.tenant, args.admin)
         print(key)  # shown once; the file keeps only its SHA-256
@@ -205,7 +205,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     if args.command == "serve":
-        from genret.server import serve
+        from genret.api.server import serve
 
         asyncio.run(serve(cfg))
         return 0
@@ -217,7 +217,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     store = QdrantStore(cfg)
     try:
         if args.command == "load":
-            from genret.loader import load_beir
+            from genret.data.loader import load_beir
 
             n = load_beir(store, args.data, args.tenant, not args.no_vectors, resolve_device(cfg.device),
                           args.limit)
@@ -227,8 +227,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif args.command == "eval":
             _eval(args, cfg, store)
         elif args.command == "calibrate":
-            from genret.engine import Engine
-            from genret.reliability import calibrate_index
+            from genret.evaluation.reliability import calibrate_index
+            from genret.serving.engine import Engine
 
             cal, path = calibrate_index(Engine.load(cfg, store), args.data, args.split, args.tenant,
                                         args.beam_size, limit=args.limit)
@@ -239,11 +239,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
-    from genret.beir import load_qrels, load_queries
+    from genret.data.beir import load_qrels, load_queries
     from genret.devices import resolve_device
-    from genret.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
-    from genret.train import TrainConfig
-    from genret.training_data import PairOptions
+    from genret.indexing.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
+    from genret.indexing.training import TrainConfig
+    from genret.indexing.training_data import PairOptions
 
     tq = None
     if args.queries_from:
@@ -271,9 +271,9 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
 
 
 def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
-    from genret.beir import load_qrels, load_queries
-    from genret.engine import Engine
-    from genret.evaluate import evaluate, markdown_table, write_results
+    from genret.data.beir import load_qrels, load_queries
+    from genret.evaluation.evaluate import evaluate, markdown_table, write_results
+    from genret.serving.engine import Engine
 
     load_queries(args.data)  # fail fast on a wrong folder or split, before loading the model
     load_qrels(args.data, args.split)
@@ -286,7 +286,7 @@ def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     print(markdown_table(results, name))
     print(f"written: {js}")
     if engine.calibration is not None:
-        from genret.reliability import calibration_report
+        from genret.evaluation.reliability import calibration_report
 
         report = calibration_report(engine, args.data, args.split, args.tenant, args.out, name)
         for label, r in report["retrievers"].items():

@@ -44,7 +44,7 @@ class Config:
     max_document_chars: int = 100_000  # title + text of one document
     max_write_chars: int = 4_000_000  # titles + texts of one upsert call
     # Auth, TLS, fairness
-    keys_file: str = ""  # JSON of key digests -> tenants (see genret.auth); empty: no auth
+    keys_file: str = ""  # JSON of key digests -> tenants (see genret.api.auth); empty: no auth
     keys_grace_s: float = 10.0  # a missing or unreadable key file refuses every key after this long
     tls_cert: str = ""  # PEM certificate chain; with tls_key, the port serves TLS only
     tls_key: str = ""
@@ -55,7 +55,7 @@ class Config:
     batch_rows: int = 0  # rows decoded together at most; 0: 8 on a CPU, 32 on a GPU
     write_workers: int = 2  # writes of different tenants run side by side (one at a time per tenant)
     kernel_backend: str = "auto"  # auto | triton | torch
-    scoring: str = "vocab"  # vocab | children (see genret.beam)
+    scoring: str = "vocab"  # vocab | children (see genret.decoding.beam)
 
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with secrets replaced, for logging."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from genret.beir import demo_corpus_path, load_qrels, load_queries
 from genret.config import Config
+from genret.data.beir import demo_corpus_path, load_qrels, load_queries
 from genret.devices import resolve_device
 from genret.store import QdrantStore
 
@@ -21,14 +21,14 @@ EXAMPLE_QUERIES = 4
 
 
 def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
+    from genret.api.server import ServerThread
     from genret.client import GenretClient, format_hits
-    from genret.engine import Engine
-    from genret.index_dir import read_manifest
-    from genret.indexer import IndexOptions, TrainingQueries, build_index
-    from genret.loader import load_beir
-    from genret.server import ServerThread
-    from genret.train import TrainConfig
-    from genret.training_data import PairOptions
+    from genret.data.index_dir import read_manifest
+    from genret.data.loader import load_beir
+    from genret.indexing.indexer import IndexOptions, TrainingQueries, build_index
+    from genret.indexing.training import TrainConfig
+    from genret.indexing.training_data import PairOptions
+    from genret.serving.engine import Engine
 
     if cfg.collection == Config.collection:
         cfg = dataclasses.replace(cfg, collection=DEMO_COLLECTION)

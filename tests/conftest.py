@@ -20,7 +20,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def minilm_tokenizer():  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
-    from genret.embed import minilm_path
+    from genret.data.embed import minilm_path
 
     return AutoTokenizer.from_pretrained(str(minilm_path()))
 

@@ -6,9 +6,9 @@ import grpc
 import pytest
 
 from genret import errors
+from genret.api.servicer import status_for
 from genret.config import Config
 from genret.names import check_doc_id, check_tenant
-from genret.servicer import status_for
 from genret.store import QdrantStore, point_id_for
 
 

@@ -26,15 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-from genret.beam import constrained_beam_search, unconstrained_beam_search
-from genret.beir import demo_corpus_path
 from genret.config import force_offline
-from genret.embed import minilm_path
-from genret.kernels.bench.common import docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
-from genret.modeling import HFSeq2SeqBackend, ModelSpec
-from genret.trie import DeviceForest, build_forest
+from genret.data.beir import demo_corpus_path
+from genret.data.embed import minilm_path
+from genret.decoding.beam import constrained_beam_search, unconstrained_beam_search
+from genret.decoding.model import HFSeq2SeqBackend, ModelSpec
+from genret.decoding.trie import DeviceForest, build_forest
 
 EOS = 1
 

@@ -41,14 +41,14 @@ from typing import Any
 
 import grpc
 import torch
+from common import environment, percentile, print_table, write_json
 
-from genret.beir import demo_corpus_path, load_corpus, load_queries
 from genret.config import Config, force_offline
+from genret.data.beir import demo_corpus_path, load_corpus, load_queries
+from genret.data.embed import EMBED_DIM, TextEncoder
+from genret.data.index_dir import DOCIDS, MODEL_DIR, Manifest, write_manifest
+from genret.decoding.model import build_default_model
 from genret.docids import SemanticCodec
-from genret.embed import EMBED_DIM, TextEncoder
-from genret.index_dir import DOCIDS, MODEL_DIR, Manifest, write_manifest
-from genret.kernels.bench.common import environment, percentile, print_table, write_json
-from genret.modeling import build_default_model
 from genret.store import QdrantStore
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc

@@ -33,17 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import environment, print_table, write_json
 
-from genret.beir import Document, load_corpus, load_qrels, load_queries
 from genret.config import Config, force_offline
+from genret.data.beir import Document, load_corpus, load_qrels, load_queries
+from genret.data.embed import EMBED_DIM, TextEncoder
 from genret.devices import resolve_device
-from genret.embed import EMBED_DIM, TextEncoder
-from genret.engine import Engine, Mode, SearchQuery
-from genret.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
-from genret.kernels.bench.common import environment, print_table, write_json
+from genret.indexing.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
+from genret.indexing.training import TrainConfig
+from genret.indexing.training_data import PairOptions
+from genret.serving.engine import Engine, Mode, SearchQuery
 from genret.store import QdrantStore
-from genret.train import TrainConfig
-from genret.training_data import PairOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_new_docs import hits_at_10  # noqa: E402

@@ -16,14 +16,14 @@ import time
 from typing import Any
 
 import numpy as np
+from common import environment, print_table, write_json
 
-from genret.beir import load_qrels, load_queries
+from genret.api.server import ServerThread
 from genret.client import GenretClient
 from genret.config import force_offline, load_config
+from genret.data.beir import load_qrels, load_queries
 from genret.devices import resolve_device
-from genret.engine import Engine
-from genret.kernels.bench.common import environment, print_table, write_json
-from genret.server import ServerThread
+from genret.serving.engine import Engine
 from genret.store import QdrantStore
 
 MODES = [("dense", "default"), ("generative", "default"), ("hybrid", "rrf"), ("hybrid", "rescore"),

@@ -21,17 +21,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from genret.beir import load_corpus, load_qrels, load_queries
+from common import environment, print_table, write_json
+
 from genret.config import Config, force_offline
+from genret.data.beir import load_corpus, load_qrels, load_queries
+from genret.data.embed import EMBED_DIM, TextEncoder
 from genret.devices import resolve_device
-from genret.embed import EMBED_DIM, TextEncoder
-from genret.engine import Engine, Mode, SearchQuery
-from genret.indexer import IndexOptions, TrainingQueries, build_index
-from genret.kernels.bench.common import environment, print_table, write_json
+from genret.indexing.indexer import IndexOptions, TrainingQueries, build_index
+from genret.indexing.training import TrainConfig
+from genret.indexing.training_data import PairOptions
+from genret.serving.engine import Engine, Mode, SearchQuery
+from genret.serving.writer import NewDocument
 from genret.store import QdrantStore
-from genret.train import TrainConfig
-from genret.training_data import PairOptions
-from genret.writer import NewDocument
 
 TENANT = "t"
 

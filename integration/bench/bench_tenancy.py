@@ -25,15 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import environment, percentile, print_table, write_json
 
+from genret.api.server import ServerThread
 from genret.client import GenretClient
 from genret.config import Config, force_offline
+from genret.data.index_dir import MODEL_DIR, Manifest, write_manifest
+from genret.decoding.model import build_tiny_model
 from genret.docids import SemanticCodec
-from genret.engine import Engine
-from genret.index_dir import MODEL_DIR, Manifest, write_manifest
-from genret.kernels.bench.common import environment, percentile, print_table, write_json
-from genret.modeling import build_tiny_model
-from genret.server import ServerThread
+from genret.serving.engine import Engine
 from genret.store import QdrantStore, point_id_for
 
 WORDS = ("wing flutter shock boundary layer heat transfer pressure laminar turbulent supersonic nozzle "

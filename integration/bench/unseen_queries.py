@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from genret.beir import load_qrels
+from genret.data.beir import load_qrels
 
 sys.path.insert(0, str(Path(__file__).parent))
 from split_queries import link_collection  # noqa: E402

@@ -1,1 +1,0 @@
-"""Benchmark helpers shared by ``kernels/bench`` and ``integration/bench`` scripts."""

@@ -1,0 +1,169 @@
+"""The gRPC server: genret.v1 service, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from genret import errors
+from genret.api.servicer import GenRetServicer, status_for
+from genret.config import Config
+from genret.serving.engine import Engine
+from genret.store import QdrantStore
+from genret.v1 import genret_pb2 as pb
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GenRet"].full_name
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    servicer: GenRetServicer
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        self.servicer.close()
+
+
+def _genret_handler(servicer: GenRetServicer) -> grpc.GenericRpcHandler:
+    handlers = {name: grpc.unary_unary_rpc_method_handler(
+        fn, request_deserializer=parse, response_serializer=lambda msg: msg.SerializeToString())
+        for name, (fn, parse) in servicer.methods().items()}
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+class _ReflectionForAdmins(grpc.aio.ServerInterceptor):
+    """With API keys, server reflection (which lists the management RPCs) needs the admin key; health stays
+    open to every caller, so load balancers and orchestrators can probe without a key."""
+
+    def __init__(self, servicer: GenRetServicer) -> None:
+        self._servicer = servicer
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        if details.method.startswith("/grpc.reflection."):  # every version of the reflection service
+            try:
+                self._servicer.principal(details.invocation_metadata or ()).check_admin()  # type: ignore[attr-defined]
+            except errors.GenretError as exc:
+                code = status_for(exc) or grpc.StatusCode.PERMISSION_DENIED
+                return grpc.stream_stream_rpc_method_handler(_refuse(code, str(exc)))
+        return await continuation(details)
+
+
+def _refuse(code: grpc.StatusCode, message: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
+    async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    return refuse
+
+
+def build_server(config: Config, engine: Engine) -> RunningServer:
+    """A server bound to ``config.host:config.port`` (port 0 picks a free one); not started yet."""
+    servicer = GenRetServicer(config, engine)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+                             interceptors=[_ReflectionForAdmins(servicer)])
+    server.add_generic_rpc_handlers((_genret_handler(servicer),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server)
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert or config.tls_key:
+        if not (config.tls_cert and config.tls_key):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        creds = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    return RunningServer(server, port, health_servicer, servicer)
+
+
+async def start(config: Config, engine: Engine) -> RunningServer:
+    """Start serving; health turns SERVING here, after the engine (model and tries) is loaded."""
+    running = build_server(config, engine)
+    await running.server.start()
+    await running.set_serving(True)
+    log.info("genret serving %s on %s:%d", engine.store.collection, config.host, running.port)
+    return running
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """`genret serve`: load the index and namespaces, serve until SIGTERM/SIGINT, then drain."""
+    log.info("config: %s", json.dumps(config.redacted(), sort_keys=True))
+    store = QdrantStore(config)
+    try:
+        engine = Engine.load(config, store)
+        running = await start(config, engine)
+        print(f"genret: serving on {config.host}:{running.port}", flush=True)
+        if ready is not None:
+            ready.set()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down (grace %.1fs)", config.grace_s)
+        await running.stop(config.grace_s)
+    finally:
+        store.close()
+
+
+class ServerThread:
+    """Run the server on its own event loop in a background thread (demo, tests, embedding apps)."""
+
+    def __init__(self, config: Config, engine: Engine) -> None:
+        import threading
+
+        self._config, self._engine = config, engine
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="genret-grpc", daemon=True)
+        self._running: RunningServer | None = None
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(start(self._config, self._engine), self._loop)
+        self._running = fut.result(timeout=60)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._running is not None
+        return self._running.port
+
+    @property
+    def target(self) -> str:
+        return f"{self._config.host}:{self.port}"
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self._running is not None:
+            asyncio.run_coroutine_threadsafe(self._running.stop(grace), self._loop).result(timeout=grace + 30)
+            self._running = None
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval quality against judged queries, and how well probabilities are calibrated."""

@@ -1,0 +1,1 @@
+"""The indexing layer: docid assignment, training pairs, generated queries, training, the index build."""

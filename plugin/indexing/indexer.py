@@ -1,0 +1,317 @@
+"""`genret index`: read documents from Qdrant, assign docids, train the model, write the index.
+
+``build_index`` trains a new index from all documents. ``add_documents`` (``genret index --add``) trains
+the documents an index does not know yet into it, DSI++-style: existing docids never change, new ones are
+placed beside their nearest neighbours, and each new training pair comes with ``replay`` pairs of old
+documents from the index's replay memory, so the model does not forget them.
+
+Order of effects, both ways: train and write the new index into a staging directory, then write docids
+into the Qdrant payloads, then move the staging directory into place. A failure before the payload write
+leaves Qdrant and the old index untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genret.data.index_dir import (
+    DOCIDS,
+    MEMORY,
+    MODEL_DIR,
+    Manifest,
+    library_versions,
+    publish,
+    query_cache_path,
+    read_manifest,
+    staging_dir,
+    utc_now,
+    write_manifest,
+)
+from genret.decoding.model import (
+    ModelSpec,
+    build_default_model,
+    build_tiny_model,
+    grow_docid_vocab,
+    load_checkpoint_for_docids,
+    load_trained,
+    seed_docid_embeddings,
+)
+from genret.docids import PLACED_BY_VECTOR, AtomicCodec, DocidCodec, assign_docids, build_codec
+from genret.indexing.keywords import vocabulary
+from genret.indexing.pairs import KINDS
+from genret.indexing.training import TrainConfig, TrainStats, train
+from genret.indexing.training_data import PairOptions, TrainingQueries, document_data, replay_pairs
+from genret.serving.allocation import TenantDocids, docid_for
+from genret.store import QdrantStore, StoredDoc
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AddOptions", "IndexOptions", "TrainingQueries", "add_documents", "build_index"]
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    scheme: str = "semantic"
+    branching: int = 10
+    docid_headroom: int = 1  # extra semantic levels for documents added later
+    model: str = "default"  # "default", "tiny" or a local HF seq2seq checkpoint path
+    decoder_layers: int = 3
+    docid_init: str = "random"  # "embeddings": atomic docid rows start at their documents' MiniLM vectors
+    spare_docids: int = 256  # atomic: free tokens for documents upserted before the next --add
+    pairs: PairOptions = field(default_factory=PairOptions)
+    query_cache: str | None = None  # default: beside the index (index_dir.query_cache_path)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class AddOptions:
+    replay: float = 1.0  # old-document pairs replayed per new pair
+    pairs: PairOptions = field(default_factory=PairOptions)
+    query_cache: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """One tenant's documents with their docids, for the index files."""
+
+    tenant: str
+    docs: list[StoredDoc]
+    docids: list[str]
+
+
+def _doc_embeddings(docs: list[StoredDoc], device: torch.device) -> np.ndarray:
+    if docs and all(d.vector is not None for d in docs):
+        return np.stack([d.vector for d in docs])  # type: ignore[misc]
+    from genret.data.embed import TextEncoder
+
+    log.info("no stored vectors: embedding %d documents with MiniLM", len(docs))
+    return TextEncoder(device=device).encode([f"{d.title}. {d.text}" for d in docs], progress=True)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _train(model: Any, tokenizer: Any, spec: ModelSpec, codec: DocidCodec, texts: list[str], docids: list[str],
+           cfg: TrainConfig, device: torch.device, staging: Path) -> TrainStats:
+    labels = codec.encode_many(docids)
+    rows = [row[: int((row != 0).sum())] for row in labels]
+
+    def checkpoint(epoch: int) -> None:
+        model.save_pretrained(staging / MODEL_DIR)
+        tokenizer.save_pretrained(staging / MODEL_DIR)
+        log.info("checkpoint after epoch %d", epoch)
+
+    stats = train(model, tokenizer, spec, texts, rows, cfg, device, on_epoch=checkpoint)
+    checkpoint(-1)
+    return stats
+
+
+def _finish(store: QdrantStore, index_dir: str | Path, staging: Path, manifest: Manifest,
+            records: list[dict[str, Any]], memory: list[dict[str, Any]], new: list[_Trained]) -> Manifest:
+    _write_jsonl(staging / DOCIDS, records)
+    _write_jsonl(staging / MEMORY, memory)
+    write_manifest(staging, manifest)
+    for part in new:
+        store.write_docids(part.tenant, [(d.point_id, docid) for d, docid in zip(part.docs, part.docids, strict=True)])
+    publish(staging, index_dir)
+    return manifest
+
+
+def _rows(parts: list[_Trained], memory: dict[tuple[str, str], list[str]]) -> tuple[list[dict[str, Any]],
+                                                                                     list[dict[str, Any]]]:
+    records, mem = [], []
+    for p in parts:
+        for d, docid in zip(p.docs, p.docids, strict=True):
+            records.append({"tenant": p.tenant, "point_id": d.point_id, "doc_id": d.doc_id, "docid": docid})
+            mem.append({"tenant": p.tenant, "doc_id": d.doc_id, "docid": docid,
+                        "texts": memory.get((p.tenant, d.doc_id), [])})
+    return records, mem
+
+
+def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, cache: Path,
+           training_queries: TrainingQueries | None) -> tuple[list[str], list[str], dict[str, int],
+                                                              dict[tuple[str, str], list[str]], int]:
+    """Training texts and docids of ``parts``, pair counts, replay memory and documents generated for."""
+    texts: list[str] = []
+    docids: list[str] = []
+    counts = dict.fromkeys(KINDS, 0)
+    memory: dict[tuple[str, str], list[str]] = {}
+    generated = 0
+    for p in parts:
+        data = document_data([(d.doc_id, d.title, d.text) for d in p.docs], options, device, cache,
+                             training_queries)
+        by_key = dict(zip([d.doc_id for d in p.docs], p.docids, strict=True))
+        texts += [x.text for x in data.pairs]
+        docids += [by_key[x.doc_key] for x in data.pairs]
+        counts = {k: counts[k] + v for k, v in data.counts().items()}
+        memory.update({(p.tenant, k): v for k, v in data.memory.items()})
+        generated += data.generated
+    return texts, docids, counts, memory, generated
+
+
+DOCID_INITS = ("random", "embeddings")
+
+
+def _neutral_rows(model: Any, spec: ModelSpec, codec: AtomicCodec, first: int) -> None:
+    """Spare atomic tokens from ``first`` on get zero rows until a document is seeded into them."""
+    spare = list(range(first, codec.size))
+    if spare:
+        seed_docid_embeddings(model, spec, [codec.encode(str(n))[0] for n in spare],
+                              np.zeros((len(spare), model.get_output_embeddings().weight.shape[1]), np.float32))
+
+
+def _check_docid_init(options: IndexOptions) -> None:
+    if options.docid_init not in DOCID_INITS:
+        raise ValueError(f"unknown docid init {options.docid_init!r}; valid: {', '.join(DOCID_INITS)}")
+    if options.docid_init == "embeddings" and options.scheme != "atomic":
+        raise ValueError("docid init 'embeddings' needs atomic docids (one token per document): --scheme atomic")
+
+
+def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions, device: torch.device,
+                training_queries: TrainingQueries | None = None) -> Manifest:
+    tenants = store.tenants()
+    if not tenants:
+        raise ValueError(f"collection '{store.collection}' has no documents with a "
+                         f"'{store.config.tenant_key}' field: load documents first")
+    _check_docid_init(options)
+    by_vector = options.scheme in PLACED_BY_VECTOR or options.docid_init == "embeddings"
+    parts: list[_Trained] = []
+    vectors: list[np.ndarray] = []
+    words: list[str] = []
+    for t in tenants:
+        docs = list(store.scroll_tenant(t, with_vectors=by_vector))
+        emb = _doc_embeddings(docs, device) if by_vector else None
+        # atomic docids count on across tenants: each docid token, and its model row, is one document
+        docids = assign_docids(options.scheme, [d.doc_id for d in docs], emb, options.branching,
+                               options.train.seed, [(d.title, d.text) for d in docs],
+                               first_atomic=sum(len(p.docs) for p in parts))
+        parts.append(_Trained(t, docs, docids))
+        if emb is not None:
+            vectors.append(emb)
+    if options.scheme == "keyword":
+        words = vocabulary([(d.title, d.text) for p in parts for d in p.docs])
+    codec = build_codec(options.scheme, {p.tenant: p.docids for p in parts}, options.branching,
+                        options.docid_headroom, words)
+    if isinstance(codec, AtomicCodec):
+        codec = AtomicCodec(codec.size + options.spare_docids)
+    log.info("docids: scheme=%s vocab=%d max_length=%d", options.scheme, codec.vocab_size, codec.max_length)
+
+    cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
+    texts, docids, counts, memory, generated = _pairs(parts, options.pairs, device, cache, training_queries)
+    log.info("training pairs: %s", counts)
+
+    if options.model == "default":
+        model, tokenizer, spec = build_default_model(codec.vocab_size, options.decoder_layers,
+                                                     codec.max_length + 1, options.train.seed)
+    elif options.model == "tiny":
+        model, tokenizer, spec = build_tiny_model(codec.vocab_size, max_docid_len=codec.max_length + 1,
+                                                  seed=options.train.seed)
+    else:
+        model, tokenizer, spec = load_checkpoint_for_docids(options.model, codec.vocab_size)
+    if options.docid_init == "embeddings":
+        tokens = [codec.encode(d)[0] for p in parts for d in p.docids]
+        seed_docid_embeddings(model, spec, tokens, np.concatenate(vectors))
+        _neutral_rows(model, spec, codec, len(tokens))
+    staging = staging_dir(index_dir)
+    stats = _train(model, tokenizer, spec, codec, texts, docids, options.train, device, staging)
+
+    training = {"options": {k: v for k, v in asdict(options).items() if k != "train"},
+                "config": asdict(options.train), "pairs": counts, "stats": stats.to_json(),
+                "queries_generated_for": generated, "device": str(device)}
+    manifest = Manifest(collection=store.collection, tenant_key=store.config.tenant_key,
+                        codec=codec.to_json(), model=asdict(spec),
+                        tenants={p.tenant: len(p.docids) for p in parts}, training=training)
+    records, mem = _rows(parts, memory)
+    return _finish(store, index_dir, staging, manifest, records, mem, parts)
+
+
+def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions, device: torch.device,
+                  training_queries: TrainingQueries | None = None) -> Manifest:
+    """Train the collection's documents that the index was not trained on into it."""
+    old = read_manifest(index_dir)
+    codec, spec = old.docid_codec(), old.model_spec
+    records = _read_jsonl(Path(index_dir) / DOCIDS)
+    memory = _read_jsonl(Path(index_dir) / MEMORY)
+    trained = {(r["tenant"], r["doc_id"]) for r in records}
+    built = old.training.get("options", {})
+    seeded = built.get("docid_init") == "embeddings"
+    by_vector = built.get("scheme", "semantic") in PLACED_BY_VECTOR or seeded
+    new_parts: list[_Trained] = []
+    live: set[tuple[str, str]] = set()
+    scanned = [(t, list(store.scroll_tenant(t, with_vectors=by_vector))) for t in store.tenants()]
+    next_atomic = 0  # atomic: the first token after every docid in use, in any tenant
+    if isinstance(codec, AtomicCodec):
+        next_atomic = 1 + max((int(d.docid) for _, docs in scanned for d in docs if d.docid), default=-1)
+    for t, docs in scanned:
+        live |= {(t, d.doc_id) for d in docs}
+        state = TenantDocids(codec)
+        for d in docs:
+            if d.docid:  # trained, or placed by an upsert since: keeps its docid
+                state.add(d.docid, d.vector)
+        fresh = [d for d in docs if (t, d.doc_id) not in trained]
+        docids = []
+        for d in fresh:
+            if d.docid:
+                docid = d.docid
+            elif isinstance(codec, AtomicCodec):  # a new token (and model row) of its own
+                docid, next_atomic = str(next_atomic), next_atomic + 1
+            else:
+                docid = docid_for(codec, state, d.doc_id, d.vector, d.title, d.text)
+                state.add(docid, d.vector)
+            docids.append(docid)
+        if fresh:
+            new_parts.append(_Trained(t, fresh, docids))
+    if not new_parts:
+        raise ValueError(f"every document of collection '{store.collection}' is already in the index")
+    records = [r for r in records if (r["tenant"], r["doc_id"]) in live]
+    memory = [m for m in memory if (m["tenant"], m["doc_id"]) in live]
+
+    cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
+    texts, docids, counts, new_memory, generated = _pairs(new_parts, options.pairs, device, cache,
+                                                          training_queries)
+    r_texts, r_docids = replay_pairs(memory, live, round(options.replay * len(texts)), options.train.seed)
+    log.info("adding %d documents: pairs %s, %d replayed", sum(len(p.docs) for p in new_parts), counts,
+             len(r_texts))
+    model, tokenizer = load_trained(Path(index_dir) / MODEL_DIR)
+    train_cfg = options.train
+    grown = codec
+    if isinstance(codec, AtomicCodec):  # room for the new tokens, and spare ones after them
+        grown = AtomicCodec(max(codec.size, next_atomic + int(built.get("spare_docids", 0))))
+        spec = grow_docid_vocab(model, spec, grown.size - codec.size)
+    if seeded and isinstance(grown, AtomicCodec):  # new documents start at their embeddings
+        seed_docid_embeddings(model, spec, [grown.encode(d)[0] for p in new_parts for d in p.docids],
+                              np.concatenate([_doc_embeddings(p.docs, device) for p in new_parts]))
+        _neutral_rows(model, spec, grown, next_atomic)
+        if old.training.get("config", {}).get("freeze_docid_embeddings"):
+            train_cfg = replace(train_cfg, freeze_docid_embeddings=True)
+    staging = staging_dir(index_dir)
+    stats = _train(model, tokenizer, spec, grown, texts + r_texts, docids + r_docids, train_cfg, device,
+                   staging)
+
+    addition = {"added": {p.tenant: len(p.docs) for p in new_parts}, "pairs": counts, "replayed": len(r_texts),
+                "options": {k: v for k, v in asdict(options).items() if k != "train"},
+                "config": asdict(train_cfg), "stats": stats.to_json(), "queries_generated_for": generated}
+    tenants = dict(old.tenants)
+    for p in new_parts:
+        tenants[p.tenant] = tenants.get(p.tenant, 0) + len(p.docs)
+    training = {**old.training, "additions": [*old.training.get("additions", []), addition]}
+    manifest = replace(old, codec=grown.to_json(), model=asdict(spec), tenants=tenants, training=training,
+                       created_at=utc_now(), versions=library_versions())
+    new_records, new_mem = _rows(new_parts, new_memory)
+    return _finish(store, index_dir, staging, manifest, records + new_records, memory + new_mem, new_parts)

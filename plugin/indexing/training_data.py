@@ -1,0 +1,122 @@
+"""What the model is trained on for a set of documents, and what is kept to replay them later.
+
+Per document: its title and text, word windows, rehearsal contents (key sentences, SE-DSI), generated
+queries (DSI-QG: sampled by a ``QueryGenerator``, ranked, cached) and real training queries where a
+dataset has them. The replay memory (DSI++'s generative memory) keeps, per document, its generated
+queries, or its key sentences, or the start of its text: ``genret index --add`` replays these for old
+documents while it trains new ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genret.indexing.pairs import KINDS, Pair, document_pairs, key_sentences, passage, query_pairs, text_pairs
+from genret.indexing.querygen import (
+    BiEncoderRanker,
+    CrossEncoderRanker,
+    QueryCache,
+    QueryRanker,
+    SamplingSettings,
+    candidate_queries,
+    generator_id,
+    load_generator,
+    select_queries,
+)
+
+log = logging.getLogger(__name__)
+
+Doc = tuple[str, str, str]  # (doc_key, title, text)
+MEMORY_PER_DOC = 3
+MEMORY_HEAD_WORDS = 48
+
+
+@dataclass(frozen=True)
+class PairOptions:
+    chunk_words: int = 64
+    chunk_stride: int = 48
+    max_chunks: int = 8
+    rehearsal: int = 0  # key sentences per document
+    generated_queries: int = 0  # generated queries kept per document; 0: generate none
+    query_samples: int = 4  # candidates sampled per document
+    query_generator: str = "default"  # "default" (packaged SmolLM2) or a local checkpoint path
+    query_ranker: str = "minilm"  # "minilm" or a local cross-encoder checkpoint path
+    query_batch: int = 16  # documents per generation batch
+    query_input_tokens: int = 128  # passage tokens the generator sees
+
+
+@dataclass(frozen=True)
+class TrainingQueries:
+    """Real training queries: ``{query_id: text}`` and ``{query_id: {doc_id: grade}}``."""
+
+    queries: Mapping[str, str]
+    qrels: Mapping[str, Mapping[str, int]]
+
+
+@dataclass(frozen=True)
+class DocumentData:
+    pairs: list[Pair]
+    memory: dict[str, list[str]]  # doc key -> texts to replay it by
+    generated: int  # documents whose queries were generated now (not read from the cache)
+
+    def counts(self) -> dict[str, int]:
+        return {k: sum(1 for p in self.pairs if p.kind == k) for k in KINDS}
+
+
+def _ranker(name: str, device: torch.device) -> QueryRanker:
+    return BiEncoderRanker(device) if name == "minilm" else CrossEncoderRanker(name, device)
+
+
+def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path,
+                      device: torch.device, progress: bool = True) -> tuple[dict[str, list[str]], int]:
+    """The kept generated queries of each document, and how many documents had to be generated."""
+    settings = SamplingSettings(max_input_tokens=options.query_input_tokens)
+    name = generator_id(options.query_generator, settings)
+    passages = [passage(title, text) for _, title, text in docs]
+    cands, fresh = candidate_queries(name, lambda: load_generator(options.query_generator, device, settings),
+                                     QueryCache(cache_path), passages, options.query_samples,
+                                     options.query_batch, progress)
+    log.info("generated queries: %d documents from the cache, %d generated", len(docs) - fresh, fresh)
+    kept = select_queries(_ranker(options.query_ranker, device), passages, cands, options.generated_queries)
+    return {key: q for (key, _, _), q in zip(docs, kept, strict=True)}, fresh
+
+
+def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.device, cache_path: str | Path,
+                  training_queries: TrainingQueries | None = None, progress: bool = True) -> DocumentData:
+    """Training pairs and replay memory for one namespace's documents."""
+    pairs = document_pairs(docs, options.chunk_words, options.chunk_stride, options.max_chunks)
+    rehearsal = key_sentences(docs, options.rehearsal)
+    pairs += text_pairs(rehearsal, "rehearsal")
+    generated: dict[str, list[str]] = {}
+    fresh = 0
+    if options.generated_queries > 0:
+        generated, fresh = generated_queries(docs, options, cache_path, device, progress)
+        pairs += text_pairs(generated, "generated")
+    if training_queries is not None:
+        pairs += query_pairs(training_queries.queries, training_queries.qrels, {k for k, _, _ in docs})
+    memory = {}
+    for key, title, text in docs:
+        head = [" ".join(passage(title, text).split()[:MEMORY_HEAD_WORDS])]
+        memory[key] = (generated.get(key) or rehearsal.get(key) or head)[:MEMORY_PER_DOC]
+    return DocumentData(pairs, memory, fresh)
+
+
+def replay_pairs(memory: list[dict[str, Any]], live: set[tuple[str, str]], count: int,
+                 seed: int) -> tuple[list[str], list[str]]:
+    """``count`` (text, docid) pairs of old documents still present: documents drawn evenly (each once
+    before any twice), one of their memory texts each."""
+    pool = [m for m in memory if (m["tenant"], m["doc_id"]) in live and m["texts"]]
+    if not pool or count <= 0:
+        return [], []
+    rng = random.Random(seed)
+    picks: list[dict[str, Any]] = []
+    while len(picks) < count:
+        picks += rng.sample(pool, min(len(pool), count - len(picks)))
+    return [rng.choice(m["texts"]) for m in picks], [m["docid"] for m in picks]

@@ -1,0 +1,1 @@
+"""The ranking layer: retrieval modes, fusion of ranked lists, calibration of scores into probabilities."""

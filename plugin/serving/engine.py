@@ -1,0 +1,399 @@
+"""The search engine: domain requests in, ranked hits out. No gRPC types here.
+
+validate -> encode queries -> constrained beam search from each query's tenant root -> leaves to point
+ids -> hydrate from Qdrant under the tenant filter -> threshold -> hits.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from genret.config import Config
+from genret.data.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
+from genret.decoding.beam import Checkpoint, constrained_beam_search, score_docids
+from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
+from genret.decoding.trie import DeviceForest
+from genret.devices import resolve_device
+from genret.docids import AtomicCodec, DocidCodec
+from genret.errors import FailedPrecondition, InvalidArgument, NotFound
+from genret.kernels import BACKENDS, SCORING
+from genret.names import check_tenant
+from genret.ranking.calibration import DENSE, GENERATIVE, Calibration, read_calibration
+from genret.ranking.fusion import Ranked
+from genret.ranking.modes import Answer, Fusion, Mode, Scorer, answer
+from genret.serving.namespaces import Namespaces, load_namespaces
+from genret.serving.writer import Deleted, DocumentWriter, NewDocument, Snapshots, Upserted
+from genret.store import DOCID_KEY, QdrantStore
+from genret.turns import TenantTurns
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    tenant: str
+    text: str
+    top_k: int = 0
+    beams: int = 0
+    mode: Mode = Mode.GENERATIVE
+    score_threshold: float | None = None
+    with_payload: bool = False
+    index: str = ""
+    fusion: Fusion = Fusion.DEFAULT
+    min_probability: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    point_id: str
+    docid: str
+    score: float
+    retriever: str
+    payload: dict[str, Any]
+    sources: tuple[Ranked, ...] = ()  # one per retriever that returned the point, in retriever order
+    source_names: tuple[str, ...] = ()
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    tenant: str
+    documents: int
+    trie_nodes: int
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    index: str
+    docid_scheme: str
+    docid_vocab_size: int
+    max_docid_length: int
+    model: str
+    created_at: str
+    genret_version: str
+    namespaces: list[NamespaceStats]
+
+
+@dataclass(frozen=True)
+class _Live:
+    """One published snapshot, as searches read it."""
+
+    namespaces: Namespaces
+    forest: DeviceForest
+    owner: torch.Tensor | None  # (vocab,) atomic index: root of the tenant owning each docid token
+    epoch: int
+
+
+class Engine:
+    def __init__(self, config: Config, store: QdrantStore, backend: Seq2SeqBackend, codec: DocidCodec,
+                 namespaces: Namespaces, manifest: Manifest) -> None:
+        if config.kernel_backend not in BACKENDS:
+            raise ValueError(f"kernel_backend must be one of {', '.join(BACKENDS)}, got {config.kernel_backend!r}")
+        if config.scoring not in SCORING:
+            raise ValueError(f"scoring must be one of {', '.join(SCORING)}, got {config.scoring!r}")
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self.codec = codec
+        self.manifest = manifest
+        self._pins: Counter[int] = Counter()  # epoch -> searches reading that snapshot
+        self._pin_lock = threading.Lock()
+        self._live = self._snapshot(namespaces, 0)  # replaced whole
+        self.calibration: Calibration | None = read_calibration(config.index_dir)
+        self._dense_encoder: Any = None
+        self._dense_lock = threading.Lock()
+        self._embed_turns = TenantTurns()
+        self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
+        atomic = isinstance(codec, AtomicCodec)
+        trained = trained_docids(config.index_dir)
+        self.writer = DocumentWriter(config, store, codec, self.embed_documents,
+                                     Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
+                                     trained, self._seed_rows if atomic else None)
+        if atomic:
+            self._seed_untrained(trained)
+
+    def _seed_rows(self, docids: Sequence[str], vectors: np.ndarray) -> None:
+        """Give atomic docids to new documents: their model rows start at the documents' vectors on an
+        embedding-seeded index and at zero (no preference) otherwise, never at a former document's row."""
+        rows = vectors if self._seeded else np.zeros((len(docids), self.backend.head.weight.shape[1]), np.float32)
+        self.backend.seed_rows([self.codec.encode(d)[0] for d in docids], rows)
+
+    def _seed_untrained(self, trained: TrainedDocids) -> None:
+        """Documents given an atomic docid since the index was trained have their rows only in the process
+        that wrote them: after a restart, set them again (from the vectors in Qdrant)."""
+        ns = self._live.namespaces
+        for tenant in ns.tenants:
+            pids = [pid for pid, docid in ns.entries(tenant) if (pid, docid) not in trained]
+            found = self.store.retrieve(tenant, pids, self._seeded and self.store.has_vectors()) if pids else {}
+            docs = [d for d in found.values() if d.docid]
+            if not docs:
+                continue
+            if not self._seeded:  # their rows start at zero: no vectors needed
+                vectors = np.zeros((len(docs), 0), np.float32)
+            elif all(d.vector is not None for d in docs):
+                vectors = np.stack([d.vector for d in docs if d.vector is not None])
+            else:  # a collection without dense vectors: embed them as an upsert does
+                vectors = self.embed_documents(tenant, [f"{d.title}. {d.text}" for d in docs])
+            self._seed_rows([d.docid or "" for d in docs], vectors)
+
+    def _snapshot(self, namespaces: Namespaces, epoch: int) -> _Live:
+        owner = None
+        if isinstance(self.codec, AtomicCodec):
+            owner = torch.from_numpy(namespaces.token_owner(self.codec.vocab_size)).to(self.backend.device)
+        return _Live(namespaces, namespaces.forest.to_device(self.backend.device), owner, epoch)
+
+    def _publish(self, namespaces: Namespaces) -> int:
+        """Swap in a new snapshot: one reference assignment, so readers see the old one or the new one."""
+        self._live = self._snapshot(namespaces, self._live.epoch + 1)
+        return self._live.epoch
+
+    @contextmanager
+    def _pinned(self) -> Iterator[_Live]:
+        """The current snapshot, counted as read until the block ends (see ``oldest_epoch``)."""
+        with self._pin_lock:
+            live = self._live
+            self._pins[live.epoch] += 1
+        try:
+            yield live
+        finally:
+            with self._pin_lock:
+                self._pins[live.epoch] -= 1
+                if not self._pins[live.epoch]:
+                    del self._pins[live.epoch]
+
+    def oldest_epoch(self) -> int:
+        """The oldest snapshot a search may still read: docids removed before it are in no snapshot read."""
+        with self._pin_lock:
+            return min(self._pins, default=self._live.epoch)
+
+    @classmethod
+    def load(cls, config: Config, store: QdrantStore) -> Engine:
+        manifest = read_manifest(config.index_dir)
+        if manifest.collection != store.collection:
+            raise ValueError(f"index {config.index_dir} was built for collection '{manifest.collection}', "
+                             f"not '{store.collection}'")
+        if manifest.tenant_key != config.tenant_key:
+            raise ValueError(f"index {config.index_dir} uses tenant field '{manifest.tenant_key}', "
+                             f"not '{config.tenant_key}'")
+        spec = manifest.model_spec
+        model, tokenizer = load_trained(f"{config.index_dir}/{MODEL_DIR}")
+        backend = HFSeq2SeqBackend(model, tokenizer, spec, resolve_device(config.device))
+        codec = manifest.docid_codec()
+        return cls(config, store, backend, codec, load_namespaces(store, codec), manifest)
+
+    @property
+    def namespaces(self) -> Namespaces:
+        return self._live.namespaces
+
+    @property
+    def on_accelerator(self) -> bool:
+        """Whether the model runs on a GPU (where large batches cost little more than small ones)."""
+        return self.backend.device.type != "cpu"
+
+    # --- writes --------------------------------------------------------------------------------
+    def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]:
+        self._check_index(index)
+        return self.writer.upsert(tenant, docs)
+
+    def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted:
+        self._check_index(index)
+        return self.writer.delete(tenant, doc_ids)
+
+    def _check_index(self, index: str) -> None:
+        if index and index != self.store.collection:
+            raise NotFound(f"index '{index}' is not served here (serving '{self.store.collection}')")
+
+    # --- validation ----------------------------------------------------------------------------
+    def normalise(self, q: SearchQuery) -> SearchQuery:
+        """Check a query against the limits and fill defaults; raises InvalidArgument / NotFound."""
+        cfg = self.config
+        check_tenant(q.tenant)
+        self._check_index(q.index)
+        if not q.text.strip():
+            raise InvalidArgument("query is empty")
+        if len(q.text) > cfg.max_query_chars:
+            raise InvalidArgument(f"query has {len(q.text)} characters; the limit is {cfg.max_query_chars}")
+        top_k = q.top_k or cfg.default_top_k
+        if not 1 <= top_k <= cfg.max_top_k:
+            raise InvalidArgument(f"top_k must be in 1..{cfg.max_top_k}, got {q.top_k}")
+        beams = q.beams or max(top_k, cfg.default_beam)
+        if not 1 <= beams <= cfg.max_beam:
+            raise InvalidArgument(f"beam_size must be in 1..{cfg.max_beam}, got {q.beams}")
+        if beams < top_k:
+            raise InvalidArgument(f"beam_size ({beams}) must be at least top_k ({top_k})")
+        if q.score_threshold is not None and not math.isfinite(q.score_threshold):
+            raise InvalidArgument("score_threshold must be a finite number")
+        if q.min_probability is not None:
+            if not 0.0 <= q.min_probability <= 1.0:
+                raise InvalidArgument("min_probability must be in [0, 1]")
+            if self.calibration is None:
+                raise FailedPrecondition("min_probability needs a calibrated index (run `genret calibrate`)")
+        if q.mode != Mode.GENERATIVE and not self.store.has_vectors():
+            raise FailedPrecondition(f"collection '{self.store.collection}' has no dense vectors; "
+                                     f"load it with vectors to use {q.mode.name}")
+        if (q.mode in (Mode.HYBRID, Mode.AUTO) and q.fusion in (Fusion.WEIGHTED, Fusion.LEARNED)
+                and self.calibration is None):
+            raise FailedPrecondition(f"{q.fusion.name} fusion needs a calibrated index (run `genret calibrate`)")
+        if not self.namespaces.has(q.tenant):
+            raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
+        return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index,
+                           q.fusion, q.min_probability)
+
+    # --- search --------------------------------------------------------------------------------
+    def search_batch(self, queries: Sequence[SearchQuery], deadline: float | None = None,
+                     checkpoint: Checkpoint | None = None) -> list[list[SearchHit]]:
+        """Answer normalised queries: generative lists are decoded together (grouped by beam width), dense
+        lists come from Qdrant, each query's mode combines them, and hits are filled in from Qdrant.
+        ``checkpoint`` is called between decoding steps (where the scheduler may run another batch)."""
+        with self._pinned() as live:  # one snapshot for the whole batch
+            return self._search(queries, live, deadline, checkpoint)
+
+    def _search(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None,
+                checkpoint: Checkpoint | None) -> list[list[SearchHit]]:
+        gen, encoded = self._generative_lists(queries, live, deadline, checkpoint)
+        dense, vectors = self._dense_lists(queries)
+        docid_of: dict[str, str] = {}
+        for lst in gen.values():
+            docid_of.update({pid: docid for pid, docid, _ in lst})
+        answers: dict[int, list[Answer]] = {}
+        for i, q in enumerate(queries):
+            lists = {GENERATIVE: [(pid, s) for pid, _, s in gen.get(i, [])], DENSE: dense.get(i, [])}
+            scorers = self.scorers(q, vectors.get(i), live, deadline, encoded.get(i), checkpoint)
+            answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, scorers) if self._keep(q, a)]
+            answers[i] = answers[i][: q.top_k]
+        return self._hydrate(queries, answers, docid_of)
+
+    def scorers(self, q: SearchQuery, vector: Any, live: _Live | None = None, deadline: float | None = None,
+                enc: EncodedQueries | None = None, checkpoint: Checkpoint | None = None) -> dict[str, Scorer]:
+        """Each retriever's scorer of given points for query ``q`` (``vector``: its dense embedding):
+        Qdrant's cosine under the tenant filter, and the model's log-probability of each point's docid
+        decoded from the tenant's root, as beam search would score it (``enc``: the query already encoded)."""
+        snap = live or self._live
+        return {DENSE: lambda ids: self._dense_scores(q.tenant, vector, ids),
+                GENERATIVE: lambda ids: self._generative_scores(q, ids, snap, deadline, enc, checkpoint)}
+
+    def _keep(self, q: SearchQuery, a: Answer) -> bool:
+        if q.score_threshold is not None and a.score < q.score_threshold:
+            return False
+        return q.min_probability is None or (a.probability is not None and a.probability >= q.min_probability)
+
+    def _generative_lists(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None,
+                          checkpoint: Checkpoint | None = None
+                          ) -> tuple[dict[int, list[tuple[str, str, float]]], dict[int, EncodedQueries]]:
+        """Each decoded query's candidates, and its encoder output (reused to score other candidates)."""
+        ns, forest = live.namespaces, live.forest
+        groups: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.mode != Mode.DENSE and ns.has(q.tenant):  # a tenant emptied meanwhile has no hits
+                groups.setdefault(q.beams, []).append(i)
+        out: dict[int, list[tuple[str, str, float]]] = {}
+        encoded: dict[int, EncodedQueries] = {}
+        for beams, idx in groups.items():
+            if checkpoint is not None:
+                checkpoint()
+            enc = self.backend.encode([queries[i].text for i in idx])
+            encoded.update({i: EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
+                            for row, i in enumerate(idx)})
+            roots = torch.tensor([ns.root(queries[i].tenant) for i in idx], dtype=torch.long)
+            res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
+                                          self.config.kernel_backend, self.config.scoring, live.owner, checkpoint)
+            leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
+            for row, i in enumerate(idx):
+                out[i] = self._candidates(queries[i], ns, leaves[row], scores[row])
+        return out, encoded
+
+    def _dense_lists(self, queries: Sequence[SearchQuery]) -> tuple[dict[int, list[tuple[str, float]]], dict[int, Any]]:
+        """Each non-generative query's dense list (as deep as its beam when fused) and query vector."""
+        idx = [i for i, q in enumerate(queries) if q.mode != Mode.GENERATIVE]
+        if not idx:
+            return {}, {}
+        vectors = dict(zip(idx, self.embed_queries([queries[i].text for i in idx]), strict=True))
+        out = {}
+        for i in idx:
+            q = queries[i]
+            depth = q.top_k if q.mode == Mode.DENSE else max(q.top_k, q.beams)
+            out[i] = [(h.point_id, h.score) for h in self.store.dense_search(q.tenant, vectors[i], depth, False)]
+        return out, vectors
+
+    def _dense_scores(self, tenant: str, vec: Any, ids: Sequence[str]) -> dict[str, float]:
+        hits = self.store.dense_search(tenant, vec, len(ids), False, only=ids) if ids else []
+        return {h.point_id: h.score for h in hits}
+
+    def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live, deadline: float | None,
+                           enc: EncodedQueries | None, checkpoint: Checkpoint | None = None) -> dict[str, float]:
+        ns = live.namespaces
+        rows = ns.rows_of(q.tenant, ids)  # only the tenant's own docids are scored
+        if not rows:
+            return {}
+        tokens = torch.from_numpy(ns.tokens[list(rows.values())].astype(np.int64)).unsqueeze(0)
+        roots = torch.tensor([ns.root(q.tenant)], dtype=torch.long)
+        enc = enc if enc is not None else self.backend.encode([q.text])
+        scores = score_docids(self.backend, enc, roots, live.forest, tokens,
+                              self.config.scoring, deadline, live.owner, checkpoint)[0].tolist()
+        return {pid: s for pid, s in zip(rows, scores, strict=True) if math.isfinite(s)}
+
+    def _hydrate(self, queries: Sequence[SearchQuery], answers: dict[int, list[Answer]],
+                 docid_of: dict[str, str]) -> list[list[SearchHit]]:
+        """One tenant-checked Qdrant read per tenant in the batch; hits whose point is gone are dropped."""
+        results: list[list[SearchHit]] = [[] for _ in queries]
+        by_tenant: dict[str, list[int]] = {}
+        for i in answers:
+            by_tenant.setdefault(queries[i].tenant, []).append(i)
+        for tenant, rows in by_tenant.items():
+            ids = list(dict.fromkeys(a.point_id for i in rows for a in answers[i]))
+            payloads = self.store.hydrate(tenant, ids, True)
+            for i in rows:
+                keep = queries[i].with_payload
+                results[i] = [
+                    SearchHit(a.point_id, docid_of.get(a.point_id) or str(payloads[a.point_id].get(DOCID_KEY) or ""),
+                              a.score, a.retriever, payloads[a.point_id] if keep else {}, tuple(a.sources.values()),
+                              tuple(a.sources), a.probability)
+                    for a in answers[i] if a.point_id in payloads]
+        return results
+
+    def _candidates(self, q: SearchQuery, ns: Namespaces, leaves: list[int],
+                    scores: list[float]) -> list[tuple[str, str, float]]:
+        """(point id, docid, score) of the query's decoded leaves, best first."""
+        tenant_idx = ns.root(q.tenant)
+        cands = []
+        ranks = ns.forest.leaf_rank(np.asarray(leaves, dtype=np.int64)).tolist()
+        for value, score in zip(ranks, scores, strict=True):
+            if value < 0 or not math.isfinite(score):
+                continue
+            if int(ns.tenant_of[value]) != tenant_idx:  # cannot happen when decoding from the root
+                raise RuntimeError("decoded a docid outside the caller's namespace")
+            cands.append((ns.point_ids[value], ns.docids[value], score))
+        return cands
+
+    def embed_documents(self, tenant: str, texts: Sequence[str]) -> np.ndarray:
+        """MiniLM vectors of a tenant's documents, one document per turn with the tenants writing in turn:
+        one tenant's large write delays another's by one document's embedding at most."""
+        parts = [self._embed_turns.run(tenant, lambda t=t: self.embed_queries([t])) for t in texts]
+        return np.asarray(np.concatenate(parts), dtype=np.float32) if parts else np.zeros((0, 0), np.float32)
+
+    def embed_queries(self, texts: Sequence[str]) -> Any:
+        with self._dense_lock:
+            if self._dense_encoder is None:
+                from genret.data.embed import TextEncoder
+
+                self._dense_encoder = TextEncoder(device=self.backend.device)
+        return self._dense_encoder.encode(list(texts))
+
+    # --- info ----------------------------------------------------------------------------------
+    def info(self, tenant: str = "") -> IndexStats:
+        ns = self.namespaces
+        if tenant and not ns.has(tenant):
+            raise NotFound(f"tenant '{tenant}' has no documents in index '{self.store.collection}'")
+        names = [tenant] if tenant else sorted(ns.counts)
+        m = self.manifest
+        return IndexStats(self.store.collection, self.codec.name, self.codec.vocab_size, self.codec.max_length,
+                          str(m.model.get("base", "")), m.created_at, m.versions.get("genret", ""),
+                          [NamespaceStats(t, ns.counts[t], ns.forest.nodes_in(t)) for t in names])
+

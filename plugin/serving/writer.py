@@ -1,0 +1,250 @@
+"""Live document changes: upserts and deletes, Qdrant first, then the tenant's trie.
+
+Qdrant is the system of record, so every change is written there first (points carry their docid in the
+payload) and only then published as a new namespace snapshot. If the Qdrant call fails nothing is
+published; if it may have been applied in part, the tenant's namespace is re-read from Qdrant, so the
+sidecar never disagrees with Qdrant and never hands out a docid twice. A process killed at any point
+restarts from Qdrant in the same way.
+
+Writes of one tenant run one at a time; writes of different tenants run side by side and meet only to
+publish (one short step that swaps in the new snapshot) and, on an atomic index, in the shared pool of
+docid numbers. A tenant holds at most ``tenant_max_new_docids`` docids the model was not trained on.
+Searches never wait for writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from genret.config import Config
+from genret.data.index_dir import TrainedDocids
+from genret.docids import AtomicCodec, DocidCodec
+from genret.errors import InvalidArgument, ResourceExhausted
+from genret.names import check_doc_id, check_tenant
+from genret.serving.allocation import AtomicPool, TenantDocids, docid_for
+from genret.serving.memory import return_freed_memory
+from genret.serving.namespaces import Namespaces
+from genret.store import PointId, QdrantStore, point_id_for
+
+log = logging.getLogger(__name__)
+_TRIM_AFTER_CHARS = 1_000_000  # writes this large hand their freed memory back to the system
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    doc_id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Upserted:
+    doc_id: str
+    point_id: PointId
+    docid: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class Deleted:
+    deleted: list[str]
+    not_found: list[str]
+
+
+Embed = Callable[[str, Sequence[str]], np.ndarray]  # (tenant, texts) -> their vectors
+Seed = Callable[[Sequence[str], np.ndarray], None]  # (new docids, their document vectors)
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """How the writer reads and replaces the engine's namespaces: ``current`` snapshot, ``publish`` a new one
+    (returns its epoch) and the ``oldest`` epoch a search in flight may still read."""
+
+    current: Callable[[], Namespaces]
+    publish: Callable[[Namespaces], int]
+    oldest: Callable[[], int]
+
+
+class DocumentWriter:
+    def __init__(self, config: Config, store: QdrantStore, codec: DocidCodec, embed: Embed, snapshots: Snapshots,
+                 trained: TrainedDocids, seed: Seed | None = None) -> None:
+        """``seed`` (atomic indexes) is called with each new docid and its vector after Qdrant holds them and
+        before they are published: it gives the docid's model row to its new document."""
+        self.config = config
+        self.store = store
+        self.codec = codec
+        self._embed = embed
+        self._seed = seed
+        self._snap = snapshots
+        self._trained = trained
+        self._publish_lock = threading.Lock()
+        self._locks_lock = threading.Lock()
+        self._tenant_locks: dict[str, threading.Lock] = {}
+        self._states: dict[str, TenantDocids] = {}
+        self._pool = (AtomicPool(codec.size, (int(d) for d in snapshots.current().docids))
+                      if isinstance(codec, AtomicCodec) else None)
+
+    # --- validation ----------------------------------------------------------------------------
+    def _check_ids(self, ids: Sequence[str], what: str) -> None:
+        cfg = self.config
+        if not ids:
+            raise InvalidArgument(f"{what} is empty")
+        if len(ids) > cfg.max_write_batch:
+            raise InvalidArgument(f"{len(ids)} {what}; the limit per call is {cfg.max_write_batch}")
+        for i, doc_id in enumerate(ids):
+            check_doc_id(doc_id, f"{what}[{i}]: the document id")
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument(f"{what} repeat a document id")
+
+    def _check_docs(self, docs: Sequence[NewDocument]) -> int:
+        """Validate the documents; their total size in characters."""
+        self._check_ids([d.doc_id for d in docs], "documents")
+        total = 0
+        for i, d in enumerate(docs):
+            if not d.text.strip() and not d.title.strip():
+                raise InvalidArgument(f"documents[{i}] ('{d.doc_id}') has neither title nor text")
+            size = len(d.text) + len(d.title)
+            if size > self.config.max_document_chars:
+                raise InvalidArgument(f"documents[{i}] ('{d.doc_id}') has {size} characters; the limit per "
+                                      f"document is {self.config.max_document_chars}")
+            total += size
+        if total > self.config.max_write_chars:
+            raise InvalidArgument(f"the documents hold {total} characters; the limit per call is "
+                                  f"{self.config.max_write_chars} (send them in several calls)")
+        return total
+
+    # --- state ---------------------------------------------------------------------------------
+    @contextmanager
+    def _lane(self, tenant: str) -> Iterator[None]:
+        """One write at a time per tenant; other tenants' writes go on beside it."""
+        with self._locks_lock:
+            lock = self._tenant_locks.setdefault(tenant, threading.Lock())
+        with lock:
+            yield
+
+    def _state(self, tenant: str) -> TenantDocids:
+        """The tenant's taken docids with their embeddings, read from Qdrant on first use."""
+        state = self._states.get(tenant)
+        if state is None:
+            state = TenantDocids(self.codec)
+            pids = [pid for pid, _ in self._snap.current().entries(tenant)]
+            for doc in self.store.retrieve(tenant, pids, with_vectors=self.store.has_vectors()).values():
+                if doc.docid:
+                    state.add(doc.docid, doc.vector, new=(doc.point_id, doc.docid) not in self._trained)
+            self._states[tenant] = state
+        return state
+
+    def _publish(self, tenant: str, added: Sequence[tuple[PointId, str]], removed: Sequence[PointId]) -> int:
+        """Apply one tenant's change to the current snapshot and publish it; its epoch."""
+        with self._publish_lock:
+            ns = self._snap.current()
+            return self._snap.publish(ns.apply(self.codec, [(tenant, p, d) for p, d in added],
+                                               {tenant: removed} if removed else {}))
+
+    def _resync(self, tenant: str, reserved: Sequence[str] = ()) -> None:
+        """After a failed write: forget what we believed about the tenant and re-read it from Qdrant. Atomic
+        numbers ``reserved`` for the write that Qdrant does not hold go back to the pool."""
+        self._states.pop(tenant, None)
+        try:
+            truth = self.store.docids_of_tenant(tenant)
+        except Exception:  # Qdrant unreachable: keep the old snapshot; a restart re-reads everything
+            log.exception("could not re-read tenant '%s' after a failed write", tenant)
+            return
+        with self._publish_lock:
+            ns = self._snap.current()
+            before = {d for _, d in ns.entries(tenant)}
+            epoch = self._snap.publish(ns.apply(self.codec, [(tenant, p, d) for p, d in truth],
+                                                {tenant: [p for p, _ in ns.entries(tenant)]}))
+        if self._pool is not None:
+            held = {d for _, d in truth}
+            self._pool.give_back(int(d) for d in reserved if d not in held)
+            self._pool.retire((int(d) for d in before - held), epoch)
+
+    def _check_quota(self, tenant: str, state: TenantDocids, count: int) -> None:
+        quota = self.config.tenant_max_new_docids
+        if quota and len(state.new) + count > quota:
+            raise ResourceExhausted(
+                f"tenant '{tenant}' holds {len(state.new)} docids the model was not trained on and this write "
+                f"adds {count}; its quota is {quota}: delete documents, or train them in with `genret index --add`")
+
+    def _reserve(self, state: TenantDocids, docs: Sequence[NewDocument], vectors: np.ndarray) -> list[str]:
+        """Docids for documents that have none yet: all of them, or none and an error."""
+        if self._pool is not None:
+            docids = [str(n) for n in self._pool.take(len(docs), self._snap.oldest())]
+        else:
+            docids = []
+            try:
+                for d, vec in zip(docs, vectors, strict=True):
+                    docids.append(docid_for(self.codec, state, d.doc_id, vec, d.title, d.text))
+                    state.add(docids[-1], vec, new=True)
+            except Exception:
+                for docid, vec in zip(docids, vectors, strict=False):
+                    state.remove(docid, vec)
+                raise
+            return docids
+        for docid, vec in zip(docids, vectors, strict=True):
+            state.add(docid, vec, new=True)
+        return docids
+
+    # --- changes -------------------------------------------------------------------------------
+    def upsert(self, tenant: str, docs: Sequence[NewDocument]) -> list[Upserted]:
+        check_tenant(tenant)
+        chars = self._check_docs(docs)
+        try:
+            with self._lane(tenant):
+                return self._upsert(tenant, docs)
+        finally:
+            if chars > _TRIM_AFTER_CHARS:
+                return_freed_memory()
+
+    def _upsert(self, tenant: str, docs: Sequence[NewDocument]) -> list[Upserted]:
+        pids = [point_id_for(tenant, d.doc_id) for d in docs]
+        existing = self.store.retrieve(tenant, pids)
+        state = self._state(tenant)
+        fresh = [i for i, pid in enumerate(pids) if not (pid in existing and existing[pid].docid)]
+        self._check_quota(tenant, state, len(fresh))
+        vectors = self._embed(tenant, [f"{d.title}. {d.text}" for d in docs])
+        reserved = self._reserve(state, [docs[i] for i in fresh], vectors[fresh])
+        docids = [existing[pid].docid or "" if pid in existing else "" for pid in pids]
+        for i, docid in zip(fresh, reserved, strict=True):
+            docids[i] = docid
+        try:
+            self.store.upsert_documents(tenant, [(d.doc_id, d.title, d.text) for d in docs],
+                                        vectors if self.store.has_vectors() else None, docids=docids)
+        except Exception:
+            self._resync(tenant, reserved if self._pool is not None else ())
+            raise
+        if self._seed is not None and fresh:
+            self._seed(reserved, vectors[fresh])
+        self._publish(tenant, [(pids[i], docids[i]) for i in fresh], ())
+        return [Upserted(d.doc_id, pid, docid, pid not in existing)
+                for d, pid, docid in zip(docs, pids, docids, strict=True)]
+
+    def delete(self, tenant: str, doc_ids: Sequence[str]) -> Deleted:
+        check_tenant(tenant)
+        self._check_ids(doc_ids, "ids")
+        with self._lane(tenant):
+            pids = [point_id_for(tenant, d) for d in doc_ids]
+            existing = self.store.retrieve(tenant, pids, with_vectors=self.store.has_vectors())
+            gone = [pid for pid in pids if pid in existing]
+            try:
+                self.store.delete_points(tenant, gone)
+            except Exception:
+                self._resync(tenant)
+                raise
+            epoch = self._publish(tenant, (), gone)
+            freed = [existing[pid] for pid in gone if existing[pid].docid]
+            state = self._states.get(tenant)
+            if state is not None:
+                for doc in freed:
+                    state.remove(doc.docid or "", doc.vector)
+            if self._pool is not None:
+                self._pool.retire((int(doc.docid or 0) for doc in freed), epoch)
+            return Deleted([d for d, p in zip(doc_ids, pids, strict=True) if p in existing],
+                           [d for d, p in zip(doc_ids, pids, strict=True) if p not in existing])

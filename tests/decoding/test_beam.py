@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genret.decoding.beam import constrained_beam_search, score_docids, unconstrained_beam_search
+from genret.decoding.model import HFSeq2SeqBackend, build_tiny_model
+from genret.decoding.trie import build_forest
+from genret.docids import EVERY_TENANT, AtomicCodec, SemanticCodec, assign_docids
+from genret.indexing.training import sequence_loss
+from genret.serving.namespaces import Namespaces, build_namespaces
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+QUERIES = ["wing flutter at supersonic speed", "heat transfer in boundary layers", "x"]
+
+
+def make_case(n_docs: int, branching: int, seed: int):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    docids = assign_docids("semantic", [str(i) for i in range(n_docs)], rng.normal(size=(n_docs, 8)).astype(np.float32),
+                           branching, seed)
+    depth = max(len(d.split("-")) for d in docids)
+    codec = SemanticCodec(branching, depth)
+    model, tok, spec = build_tiny_model(codec.vocab_size, seed=seed)
+    return docids, codec, HFSeq2SeqBackend(model, tok, spec, DEVICE), model, tok, spec
+
+
+def brute_force(model, tok, spec, codec, docids, query):  # type: ignore[no-untyped-def]
+    """Sequence log-probability of every docid by teacher forcing."""
+    labels = torch.as_tensor(codec.encode_many(docids), device=DEVICE)
+    labels = torch.where(labels == 0, torch.full_like(labels, -100), labels)
+    batch = tok([query] * len(docids), return_tensors="pt", truncation=True, max_length=64).to(DEVICE)
+    with torch.no_grad():
+        nll = sequence_loss(model, spec, labels, input_ids=batch["input_ids"],
+                            attention_mask=batch["attention_mask"], reduction="none")
+    return (-nll).cpu().numpy()
+
+
+def test_exhaustive_beam_equals_brute_force() -> None:
+    docids, codec, backend, model, tok, spec = make_case(40, 4, seed=1)
+    forest, order = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
+    enc = backend.encode(QUERIES)
+    res = constrained_beam_search(backend, enc, torch.zeros(len(QUERIES), dtype=torch.long),
+                                  forest.to_device(DEVICE), beams=len(docids))
+    for q, query in enumerate(QUERIES):
+        ref = brute_force(model, tok, spec, codec, docids, query)
+        got_docs = order[forest.leaf_rank(res.leaves[q].cpu().numpy())].tolist()
+        assert sorted(got_docs) == list(range(len(docids)))  # every docid, each once
+        np.testing.assert_allclose(res.scores[q].cpu().numpy(), np.sort(ref)[::-1], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(res.scores[q].cpu().numpy(), ref[got_docs], rtol=1e-4, atol=1e-4)
+
+
+def test_narrow_beam_returns_only_existing_docids_of_the_right_tenant() -> None:
+    docids, codec, backend, *_ = make_case(30, 3, seed=2)
+    tenant_of = np.array([i % 2 for i in range(len(docids))])
+    forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
+    enc = backend.encode(QUERIES[:2])
+    res = constrained_beam_search(backend, enc, torch.tensor([0, 1]), forest.to_device(DEVICE),
+                                  beams=5)
+    for q, tenant in enumerate([0, 1]):
+        scores = res.scores[q].tolist()
+        assert scores == sorted(scores, reverse=True)
+        for leaf in res.leaves[q].tolist():
+            assert leaf >= 0
+            assert tenant_of[order[forest.leaf_rank(np.array([leaf]))[0]]] == tenant
+
+
+def test_tenant_with_fewer_docids_than_beams_pads_with_empty() -> None:
+    docids, codec, backend, *_ = make_case(6, 3, seed=3)
+    tenant_of = np.array([0] * 5 + [1])
+    forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
+    enc = backend.encode(QUERIES[:1])
+    res = constrained_beam_search(backend, enc, torch.tensor([1]), forest.to_device(DEVICE),
+                                  beams=4)
+    assert res.leaves[0, 0] >= 0 and order[forest.leaf_rank(res.leaves[0, :1].cpu().numpy())[0]] == 5
+    assert (res.leaves[0, 1:] == -1).all() and torch.isinf(res.scores[0, 1:]).all()
+
+
+def test_children_scoring_is_a_distribution_over_the_namespace() -> None:
+    """Renormalised over the allowed children at every step, exhaustive scores sum to probability 1."""
+    docids, codec, backend, *_ = make_case(30, 3, seed=4)
+    forest, _ = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
+    res = constrained_beam_search(backend, backend.encode(QUERIES), torch.zeros(len(QUERIES), dtype=torch.long),
+                                  forest.to_device(DEVICE), beams=len(docids), scoring="children")
+    assert (res.leaves >= 0).all()
+    np.testing.assert_allclose(res.scores.exp().sum(1).cpu().numpy(), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", ["vocab", "children"])
+def test_triton_loop_equals_torch_loop(scoring: str) -> None:
+    docids, codec, backend, *_ = make_case(50, 4, seed=5)
+    tenant_of = np.array([i % 3 for i in range(len(docids))])
+    forest, _ = build_forest(["a", "b", "c"], tenant_of, codec.encode_many(docids))
+    d = forest.to_device(DEVICE)
+    enc = backend.encode(QUERIES)
+    roots = torch.tensor([0, 2, 1])  # one batch, three tenants
+    a = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="torch", scoring=scoring)
+    b = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="triton", scoring=scoring)
+    assert torch.equal(a.leaves, b.leaves)
+    np.testing.assert_allclose(a.scores.cpu().numpy(), b.scores.cpu().numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", ["vocab", "children"])
+def test_teacher_forced_scores_equal_beam_scores(scoring: str) -> None:
+    """score_docids gives each docid the score beam search gives it; another tenant's docid and a deleted
+    one score -inf."""
+    docids, codec, backend, *_ = make_case(36, 3, seed=6)
+    tenant_of = np.array([i % 2 for i in range(len(docids))])
+    alive = np.array([i != 4 for i in range(len(docids))])  # docid 4 (tenant 0) is deleted
+    tokens = codec.encode_many(docids)
+    forest, order = build_forest(["a", "b"], tenant_of, tokens, alive)
+    d = forest.to_device(DEVICE)
+    enc = backend.encode(QUERIES[:2])
+    roots = torch.tensor([0, 1])
+    res = constrained_beam_search(backend, enc, roots, d, beams=len(docids), kernel_backend="torch", scoring=scoring)
+    found = [order[forest.leaf_rank(res.leaves[q][res.leaves[q] >= 0].cpu().numpy())] for q in range(2)]
+    width = max(len(f) for f in found)
+    rows = np.stack([np.concatenate([f, [4, 1 - q] + [f[0]] * (width - len(f))]) for q, f in enumerate(found)])
+    forced = score_docids(backend, enc, roots, d, torch.as_tensor(tokens[rows]), scoring)
+    for q, f in enumerate(found):
+        beam = res.scores[q][res.leaves[q] >= 0]
+        np.testing.assert_allclose(forced[q, : len(f)].cpu().numpy(), beam.cpu().numpy(), rtol=1e-5, atol=1e-5)
+        assert torch.isinf(forced[q, len(f)]) and torch.isinf(forced[q, len(f) + 1])  # deleted; other tenant
+
+
+def test_unconstrained_loop_runs_the_same_steps() -> None:
+    docids, codec, backend, *_ = make_case(20, 3, seed=6)
+    res = unconstrained_beam_search(backend, backend.encode(QUERIES), beams=4, max_steps=codec.max_length + 1)
+    assert res.steps <= codec.max_length + 1
+    assert (res.scores[:, 1:] <= res.scores[:, :-1]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), tenants=st.integers(1, 3), n=st.integers(1, 40), beams=st.integers(1, 8),
+       dead=st.floats(0.0, 0.9), scoring=st.sampled_from(["vocab", "children"]),
+       kernel=st.sampled_from(["torch", "triton"]))
+def test_every_decoded_docid_exists_in_its_tenants_namespace(seed: int, tenants: int, n: int, beams: int,
+                                                              dead: float, scoring: str, kernel: str) -> None:
+    rng = np.random.default_rng(seed)
+    docids = [d for d in CASE_DOCIDS if rng.random() < 0.9][:n] or CASE_DOCIDS[:1]
+    tenant_of = rng.integers(0, tenants, len(docids))
+    alive = rng.random(len(docids)) >= dead
+    names = [f"t{i}" for i in range(tenants)]
+    forest, order = build_forest(names, tenant_of, CASE_CODEC.encode_many(docids), alive=alive)
+    roots = torch.as_tensor(rng.integers(0, tenants, 2))
+    res = constrained_beam_search(CASE_BACKEND, CASE_BACKEND.encode(QUERIES[:2]), roots,
+                                  forest.to_device(DEVICE), beams, kernel_backend=kernel,
+                                  scoring=scoring)
+    for q in range(2):
+        found = [int(x) for x in res.leaves[q].tolist() if x >= 0]
+        rows = order[forest.leaf_rank(np.array(found, dtype=np.int64))] if found else np.zeros(0, dtype=np.int64)
+        assert (forest.leaf_rank(np.array(found, dtype=np.int64)) >= 0).all()
+        for row in rows:
+            assert alive[row] and tenant_of[row] == int(roots[q])
+            assert forest.walk(names[int(roots[q])], [t for t in CASE_CODEC.encode(docids[row]) if t > 1]) >= 0
+        expected = min(beams, int((alive & (tenant_of == int(roots[q]))).sum()))
+        assert len(found) == expected and len(set(found)) == len(found)
+
+
+CASE_DOCIDS, CASE_CODEC, CASE_BACKEND, *_ = make_case(40, 3, seed=9)
+
+
+def test_atomic_scores_normalise_over_the_callers_own_documents_only() -> None:
+    """Atomic docids: each token is one document. A tenant's vocab scores come from its own tokens (and EOS):
+    changing the model rows of another tenant's documents, or of a free token, changes none of them."""
+    codec = AtomicCodec(12)
+    ns = build_namespaces(codec, {"a": [(f"pa{i}", str(i)) for i in range(0, 10, 2)],
+                                  "b": [(f"pb{i}", str(i)) for i in range(1, 10, 2)]})
+    owner = ns.token_owner(codec.vocab_size)
+    a, b = ns.root("a"), ns.root("b")
+    assert owner[:2].tolist() == [EVERY_TENANT] * 2 and owner[13] == -1  # PAD, EOS; docid 11 held by nobody
+    assert owner[[2, 4, 6, 8, 10]].tolist() == [a] * 5 and owner[[3, 5, 7, 9, 11]].tolist() == [b] * 5
+    model, tok, spec = build_tiny_model(codec.vocab_size, seed=7)
+    backend = HFSeq2SeqBackend(model, tok, spec, DEVICE)
+    enc, forest, own = backend.encode(QUERIES[:1]), ns.forest.to_device(DEVICE), torch.from_numpy(owner).to(DEVICE)
+
+    def search(owner: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        res = constrained_beam_search(backend, enc, torch.tensor([a]), forest, beams=5, owner=owner)
+        return res.leaves, res.scores
+
+    leaves, scores = search(own)
+    shared_scores = search(None)[1]
+    with torch.no_grad():
+        backend.head.weight[[3, 5, 13]] += 3.0  # b's docids 1 and 3, and the free docid 11
+    assert all(torch.equal(x, y) for x, y in zip(search(own), (leaves, scores), strict=True))
+    assert not torch.equal(search(None)[1], shared_scores)  # over the whole vocabulary they would move
+    tokens = torch.as_tensor(ns.tokens[forest_rows(ns, leaves[0])].astype(np.int64)).unsqueeze(0)
+    forced = score_docids(backend, enc, torch.tensor([a]), forest, tokens, owner=own)
+    np.testing.assert_allclose(forced[0].numpy(), scores[0].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def forest_rows(ns: Namespaces, leaves: torch.Tensor) -> np.ndarray:
+    return ns.forest.leaf_rank(leaves.cpu().numpy())

@@ -1,0 +1,127 @@
+"""Query generation (DSI-QG) with tiny real language models: sampling, cleaning, ranking, caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genret.indexing.querygen import (
+    BiEncoderRanker,
+    CrossEncoderRanker,
+    QueryCache,
+    QueryGenerator,
+    SamplingSettings,
+    candidate_queries,
+    clean_query,
+    generator_id,
+    load_generator,
+    save_tiny_generator,
+    select_queries,
+)
+
+PASSAGES = ["experimental study of a wing in a propeller slipstream and the lift increase it gives",
+            "boundary layer equations for steady incompressible flow past a flat plate",
+            "heat transfer to a cone in hypersonic flow"]
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_tiny_generators_sample_the_asked_number(kind: str, tmp_path: Path) -> None:
+    gen = load_generator(str(save_tiny_generator(tmp_path / kind, kind)), torch.device("cpu"),
+                         SamplingSettings(max_new_tokens=6))
+    out = gen.generate(PASSAGES, samples=3)
+    assert len(out) == len(PASSAGES)
+    assert all(0 < len(qs) <= 3 and all(q.strip() == q and q for q in qs) for qs in out)
+    assert gen.generate(PASSAGES, samples=3) == out  # seeded sampling: the same candidates again
+
+
+def test_clean_query_keeps_the_query_only() -> None:
+    assert clean_query(' "Query: lift of a wing in a slipstream"\nmore text') == "lift of a wing in a slipstream"
+    assert clean_query("1. boundary  layer   flow") == "boundary layer flow"
+    assert clean_query("   \n ") == ""
+
+
+class _Counting(QueryGenerator):
+    """Counts calls to a real generator."""
+
+    def __init__(self, inner: QueryGenerator) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    def generate(self, passages, samples):  # type: ignore[no-untyped-def]
+        self.calls += len(passages)
+        return self.inner.generate(passages, samples)
+
+
+def test_generated_queries_are_cached_and_reused(tmp_path: Path) -> None:
+    path = save_tiny_generator(tmp_path / "gen")
+    settings = SamplingSettings(max_new_tokens=5)
+    gen = _Counting(load_generator(str(path), torch.device("cpu"), settings))
+    cache_file = tmp_path / "q.jsonl"
+    first, n = candidate_queries(gen.name, lambda: gen, QueryCache(cache_file), PASSAGES, 2, batch_size=2)
+    assert n == 3 and gen.calls == 3 and len(QueryCache(cache_file)) == 3
+
+    def must_not_load() -> QueryGenerator:
+        raise AssertionError("a cached passage was generated again")
+
+    again, n2 = candidate_queries(gen.name, must_not_load, QueryCache(cache_file), PASSAGES, 2)
+    assert (again, n2) == (first, 0)
+    # one new passage: only it is generated
+    more, n3 = candidate_queries(gen.name, lambda: gen, QueryCache(cache_file), [*PASSAGES, "supersonic inlet"], 2)
+    assert n3 == 1 and gen.calls == 4 and more[:3] == first
+    # other settings are another generator: nothing reused
+    other = generator_id(str(path), SamplingSettings(max_new_tokens=6))
+    assert other != gen.name and all(QueryCache(cache_file).get(QueryCache.key(other, p)) is None for p in PASSAGES)
+
+
+def test_cache_ignores_a_line_cut_by_a_crash(tmp_path: Path) -> None:
+    f = tmp_path / "q.jsonl"
+    cache = QueryCache(f)
+    cache.put_many([(QueryCache.key("g", "a"), ["x"]), (QueryCache.key("g", "b"), ["y"])])
+    f.write_text(f.read_text() + '{"key": "abc", "quer')
+    reread = QueryCache(f)
+    assert len(reread) == 2 and reread.get(QueryCache.key("g", "b")) == ["y"]
+
+
+def test_minilm_ranker_keeps_the_relevant_candidates() -> None:
+    ranker = BiEncoderRanker(torch.device("cpu"))
+    cands = [["recipes for cooking pasta", "lift of a wing in a propeller slipstream", "stock market news",
+              "wing lift increase slipstream", "lift of a wing in a propeller slipstream"]]
+    kept = select_queries(ranker, PASSAGES[:1], cands, keep=2)
+    assert sorted(kept[0]) == ["lift of a wing in a propeller slipstream", "wing lift increase slipstream"]
+
+
+def test_minilm_scores_across_passages_equal_each_passage_alone() -> None:
+    ranker = BiEncoderRanker(torch.device("cpu"))
+    cands = [["wing lift", "stock market news"], [], ["hypersonic cone heating", "flat plate", "pasta"]]
+    scores = ranker.score(PASSAGES, cands)
+    assert [len(s) for s in scores] == [2, 0, 3]
+    for passage, qs, got in zip(PASSAGES, cands, scores, strict=True):
+        if qs:
+            vecs = ranker.encoder.encode([passage, *qs])
+            np.testing.assert_allclose(got, vecs[1:] @ vecs[0], atol=1e-5)
+
+
+def test_cross_encoder_scores_every_pair_in_batches(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from genret.data.embed import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)
+                                  ).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    ranker = CrossEncoderRanker(tmp_path, torch.device("cpu"), batch_size=2)  # batches span passages
+    cands = [["wing lift", "stock market news", "slipstream"], ["flat plate"], []]
+    scores = ranker.score(PASSAGES, cands)
+    assert [len(s) for s in scores] == [3, 1, 0]
+    for passage, qs, got in zip(PASSAGES, cands, scores, strict=True):
+        for q, value in zip(qs, got, strict=True):
+            with torch.inference_mode():
+                alone = ranker.model(**ranker.tokenizer(q, passage, return_tensors="pt")).logits[0, 0].item()
+            assert value == pytest.approx(alone, abs=1e-5)
+    kept = select_queries(ranker, PASSAGES, cands, keep=1)
+    assert kept[0] == [cands[0][int(np.argmax(scores[0]))]] and kept[1] == ["flat plate"] and kept[2] == []

@@ -17,8 +17,9 @@ from genret.indexing.indexer import AddOptions, IndexOptions, add_documents, bui
 from genret.indexing.querygen import save_tiny_generator
 from genret.indexing.training import TrainConfig
 from genret.indexing.training_data import PairOptions
-from genret.serving.engine import Engine, Mode, SearchQuery
+from genret.serving.engine import Engine
 from genret.store import QdrantStore
+from genret.types import Mode, SearchQuery
 
 from .conftest import small_corpus
 
@@ -69,7 +70,7 @@ def test_add_trains_new_documents_and_never_changes_existing_docids(two_parts, s
         assert m.tenants == {TENANT: FIRST + LATER}
 
         engine = Engine.load(cfg, store)  # the index serves every document, old and new
-        hits = engine.search_batch([SearchQuery(TENANT, d.title, 10, 10, Mode.GENERATIVE)
+        hits = engine.search([SearchQuery(TENANT, d.title, 10, 10, Mode.GENERATIVE)
                                     for d in load_corpus(later)])
         assert hits and all(h.docid in set(after.values()) for hs in hits for h in hs)
         with pytest.raises(ValueError, match="already in the index"):

@@ -20,8 +20,8 @@ from genret.data.index_dir import read_manifest
 from genret.errors import Unavailable
 from genret.serving.engine import Engine
 from genret.serving.namespaces import load_namespaces
-from genret.serving.writer import NewDocument
 from genret.store import QdrantStore, point_id_for
+from genret.types import NewDocument
 
 from .conftest import small_corpus
 from .test_cli_serve import genret

@@ -114,11 +114,11 @@ def test_engine_stops_decoding_past_the_deadline(stack: Stack) -> None:
     import pytest
 
     from genret.errors import DeadlineExceeded
-    from genret.serving.engine import SearchQuery
+    from genret.types import SearchQuery
 
-    q = stack.engine.normalise(SearchQuery(TENANT, "wing", 5, 20))
+    q = SearchQuery(TENANT, "wing", 5, 20)
     with pytest.raises(DeadlineExceeded):
-        stack.engine.search_batch([q], deadline=time.monotonic() - 1)
+        stack.engine.search([q], deadline=time.monotonic() - 1)
 
 
 def test_concurrent_searches_are_micro_batched_with_identical_results(stack: Stack) -> None:

@@ -19,8 +19,9 @@ from genret.decoding.model import load_trained
 from genret.indexing.indexer import AddOptions, IndexOptions, add_documents, build_index
 from genret.indexing.training import TrainConfig
 from genret.indexing.training_data import PairOptions
-from genret.serving.engine import Engine, Mode, SearchQuery
+from genret.serving.engine import Engine
 from genret.store import QdrantStore
+from genret.types import Mode, SearchQuery
 
 from .conftest import small_corpus
 
@@ -75,7 +76,7 @@ def test_seeded_rows_stay_put_and_added_documents_get_rows_of_their_own(tmp_path
             np.testing.assert_allclose(grown[2 + int(docid)], v, atol=1e-6)
 
         engine = Engine.load(cfg, store)
-        hits = engine.search_batch([SearchQuery(t, "pressure distribution on a wing", 10, 20, Mode.GENERATIVE)
+        hits = engine.search([SearchQuery(t, "pressure distribution on a wing", 10, 20, Mode.GENERATIVE)
                                     for t in (A, B)])
         assert {h.docid for h in hits[0]} <= set(after) and {h.docid for h in hits[1]} <= set(vb)
         assert len(hits[0]) == 10 and len(hits[1]) == 6
@@ -101,7 +102,7 @@ def test_embedding_init_needs_atomic_docids_and_the_default_model(tmp_path: Path
 
 def test_upserted_documents_get_their_rows_at_once_and_after_a_restart(tmp_path: Path) -> None:
     from genret.errors import FailedPrecondition
-    from genret.serving.writer import NewDocument
+    from genret.types import NewDocument
 
     cfg = Config(qdrant_path=str(tmp_path / "q"), collection="live", index_dir=str(tmp_path / "idx"), device="cpu")
     store = QdrantStore(cfg)
@@ -124,7 +125,7 @@ def test_upserted_documents_get_their_rows_at_once_and_after_a_restart(tmp_path:
             rows = e.backend.head.weight.numpy()
             for u in up:
                 np.testing.assert_allclose(rows[2 + int(u.docid)], vectors[u.docid], atol=1e-6)
-            runs.append([[(h.docid, round(h.score, 4)) for h in hs] for hs in e.search_batch(queries)])
+            runs.append([[(h.docid, round(h.score, 4)) for h in hs] for hs in e.search(queries)])
         assert runs[0] == runs[1]  # the same ranking and scores from the rows rebuilt out of Qdrant
         with pytest.raises(FailedPrecondition, match="index --add"):
             engine.upsert(A, [NewDocument(f"x{i}", f"new {i}", "text") for i in range(2)])  # one spare left

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from qdrant_client import models
 
-from genret.ranking.modes import Fusion, Mode
-from genret.serving.engine import SearchQuery
 from genret.store import point_id_for
+from genret.types import Fusion, Mode, SearchQuery
 
 from .conftest import OTHER, TENANT, Stack
 
@@ -71,9 +70,9 @@ def test_every_qdrant_call_is_scoped_to_the_tenant(stack: Stack, recorder: Recor
                                                    fusion: Fusion) -> None:
     own = {pid for pid, _ in stack.store.docids_of_tenant(OTHER)}
     recorder.calls.clear()
-    q = stack.engine.normalise(SearchQuery(OTHER, "supersonic flow over wings", 5, 20, mode, with_payload=True,
-                                           fusion=fusion))
-    hits = stack.engine.search_batch([q])[0]
+    q = SearchQuery(OTHER, "supersonic flow over wings", 5, 20, mode, with_payload=True,
+                                           fusion=fusion)
+    hits = stack.engine.search([q])[0]
     assert hits and all(h.payload["tenant"] == OTHER and h.point_id in own for h in hits)
     assert recorder.calls
     for name, kwargs in recorder.calls:
@@ -89,12 +88,12 @@ def test_every_qdrant_call_is_scoped_to_the_tenant(stack: Stack, recorder: Recor
 
 
 def test_rescore_ranks_the_generative_candidates_in_a_has_id_prefetch(stack: Stack, recorder: Recorder) -> None:
-    q = stack.engine.normalise(SearchQuery(OTHER, "supersonic flow over wings", 5, 20, Mode.HYBRID,
-                                           fusion=Fusion.RESCORE))
-    gen = stack.engine.normalise(SearchQuery(OTHER, "supersonic flow over wings", 20, 20, Mode.GENERATIVE))
-    candidates = {h.point_id for h in stack.engine.search_batch([gen])[0]}
+    q = SearchQuery(OTHER, "supersonic flow over wings", 5, 20, Mode.HYBRID,
+                                           fusion=Fusion.RESCORE)
+    gen = SearchQuery(OTHER, "supersonic flow over wings", 20, 20, Mode.GENERATIVE)
+    candidates = {h.point_id for h in stack.engine.search([gen])[0]}
     recorder.calls.clear()
-    hits = stack.engine.search_batch([q])[0]
+    hits = stack.engine.search([q])[0]
     prefetched = [kw["prefetch"] for name, kw in recorder.calls if name == "query_points" and "prefetch" in kw]
     assert len(prefetched) == 1 and reads_only({"prefetch": prefetched[0]}, OTHER)
     ids = next(c.has_id for c in prefetched[0].filter.must if isinstance(c, models.HasIdCondition))

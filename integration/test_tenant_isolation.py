@@ -189,10 +189,10 @@ class _Gated:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def search_batch(self, queries: Any, deadline: float | None = None, checkpoint: Any = None) -> Any:
+    def search(self, queries: Any, deadline: float | None = None, checkpoint: Any = None) -> Any:
         self.batches.append([q.tenant for q in queries])
         self.gate.wait(60)
-        return self._engine.search_batch(queries, deadline, checkpoint)
+        return self._engine.search(queries, deadline, checkpoint)
 
 
 def test_a_flooding_tenant_gets_its_share_of_each_batch_and_no_more(stack: Stack) -> None:

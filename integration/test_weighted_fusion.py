@@ -13,9 +13,8 @@ import pytest
 
 from genret.evaluation.reliability import THRESHOLDS, calibrate_index, calibration_report
 from genret.ranking.calibration import CALIBRATION, DENSE, GENERATIVE
-from genret.ranking.modes import Fusion, Mode
-from genret.serving.engine import SearchQuery
 from genret.store import point_id_for
+from genret.types import Fusion, Mode, SearchQuery
 
 from .conftest import N_DOCS, OTHER, TENANT, Stack
 from .test_tenant_filter import Recorder, reads_only
@@ -46,16 +45,16 @@ def calibrated(stack: Stack, tmp_path: Path) -> Iterator[Stack]:
 
 def _scores(stack: Stack, tenant: str, mode: Mode, depth: int = N_DOCS) -> dict[str, float]:
     """One retriever's own list, ``depth`` deep (all documents by default: an exhaustive beam)."""
-    q = stack.engine.normalise(SearchQuery(tenant, QUERY, depth, depth, mode))
-    return {h.point_id: h.score for h in stack.engine.search_batch([q])[0]}
+    q = SearchQuery(tenant, QUERY, depth, depth, mode)
+    return {h.point_id: h.score for h in stack.engine.search([q])[0]}
 
 
 def test_weighted_fusion_sums_each_retrievers_own_scores(calibrated: Stack) -> None:
     engine = calibrated.engine
     engine.calibration = dataclasses.replace(engine.calibration, fusion_weights={GENERATIVE: 0.1, DENSE: 1.0})
     gen, dense = _scores(calibrated, TENANT, Mode.GENERATIVE), _scores(calibrated, TENANT, Mode.DENSE)
-    q = engine.normalise(SearchQuery(TENANT, QUERY, 6, 6, Mode.HYBRID, fusion=Fusion.WEIGHTED))
-    hits = engine.search_batch([q])[0]
+    q = SearchQuery(TENANT, QUERY, 6, 6, Mode.HYBRID, fusion=Fusion.WEIGHTED)
+    hits = engine.search([q])[0]
     assert len(hits) == 6 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     one_sided = 0
     for h in hits:
@@ -75,8 +74,8 @@ def test_weighted_fusion_scores_only_the_callers_documents(calibrated: Stack) ->
     rec = Recorder(real)
     store.client = rec  # type: ignore[assignment]
     try:
-        q = engine.normalise(SearchQuery(OTHER, QUERY, 3, 3, Mode.HYBRID, fusion=Fusion.WEIGHTED, with_payload=True))
-        hits = engine.search_batch([q])[0]
+        q = SearchQuery(OTHER, QUERY, 3, 3, Mode.HYBRID, fusion=Fusion.WEIGHTED, with_payload=True)
+        hits = engine.search([q])[0]
     finally:
         store.client = real
     assert hits and all(h.point_id in own and h.payload["tenant"] == OTHER for h in hits)

@@ -206,8 +206,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.command == "serve":
         from genret.api.server import serve
+        from genret.serving.engine import Engine
 
-        asyncio.run(serve(cfg))
+        asyncio.run(serve(cfg, Engine.load))
         return 0
     if args.command == "demo":
         from genret.demo import run_demo

@@ -20,13 +20,23 @@ from genret.config import Config
 from genret.errors import Unavailable
 from genret.names import check_doc_id, check_tenant
 from genret.turns import TurnLock
+from genret.types import PointId
 
 DOCID_KEY = "genret_docid"
 DOC_ID_KEY = "doc_id"
 VECTOR_NAME = "dense"
 _POINT_NAMESPACE = uuid.UUID("6f1c1f4e-9d55-4a0b-9c51-0d2f2b6f3a11")
 
-PointId = str
+
+
+def qdrant_client_version() -> str:
+    """The installed qdrant-client's version (recorded in index manifests)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qdrant-client")
+    except PackageNotFoundError:  # pragma: no cover - metadata missing in odd installs
+        return "unknown"
 
 
 def point_id_for(tenant: str, doc_id: str) -> PointId:

@@ -15,7 +15,7 @@ from genret.docids import (
     codec_from_json,
     residual_quantization,
 )
-from genret.indexing.keywords import keyword_docids, place, vocabulary
+from genret.docids.keywords import keyword_docids, place, vocabulary
 
 
 def embeddings(n: int, seed: int = 0) -> np.ndarray:

@@ -32,8 +32,9 @@ from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 from genret.config import force_offline
 from genret.data.beir import demo_corpus_path
 from genret.data.embed import minilm_path
+from genret.data.index_dir import ModelSpec
 from genret.decoding.beam import constrained_beam_search, unconstrained_beam_search
-from genret.decoding.model import HFSeq2SeqBackend, ModelSpec
+from genret.decoding.model import HFSeq2SeqBackend
 from genret.decoding.trie import DeviceForest, build_forest
 
 EOS = 1

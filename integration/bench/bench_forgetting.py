@@ -42,8 +42,9 @@ from genret.devices import resolve_device
 from genret.indexing.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
 from genret.indexing.training import TrainConfig
 from genret.indexing.training_data import PairOptions
-from genret.serving.engine import Engine, Mode, SearchQuery
+from genret.serving.engine import Engine
 from genret.store import QdrantStore
+from genret.types import Mode, SearchQuery
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_new_docs import hits_at_10  # noqa: E402
@@ -67,8 +68,8 @@ def generative_top10(cfg: Config, store: QdrantStore, queries: Mapping[str, str]
     runs: dict[str, list[str]] = {}
     for s in range(0, len(qids), 16):
         chunk = qids[s : s + 16]
-        batch = [engine.normalise(SearchQuery(TENANT, queries[q], 10, beams, Mode.GENERATIVE)) for q in chunk]
-        for q, hits in zip(chunk, engine.search_batch(batch), strict=True):
+        batch = [SearchQuery(TENANT, queries[q], 10, beams, Mode.GENERATIVE) for q in chunk]
+        for q, hits in zip(chunk, engine.search(batch), strict=True):
             runs[q] = [doc_of[h.point_id] for h in hits]
     return runs
 

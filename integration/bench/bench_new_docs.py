@@ -30,9 +30,9 @@ from genret.devices import resolve_device
 from genret.indexing.indexer import IndexOptions, TrainingQueries, build_index
 from genret.indexing.training import TrainConfig
 from genret.indexing.training_data import PairOptions
-from genret.serving.engine import Engine, Mode, SearchQuery
-from genret.serving.writer import NewDocument
+from genret.serving.engine import Engine
 from genret.store import QdrantStore
+from genret.types import Mode, NewDocument, SearchQuery
 
 TENANT = "t"
 
@@ -99,8 +99,8 @@ def main() -> None:
         runs: dict[str, list[str]] = {}
         for s in range(0, len(qids), 16):
             chunk = qids[s : s + 16]
-            batch = [engine.normalise(SearchQuery(TENANT, queries[q], 10, 100, mode)) for q in chunk]
-            for q, hits in zip(chunk, engine.search_batch(batch), strict=True):
+            batch = [SearchQuery(TENANT, queries[q], 10, 100, mode) for q in chunk]
+            for q, hits in zip(chunk, engine.search(batch), strict=True):
                 runs[q] = [doc_of[h.point_id] for h in hits]
         new, n_new = hits_at_10(runs, qrels, held_ids)
         old, n_old = hits_at_10(runs, qrels, kept_ids)

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from genret.errors import DeadlineExceeded
+from genret.errors import DeadlineExceeded, GenretError
+from genret.types import Checkpoint
 
 Q = TypeVar("Q")
 R = TypeVar("R")
-Checkpoint = Callable[[], None]
 
 
 @dataclass
@@ -56,7 +56,9 @@ class _Row(Generic[Q, R]):
 class FairBatcher(Generic[Q, R]):
     def __init__(self, run: Callable[[list[Q], float | None, Checkpoint], list[R]], batch_rows: int,
                  max_nesting: int = 4) -> None:
-        """``run(items, deadline, checkpoint)`` answers a batch, calling ``checkpoint`` between its steps."""
+        """``run(items, deadline, checkpoint)`` answers a batch, calling ``checkpoint`` between its steps; when
+        it refuses a batch of several rows (a ``GenretError``: some row's request is bad), each row is run
+        on its own, so only the bad ones fail."""
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         self._run = run
@@ -156,6 +158,13 @@ class FairBatcher(Generic[Q, R]):
         self._in_progress.append({r.tenant for r in live})
         try:
             results: list[Any] = self._run([r.item for r in live], batch_deadline, self._checkpoint)
+        except GenretError as exc:  # one row's request is bad: answer each row on its own
+            if len(live) == 1:
+                live[0].settle(error=exc)
+            else:
+                for r in live:
+                    self._decode_one(r)
+            return
         except Exception as exc:
             for r in live:
                 r.settle(error=exc)
@@ -164,3 +173,12 @@ class FairBatcher(Generic[Q, R]):
             self._in_progress.pop()
         for r, res in zip(live, results, strict=True):
             r.settle(res)
+
+    def _decode_one(self, row: _Row[Q, R]) -> None:
+        self._in_progress.append({row.tenant})
+        try:
+            row.settle(self._run([row.item], row.deadline, self._checkpoint)[0])
+        except Exception as exc:
+            row.settle(error=exc)
+        finally:
+            self._in_progress.pop()

@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection
 from genret import errors
 from genret.api.servicer import GenRetServicer, status_for
 from genret.config import Config
-from genret.serving.engine import Engine
 from genret.store import QdrantStore
+from genret.types import SearchService
 from genret.v1 import genret_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _refuse(code: grpc.StatusCode, message: str) -> Callable[[Any, grpc.aio.Serv
     return refuse
 
 
-def build_server(config: Config, engine: Engine) -> RunningServer:
+def build_server(config: Config, engine: SearchService) -> RunningServer:
     """A server bound to ``config.host:config.port`` (port 0 picks a free one); not started yet."""
     servicer = GenRetServicer(config, engine)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
@@ -101,21 +101,22 @@ def build_server(config: Config, engine: Engine) -> RunningServer:
     return RunningServer(server, port, health_servicer, servicer)
 
 
-async def start(config: Config, engine: Engine) -> RunningServer:
+async def start(config: Config, engine: SearchService) -> RunningServer:
     """Start serving; health turns SERVING here, after the engine (model and tries) is loaded."""
     running = build_server(config, engine)
     await running.server.start()
     await running.set_serving(True)
-    log.info("genret serving %s on %s:%d", engine.store.collection, config.host, running.port)
+    log.info("genret serving %s on %s:%d", engine.collection, config.host, running.port)
     return running
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """`genret serve`: load the index and namespaces, serve until SIGTERM/SIGINT, then drain."""
+async def serve(config: Config, load: Callable[[Config, QdrantStore], SearchService],
+                ready: asyncio.Event | None = None) -> None:
+    """`genret serve`: ``load`` the engine (index and namespaces), serve until SIGTERM/SIGINT, then drain."""
     log.info("config: %s", json.dumps(config.redacted(), sort_keys=True))
     store = QdrantStore(config)
     try:
-        engine = Engine.load(config, store)
+        engine = load(config, store)
         running = await start(config, engine)
         print(f"genret: serving on {config.host}:{running.port}", flush=True)
         if ready is not None:
@@ -134,7 +135,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
 class ServerThread:
     """Run the server on its own event loop in a background thread (demo, tests, embedding apps)."""
 
-    def __init__(self, config: Config, engine: Engine) -> None:
+    def __init__(self, config: Config, engine: SearchService) -> None:
         import threading
 
         self._config, self._engine = config, engine

@@ -25,10 +25,7 @@ from genret.api.auth import OPEN, KeyRing, Principal
 from genret.api.batcher import FairBatcher
 from genret.api.limits import TenantLimiter
 from genret.config import Config
-from genret.names import check_tenant
-from genret.ranking.modes import Fusion, Mode
-from genret.serving.engine import Engine, IndexStats, SearchHit, SearchQuery
-from genret.serving.writer import NewDocument
+from genret.types import Fusion, IndexStats, Mode, NewDocument, SearchHit, SearchQuery, SearchService
 from genret.v1 import genret_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -136,12 +133,12 @@ class GenRetServicer:
     another's.
     """
 
-    def __init__(self, config: Config, engine: Engine) -> None:
+    def __init__(self, config: Config, engine: SearchService) -> None:
         self.config = config
         self.engine = engine
         self._writes = ThreadPoolExecutor(max_workers=config.write_workers, thread_name_prefix="genret-writer")
         rows = config.batch_rows or (32 if engine.on_accelerator else 8)
-        self._batcher: FairBatcher[SearchQuery, list[SearchHit]] = FairBatcher(engine.search_batch, rows)
+        self._batcher: FairBatcher[SearchQuery, list[SearchHit]] = FairBatcher(engine.search, rows)
         self._keys = KeyRing(config.keys_file, grace_s=config.keys_grace_s) if config.keys_file else None
         self._limits = TenantLimiter(config.tenant_max_inflight, config.max_inflight, config.admission_wait_s)
         self._lanes: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -184,7 +181,7 @@ class GenRetServicer:
     @staticmethod
     def _authorize(principal: Principal, tenants: Sequence[str]) -> None:
         for t in tenants:
-            principal.check_tenant(check_tenant(t))
+            principal.check_tenant(t)
 
     async def _within_deadline(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
         try:
@@ -217,7 +214,7 @@ class GenRetServicer:
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
-        q = self.engine.normalise(query_from_proto(request))
+        q = query_from_proto(request)
         async with self._limits.admit([q.tenant]):
             hits = await self._within_deadline(context, self._batcher.submit(q.tenant, q, self._deadline(context)))
         return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
@@ -231,15 +228,17 @@ class GenRetServicer:
         if n > self.config.max_batch:
             raise errors.InvalidArgument(f"batch has {n} requests; the limit is {self.config.max_batch}")
         self._authorize(principal, [r.tenant for r in request.requests])
-        qs = []
-        for i, r in enumerate(request.requests):
+        qs = [query_from_proto(r) for r in request.requests]
+        deadline = self._deadline(context)
+
+        async def one(i: int, q: SearchQuery) -> list[SearchHit]:
             try:
-                qs.append(self.engine.normalise(query_from_proto(r)))
+                return await self._batcher.submit(q.tenant, q, deadline)
             except errors.GenretError as exc:
                 raise type(exc)(f"requests[{i}]: {exc}") from exc
-        deadline = self._deadline(context)
+
         async with self._limits.admit([q.tenant for q in qs]):
-            rows = asyncio.gather(*(self._batcher.submit(q.tenant, q, deadline) for q in qs))
+            rows = asyncio.gather(*(one(i, q) for i, q in enumerate(qs)))
             results = await self._within_deadline(context, rows)
         took = (time.perf_counter() - t0) * 1e3
         return pb.SearchBatchResponse(responses=[hits_to_proto(h, took) for h in results])

@@ -25,14 +25,25 @@ from typing import Any
 import numpy as np
 
 from genret import __version__
-from genret.decoding.model import ModelSpec
 from genret.docids import DocidCodec, codec_from_json
+from genret.store import qdrant_client_version
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 DOCIDS = "docids.jsonl"
 MEMORY = "memory.jsonl"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How docid tokens sit in the model's vocabulary (stored in the index manifest)."""
+
+    kind: str  # "default" or "checkpoint"
+    base: str  # where the weights came from
+    token_offset: int  # docid token i is model token token_offset + i
+    start_token: int  # decoder start token
+    docid_vocab: int
 
 
 def query_cache_path(index_dir: str | Path) -> Path:
@@ -43,18 +54,12 @@ def query_cache_path(index_dir: str | Path) -> Path:
 
 def library_versions() -> dict[str, str]:
     import grpc
-    import qdrant_client
     import torch
     import transformers
 
     out = {"python": sys.version.split()[0], "genret": __version__, "torch": torch.__version__,
            "transformers": transformers.__version__, "grpcio": grpc.__version__}
-    try:
-        from importlib.metadata import version
-
-        out["qdrant-client"] = version("qdrant-client")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        out["qdrant-client"] = getattr(qdrant_client, "__version__", "unknown")
+    out["qdrant-client"] = qdrant_client_version()
     return out
 
 

@@ -31,6 +31,7 @@ from genret.docids import EVERY_TENANT
 from genret.errors import DeadlineExceeded
 from genret.kernels import SCORING, StepResult, trie_beam_step, trie_beam_step_children
 from genret.kernels.reference import row_topk_children_torch, row_topk_torch
+from genret.types import Checkpoint
 
 EOS = 1
 PAD = 0
@@ -38,7 +39,6 @@ NEG_INF = float("-inf")
 
 # (features (rows, H), beam scores, nodes, done (rows,)) -> the step's new beams
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], StepResult]
-Checkpoint = Callable[[], None]  # called between decoding steps
 
 
 @dataclass(frozen=True)

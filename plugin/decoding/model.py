@@ -32,20 +32,12 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutput
 
 from genret.data.embed import minilm_path
+from genret.data.index_dir import ModelSpec
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How docid tokens sit in the model's vocabulary (stored in the index manifest)."""
-
-    kind: str  # "default" or "checkpoint"
-    base: str  # where the weights came from
-    token_offset: int  # docid token i is model token token_offset + i
-    start_token: int  # decoder start token
-    docid_vocab: int
-
-    def token_map(self, device: torch.device) -> torch.Tensor:
-        return torch.arange(self.docid_vocab, device=device) + self.token_offset
+def token_map(spec: ModelSpec, device: torch.device) -> torch.Tensor:
+    """The model token of each docid token: ``token_map(spec)[i]`` is docid token ``i``."""
+    return torch.arange(spec.docid_vocab, device=device) + spec.token_offset
 
 
 def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len: int = 32,
@@ -231,7 +223,7 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
         self.spec = spec
         self.device = device
         self.docid_vocab = spec.docid_vocab
-        self.token_map = spec.token_map(device)  # (V,)
+        self.token_map = token_map(spec, device)  # (V,)
         self.max_query_tokens = max_query_tokens
         # transformers 5.x names the KV cache argument ``cache``; 4.x calls it ``past_key_values``.
         params = inspect.signature(self.model.forward).parameters

@@ -19,9 +19,9 @@ from ir_measures import RR, Success, nDCG
 
 from genret.data.beir import load_qrels, load_queries
 from genret.data.index_dir import library_versions
-from genret.ranking.modes import Fusion, Mode
-from genret.serving.engine import Engine, SearchQuery
+from genret.serving.engine import Engine
 from genret.store import QdrantStore
+from genret.types import Fusion, Mode, SearchQuery
 
 log = logging.getLogger(__name__)
 MEASURES = {"Hits@1": Success @ 1, "Hits@10": Success @ 10, "MRR@10": RR @ 10, "nDCG@10": nDCG @ 10,
@@ -68,8 +68,8 @@ def engine_run(engine: Engine, tenant: str, queries: Mapping[str, str], mode: Mo
     run: Run = {}
     for s in range(0, len(qids), batch_size):
         chunk = qids[s : s + batch_size]
-        batch = [engine.normalise(SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion)) for q in chunk]
-        for q, hits in zip(chunk, engine.search_batch(batch), strict=True):
+        batch = [SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion) for q in chunk]
+        for q, hits in zip(chunk, engine.search(batch), strict=True):
             run[q] = {doc_key_of[h.point_id]: h.score for h in hits}
     return run
 

@@ -24,9 +24,10 @@ from genret.ranking.calibration import (
     write_calibration,
 )
 from genret.ranking.fusion import Candidates
-from genret.ranking.modes import Fusion, Mode, complete
-from genret.serving.engine import Engine, SearchQuery
+from genret.ranking.modes import complete
+from genret.serving.engine import Engine
 from genret.store import point_id_for
+from genret.types import Fusion, Mode, SearchQuery
 
 
 def _split(data: str | Path, split: str, tenant: str) -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -45,8 +46,8 @@ def _candidates(engine: Engine, tenant: str, queries: Mapping[str, str], beams: 
     for mode, name in ((Mode.GENERATIVE, GENERATIVE), (Mode.DENSE, DENSE)):
         for s in range(0, len(qids), batch):
             chunk = qids[s : s + batch]
-            reqs = [engine.normalise(SearchQuery(tenant, queries[q], beams, beams, mode)) for q in chunk]
-            for q, hits in zip(chunk, engine.search_batch(reqs), strict=True):
+            reqs = [SearchQuery(tenant, queries[q], beams, beams, mode) for q in chunk]
+            for q, hits in zip(chunk, engine.search(reqs), strict=True):
                 lists[q][name] = [(h.point_id, h.score) for h in hits]
     out = {}
     for s in range(0, len(qids), batch):
@@ -90,9 +91,9 @@ def calibration_report(engine: Engine, data: str | Path, split: str, tenant: str
         probs, labels = [], []
         for s in range(0, len(qids), 16):
             chunk = qids[s : s + 16]
-            reqs = [engine.normalise(SearchQuery(tenant, queries[q], depth, beams, mode, fusion=fusion))
+            reqs = [SearchQuery(tenant, queries[q], depth, beams, mode, fusion=fusion)
                     for q in chunk]
-            for q, hits in zip(chunk, engine.search_batch(reqs), strict=True):
+            for q, hits in zip(chunk, engine.search(reqs), strict=True):
                 for h in hits:
                     probs.append(float(h.probability or 0.0))
                     labels.append(int(h.point_id in relevant.get(q, set())))

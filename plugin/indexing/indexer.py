@@ -45,11 +45,11 @@ from genret.decoding.model import (
     seed_docid_embeddings,
 )
 from genret.docids import PLACED_BY_VECTOR, AtomicCodec, DocidCodec, assign_docids, build_codec
-from genret.indexing.keywords import vocabulary
+from genret.docids.keywords import vocabulary
+from genret.docids.placement import TenantDocids, docid_for
 from genret.indexing.pairs import KINDS
 from genret.indexing.training import TrainConfig, TrainStats, train
 from genret.indexing.training_data import PairOptions, TrainingQueries, document_data, replay_pairs
-from genret.serving.allocation import TenantDocids, docid_for
 from genret.store import QdrantStore, StoredDoc
 
 log = logging.getLogger(__name__)

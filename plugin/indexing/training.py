@@ -1,6 +1,6 @@
 """Teach a seq2seq model to map texts to docid token sequences (teacher forcing, cross-entropy).
 
-The loss is read at the docid-vocabulary columns only (``ModelSpec.token_map``), the same distribution
+The loss is read at the docid-vocabulary columns only (``genret.decoding.model.token_map``), the same distribution
 beam search decodes from. With ``freeze_encoder`` the encoder runs once per distinct input and its
 states are cached, so each epoch only trains the decoder: far cheaper on a CPU. With ``sam_rho`` > 0
 each step is a sharpness-aware (SAM) step: the gradient is taken at the weights moved ``rho`` along the
@@ -24,8 +24,9 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
+from genret.data.index_dir import ModelSpec
 from genret.data.progress import progress_interval
-from genret.decoding.model import ModelSpec
+from genret.decoding.model import token_map as docid_token_map
 from genret.indexing.state_cache import cached_states
 
 IGNORE = -100
@@ -76,7 +77,7 @@ def sequence_loss(model: PreTrainedModel, spec: ModelSpec, labels: torch.Tensor,
                   input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                   encoder_hidden: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of docid labels (b, L) under the model, over the docid vocabulary."""
-    token_map = spec.token_map(labels.device)
+    token_map = docid_token_map(spec, labels.device)
     start = torch.full((labels.shape[0], 1), spec.start_token, dtype=torch.long, device=labels.device)
     prev = token_map[labels[:, :-1].clamp(min=0)]
     dec_in = torch.cat([start, prev], dim=1)  # (b, L)

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from genret.ranking.fusion import Candidates, LogisticFusion, Ranked, tune_weight, weighted
+from genret.ranking.fusion import Candidates, LogisticFusion, tune_weight, weighted
+from genret.types import Ranked
 
 log = logging.getLogger(__name__)
 

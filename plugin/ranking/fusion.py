@@ -16,16 +16,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from genret.types import Ranked
+
 RRF_K = 60
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """One retriever's hit: point id, raw score, 1-based rank."""
-
-    point_id: str
-    score: float
-    rank: int
 
 
 @dataclass

@@ -14,26 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 from genret.errors import FailedPrecondition
 from genret.ranking.calibration import DENSE, GENERATIVE, WEIGHTED, Calibration
-from genret.ranking.fusion import Fused, Ranked, rrf, weighted
-
-
-class Mode(Enum):
-    GENERATIVE = "generative"
-    DENSE = "dense"
-    HYBRID = "hybrid"
-    AUTO = "auto"
-
-
-class Fusion(Enum):
-    DEFAULT = "default"  # WEIGHTED when the index is calibrated, else RRF
-    RRF = "rrf"
-    LEARNED = "learned"
-    RESCORE = "rescore"
-    WEIGHTED = "weighted"
+from genret.ranking.fusion import Fused, rrf, weighted
+from genret.types import Fusion, Mode, Ranked
 
 
 @dataclass(frozen=True)

@@ -19,66 +19,32 @@ import torch
 
 from genret.config import Config
 from genret.data.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
-from genret.decoding.beam import Checkpoint, constrained_beam_search, score_docids
+from genret.decoding.beam import constrained_beam_search, score_docids
 from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
 from genret.decoding.trie import DeviceForest
 from genret.devices import resolve_device
 from genret.docids import AtomicCodec, DocidCodec
-from genret.errors import FailedPrecondition, InvalidArgument, NotFound
+from genret.errors import FailedPrecondition, GenretError, InvalidArgument, NotFound
 from genret.kernels import BACKENDS, SCORING
 from genret.names import check_tenant
 from genret.ranking.calibration import DENSE, GENERATIVE, Calibration, read_calibration
-from genret.ranking.fusion import Ranked
-from genret.ranking.modes import Answer, Fusion, Mode, Scorer, answer
+from genret.ranking.modes import Answer, Scorer, answer
 from genret.serving.namespaces import Namespaces, load_namespaces
-from genret.serving.writer import Deleted, DocumentWriter, NewDocument, Snapshots, Upserted
+from genret.serving.writer import DocumentWriter, Snapshots
 from genret.store import DOCID_KEY, QdrantStore
 from genret.turns import TenantTurns
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    tenant: str
-    text: str
-    top_k: int = 0
-    beams: int = 0
-    mode: Mode = Mode.GENERATIVE
-    score_threshold: float | None = None
-    with_payload: bool = False
-    index: str = ""
-    fusion: Fusion = Fusion.DEFAULT
-    min_probability: float | None = None
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    point_id: str
-    docid: str
-    score: float
-    retriever: str
-    payload: dict[str, Any]
-    sources: tuple[Ranked, ...] = ()  # one per retriever that returned the point, in retriever order
-    source_names: tuple[str, ...] = ()
-    probability: float | None = None
-
-
-@dataclass(frozen=True)
-class NamespaceStats:
-    tenant: str
-    documents: int
-    trie_nodes: int
-
-
-@dataclass(frozen=True)
-class IndexStats:
-    index: str
-    docid_scheme: str
-    docid_vocab_size: int
-    max_docid_length: int
-    model: str
-    created_at: str
-    genret_version: str
-    namespaces: list[NamespaceStats]
+from genret.types import (
+    Checkpoint,
+    Deleted,
+    Fusion,
+    IndexStats,
+    Mode,
+    NamespaceStats,
+    NewDocument,
+    SearchHit,
+    SearchQuery,
+    Upserted,
+)
 
 
 @dataclass(frozen=True)
@@ -189,6 +155,10 @@ class Engine:
         return cls(config, store, backend, codec, load_namespaces(store, codec), manifest)
 
     @property
+    def collection(self) -> str:
+        return self.store.collection
+
+    @property
     def namespaces(self) -> Namespaces:
         return self._live.namespaces
 
@@ -211,7 +181,7 @@ class Engine:
             raise NotFound(f"index '{index}' is not served here (serving '{self.store.collection}')")
 
     # --- validation ----------------------------------------------------------------------------
-    def normalise(self, q: SearchQuery) -> SearchQuery:
+    def _normalise(self, q: SearchQuery) -> SearchQuery:
         """Check a query against the limits and fill defaults; raises InvalidArgument / NotFound."""
         cfg = self.config
         check_tenant(q.tenant)
@@ -247,13 +217,21 @@ class Engine:
                            q.fusion, q.min_probability)
 
     # --- search --------------------------------------------------------------------------------
-    def search_batch(self, queries: Sequence[SearchQuery], deadline: float | None = None,
-                     checkpoint: Checkpoint | None = None) -> list[list[SearchHit]]:
-        """Answer normalised queries: generative lists are decoded together (grouped by beam width), dense
-        lists come from Qdrant, each query's mode combines them, and hits are filled in from Qdrant.
+    def search(self, queries: Sequence[SearchQuery], deadline: float | None = None,
+               checkpoint: Checkpoint | None = None) -> list[list[SearchHit]]:
+        """Answer queries, which may mix tenants and modes: each is checked against the limits and given
+        the server's defaults (InvalidArgument / NotFound / FailedPrecondition name the query), then
+        generative lists are decoded together (grouped by beam width), dense lists come from Qdrant, each
+        query's mode combines them, and hits are filled in from Qdrant under the query's tenant filter.
         ``checkpoint`` is called between decoding steps (where the scheduler may run another batch)."""
+        checked = []
+        for i, q in enumerate(queries):
+            try:
+                checked.append(self._normalise(q))
+            except GenretError as exc:
+                raise type(exc)(f"queries[{i}]: {exc}" if len(queries) > 1 else str(exc)) from exc
         with self._pinned() as live:  # one snapshot for the whole batch
-            return self._search(queries, live, deadline, checkpoint)
+            return self._search(checked, live, deadline, checkpoint)
 
     def _search(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None,
                 checkpoint: Checkpoint | None) -> list[list[SearchHit]]:

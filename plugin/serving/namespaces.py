@@ -15,7 +15,8 @@ import numpy as np
 
 from genret.decoding.trie import TrieForest, build_forest
 from genret.docids import EOS, EVERY_TENANT, PAD, DocidCodec
-from genret.store import PointId, QdrantStore
+from genret.store import QdrantStore
+from genret.types import PointId
 
 
 @dataclass(frozen=True)

@@ -25,36 +25,17 @@ import numpy as np
 from genret.config import Config
 from genret.data.index_dir import TrainedDocids
 from genret.docids import AtomicCodec, DocidCodec
+from genret.docids.placement import TenantDocids, docid_for
 from genret.errors import InvalidArgument, ResourceExhausted
 from genret.names import check_doc_id, check_tenant
-from genret.serving.allocation import AtomicPool, TenantDocids, docid_for
+from genret.serving.allocation import AtomicPool
 from genret.serving.memory import return_freed_memory
 from genret.serving.namespaces import Namespaces
-from genret.store import PointId, QdrantStore, point_id_for
+from genret.store import QdrantStore, point_id_for
+from genret.types import Deleted, NewDocument, PointId, Upserted
 
 log = logging.getLogger(__name__)
 _TRIM_AFTER_CHARS = 1_000_000  # writes this large hand their freed memory back to the system
-
-
-@dataclass(frozen=True)
-class NewDocument:
-    doc_id: str
-    title: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Upserted:
-    doc_id: str
-    point_id: PointId
-    docid: str
-    created: bool
-
-
-@dataclass(frozen=True)
-class Deleted:
-    deleted: list[str]
-    not_found: list[str]
 
 
 Embed = Callable[[str, Sequence[str]], np.ndarray]  # (tenant, texts) -> their vectors

@@ -21,8 +21,9 @@ from genret.ranking.calibration import (
     read_calibration,
     write_calibration,
 )
-from genret.ranking.fusion import Candidates, LogisticFusion, Ranked, ndcg_at_10, rrf, tune_weight, weighted
-from genret.ranking.modes import Fusion, Mode, answer, complete
+from genret.ranking.fusion import Candidates, LogisticFusion, ndcg_at_10, rrf, tune_weight, weighted
+from genret.ranking.modes import answer, complete
+from genret.types import Fusion, Mode, Ranked
 
 GEN = [("a", -0.1), ("b", -1.0), ("c", -2.0)]
 DENSE = [("c", 0.9), ("a", 0.8), ("d", 0.7)]

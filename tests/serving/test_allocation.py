@@ -7,8 +7,9 @@ import pytest
 
 from genret.data.index_dir import TrainedDocids
 from genret.docids import AtomicCodec, NaiveCodec, SemanticCodec
+from genret.docids.placement import TenantDocids, docid_for
 from genret.errors import FailedPrecondition
-from genret.serving.allocation import AtomicPool, TenantDocids, docid_for
+from genret.serving.allocation import AtomicPool
 
 
 def unit(*xs: float) -> np.ndarray:

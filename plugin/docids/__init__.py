@@ -148,7 +148,7 @@ class NaiveCodec(DocidCodec):
 
 
 class KeywordCodec(DocidCodec):
-    """Words as tokens (``genret.indexing.keywords``): word ``i`` is token ``2 + i``, then suffixes ``#1``.. ``#n``."""
+    """Words as tokens (``genret.docids.keywords``): word ``i`` is token ``2 + i``, then suffixes ``#1``.. ``#n``."""
 
     name = "keyword"
 
@@ -296,7 +296,7 @@ def assign_docids(scheme: str, doc_ids: Sequence[str], embeddings: np.ndarray | 
             else residual_quantization(embeddings, branching, seed)
         return ["-".join(map(str, p)) for p in paths]
     if scheme == "keyword":
-        from genret.indexing.keywords import keyword_docids
+        from genret.docids.keywords import keyword_docids
 
         if len(texts) != len(doc_ids):
             raise ValueError("keyword docids need the (title, text) of every document")

@@ -1,0 +1,126 @@
+"""The domain values the API layer and the engine exchange, and the engine as the API layer sees it.
+
+Torch-free on purpose: the gRPC servicers import this module and never the engine's, so the API layer
+loads without the model stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+PointId = str  # a Qdrant point id (UUID string), derived from (tenant, document id)
+Checkpoint = Callable[[], None]  # called between decoding steps (the scheduler may run other work there)
+
+
+class Mode(Enum):
+    GENERATIVE = "generative"
+    DENSE = "dense"
+    HYBRID = "hybrid"
+    AUTO = "auto"
+
+
+class Fusion(Enum):
+    DEFAULT = "default"  # WEIGHTED when the index is calibrated, else RRF
+    RRF = "rrf"
+    LEARNED = "learned"
+    RESCORE = "rescore"
+    WEIGHTED = "weighted"
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One retriever's hit: point id, raw score, 1-based rank."""
+
+    point_id: str
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One query as a caller states it; zero and None mean "the server's default"."""
+
+    tenant: str
+    text: str
+    top_k: int = 0
+    beams: int = 0
+    mode: Mode = Mode.GENERATIVE
+    score_threshold: float | None = None
+    with_payload: bool = False
+    index: str = ""
+    fusion: Fusion = Fusion.DEFAULT
+    min_probability: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    point_id: str
+    docid: str
+    score: float
+    retriever: str
+    payload: dict[str, Any]
+    sources: tuple[Ranked, ...] = ()  # one per retriever that returned the point, in retriever order
+    source_names: tuple[str, ...] = ()
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    tenant: str
+    documents: int
+    trie_nodes: int
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    index: str
+    docid_scheme: str
+    docid_vocab_size: int
+    max_docid_length: int
+    model: str
+    created_at: str
+    genret_version: str
+    namespaces: list[NamespaceStats]
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    doc_id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Upserted:
+    doc_id: str
+    point_id: PointId
+    docid: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class Deleted:
+    deleted: list[str] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+
+
+class SearchService(Protocol):
+    """What the API layer needs of the engine (``genret.serving.engine.Engine`` provides it)."""
+
+    @property
+    def collection(self) -> str: ...
+
+    @property
+    def on_accelerator(self) -> bool: ...
+
+    def search(self, queries: Sequence[SearchQuery], deadline: float | None = None,
+               checkpoint: Checkpoint | None = None) -> list[list[SearchHit]]: ...
+
+    def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]: ...
+
+    def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted: ...
+
+    def info(self, tenant: str = "") -> IndexStats: ...

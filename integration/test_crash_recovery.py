@@ -118,8 +118,8 @@ def _stream_kill_restart(env: dict[str, str], proc: subprocess.Popen[str], targe
         in_qdrant = {d.doc_id: d.docid for d in store.scroll_tenant(TENANT)}
         assert set(in_qdrant) == served and all(in_qdrant.values())  # every point has its docid
         ns = load_namespaces(store, read_manifest(cfg.index_dir).docid_codec())  # raises on duplicate docids
-        assert sorted(ns.docids) == sorted(in_qdrant.values())
-        assert set(ns.point_ids) == {point_id_for(TENANT, d) for d in in_qdrant}
+        assert sorted(ns.docids()) == sorted(in_qdrant.values())
+        assert ns.entries_set(TENANT) == {point_id_for(TENANT, d) for d in in_qdrant}
         # A write that Qdrant cannot take leaves the served state as it was.
         engine = Engine.load(cfg, store)
         before = engine.namespaces

@@ -95,7 +95,7 @@ def test_docids_are_stored_in_qdrant_and_survive_reload(stack: Stack) -> None:
 
     again = load_namespaces(stack.store, stack.engine.codec)
     assert again.counts == stack.engine.namespaces.counts
-    assert set(again.docids) == set(stack.engine.namespaces.docids)
+    assert set(again.docids()) == set(stack.engine.namespaces.docids())
 
 
 def test_docids_of_another_index_are_refused_clearly(stack: Stack) -> None:

@@ -7,8 +7,11 @@ from genret.kernels.dispatch import (
     SCORING,
     RowTopK,
     StepResult,
+    row_topk,
+    row_topk_children,
     trie_beam_step,
     trie_beam_step_children,
 )
 
-__all__ = ["BACKENDS", "SCORING", "RowTopK", "StepResult", "trie_beam_step", "trie_beam_step_children"]
+__all__ = ["BACKENDS", "SCORING", "RowTopK", "StepResult", "row_topk", "row_topk_children", "trie_beam_step",
+           "trie_beam_step_children"]

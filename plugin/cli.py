@@ -71,6 +71,15 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries-split", default="train")
 
 
+def _judged_queries(p: argparse.ArgumentParser, split: str) -> None:
+    """What ``eval`` and ``calibrate`` share: the served index and a BEIR split of judged queries."""
+    _common(p)
+    p.add_argument("--data", required=True, help="BEIR folder (queries.jsonl, qrels/)")
+    p.add_argument("--split", default=split)
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--beam-size", type=int, default=100)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genret", description="Generative retrieval sidecar for Qdrant")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,20 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", default="", help="PEM CA certificate: connect with TLS")
 
     p = sub.add_parser("eval", help="generative vs dense vs BM25 on a BEIR split")
-    _common(p)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--tenant", default="default")
-    p.add_argument("--beam-size", type=int, default=100)
+    _judged_queries(p, "test")
     p.add_argument("--out", default="integration/bench/results")
     p.add_argument("--name", default=None, help="results file name (default eval-<collection>-<split>)")
 
     p = sub.add_parser("calibrate", help="fit calibrated probabilities on training queries (stored in the index)")
-    _common(p)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="train")
-    p.add_argument("--tenant", default="default")
-    p.add_argument("--beam-size", type=int, default=100)
+    _judged_queries(p, "train")
     p.add_argument("--limit", type=int, default=None, help="at most this many queries")
 
     p = sub.add_parser("demo", help="the whole path on the bundled Cranfield corpus, embedded Qdrant")

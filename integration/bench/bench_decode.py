@@ -1,6 +1,6 @@
 """End-to-end constrained decoding: ours against Hugging Face ``generate``, one process, one device.
 
-    python integration/bench/bench_decode.py [--device cuda] [--out integration/bench/results/decode-<dev>.json]
+    python integration/bench/bench_decode.py [--device cuda] [--out integration/bench/results/synthetic/decode/decode-<dev>.json]
 
 Model: T5-small shape (6+6 layers, d_model 512, 8 heads, d_ff 2048, vocabulary 32,128), random weights
 (timing does not depend on training; bf16 on CUDA, fp32 on CPU). Docid tokens are T5 tokens 2.. and EOS
@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
+from common import decode_args, docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 from genret.config import force_offline
 from genret.data.beir import demo_corpus_path
 from genret.data.embed import minilm_path
 from genret.data.index_dir import ModelSpec
-from genret.decoding.beam import constrained_beam_search, unconstrained_beam_search
+from genret.decoding.beam import Trie, constrained_beam_search, unconstrained_beam_search
 from genret.decoding.model import HFSeq2SeqBackend
 from genret.decoding.trie import DeviceForest, build_forest
 
@@ -81,7 +81,7 @@ def make_variants(model: T5ForConditionalGeneration, backend: HFSeq2SeqBackend, 
                   texts: list[str], forest: DeviceForest, depth: int, allowed: Callable[[int, torch.Tensor], list[int]],
                   beam: int, kernel_backends: list[str]) -> dict[str, Callable[[], Any]]:
     """Each variant decodes the same queries to full docid depth."""
-    roots = torch.zeros(len(texts), dtype=torch.long)
+    tries = [Trie(forest)] * len(texts)
 
     def hf(constrained: bool) -> Callable[[], Any]:
         def run() -> Any:
@@ -91,7 +91,7 @@ def make_variants(model: T5ForConditionalGeneration, backend: HFSeq2SeqBackend, 
         return run
 
     def ours(kb: str, scoring: str) -> Callable[[], Any]:
-        return lambda: constrained_beam_search(backend, backend.encode(texts), roots, forest, beam,
+        return lambda: constrained_beam_search(backend, backend.encode(texts), tries, beam,
                                                kernel_backend=kb, scoring=scoring)
 
     out: dict[str, Callable[[], Any]] = {
@@ -105,10 +105,7 @@ def make_variants(model: T5ForConditionalGeneration, backend: HFSeq2SeqBackend, 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--docids", default="100000:8:6,1000000:6:10", help="n:depth:branching,...")
-    p.add_argument("--batches", default="1,32,128")
-    p.add_argument("--beam", type=int, default=20)
+    decode_args(p)
     p.add_argument("--repeats", default="1:10,32:3,128:2", help="batch:timed repeats")
     p.add_argument("--skip", default="", help="comma-separated variants to skip")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -171,7 +168,7 @@ def main() -> None:
     table_lat = print_table(rows_out, cols + [f"{v} p50 ms" for v in names] + [f"{v} p99 ms" for v in names])
     share_cols = [k for k in rows_out[0] if k.endswith("trie share")]
     table_share = print_table(rows_out, cols + share_cols + ["top1 agrees with hf-prefix"])
-    out = args.out or f"integration/bench/results/decode-{device.type}.json"
+    out = args.out or f"integration/bench/results/synthetic/decode/decode-{device.type}.json"
     write_json(out, {"benchmark": "constrained_decode", "environment": environment(device),
                      "model": "T5-small shape, random weights", "beam": args.beam, "rows": rows_out,
                      "tables": {"queries_per_s": table_qps, "latency": table_lat, "trie_share": table_share}})

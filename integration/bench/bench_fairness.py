@@ -246,7 +246,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=45.0, help="timed length of each phase")
     p.add_argument("--before", default="", help="directory holding an earlier build of the genret package")
-    p.add_argument("--out", default="integration/bench/results/fairness-cpu.json")
+    p.add_argument("--out", default="integration/bench/results/synthetic/fairness/fairness-cpu.json")
     args = p.parse_args()
     force_offline()
     torch.manual_seed(0)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import environment, print_table, write_json
+from common import collection_args, docid_args, environment, print_table, write_json
 
 from genret.config import Config, force_offline
 from genret.data.beir import Document, load_corpus, load_qrels, load_queries
@@ -76,8 +76,7 @@ def generative_top10(cfg: Config, store: QdrantStore, queries: Mapping[str, str]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
+    collection_args(p)
     p.add_argument("--increments", type=int, default=5)
     p.add_argument("--first", type=float, default=0.6, help="share of the corpus in the first increment")
     p.add_argument("--epochs", type=float, default=3.0)
@@ -89,13 +88,11 @@ def main() -> None:
     p.add_argument("--rehearsal", type=int, default=1)
     p.add_argument("--generated-queries", type=int, default=3)
     p.add_argument("--query-cache", default=None, help="generated-query cache shared by every build")
-    p.add_argument("--scheme", default="semantic")
-    p.add_argument("--docid-init", default="random", help="embeddings: atomic rows start at document vectors")
-    p.add_argument("--freeze-docid-embeddings", action="store_true")
+    docid_args(p)
     p.add_argument("--beam-size", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first n documents (smoke runs)")
-    p.add_argument("--out", default="integration/bench/results/forgetting-cranfield.json")
+    p.add_argument("--out", default="integration/bench/results/cranfield/forgetting/forgetting-cranfield.json")
     args = p.parse_args()
     force_offline()
     device = resolve_device("auto")

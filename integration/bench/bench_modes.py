@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import numpy as np
-from common import environment, print_table, write_json
+from common import collection_args, environment, print_table, write_json
 
 from genret.api.server import ServerThread
 from genret.client import GenretClient
@@ -33,12 +33,11 @@ MODES = [("dense", "default"), ("generative", "default"), ("hybrid", "rrf"), ("h
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index-dir", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
+    collection_args(p)
     p.add_argument("--tenant", required=True)
     p.add_argument("--beam-size", type=int, default=20)
     p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--out", default="integration/bench/results/modes-latency-cpu.json")
+    p.add_argument("--out", default="integration/bench/results/cranfield/modes/modes-latency-cpu.json")
     args = p.parse_args()
     force_offline()
     cfg = dataclasses.replace(load_config(), index_dir=args.index_dir, port=0, host="127.0.0.1")

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common import environment, print_table, write_json
+from common import collection_args, docid_args, environment, print_table, write_json
 
 from genret.config import Config, force_offline
 from genret.data.beir import load_corpus, load_qrels, load_queries
@@ -46,15 +46,12 @@ def hits_at_10(runs: Mapping[str, list[str]], qrels: Mapping[str, Mapping[str, i
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
+    collection_args(p)
     p.add_argument("--holdout", type=int, default=10, help="hold out every n-th document")
     p.add_argument("--epochs", type=float, default=8)
     p.add_argument("--max-minutes", type=float, default=10)
-    p.add_argument("--scheme", default="semantic")
-    p.add_argument("--docid-init", default="random")
-    p.add_argument("--freeze-docid-embeddings", action="store_true")
-    p.add_argument("--out", default="integration/bench/results/new-docs-cranfield.json")
+    docid_args(p)
+    p.add_argument("--out", default="integration/bench/results/cranfield/new-docs/new-docs-cranfield.json")
     args = p.parse_args()
     force_offline()
     device = resolve_device("auto")

@@ -1,6 +1,6 @@
 """One constrained beam step, in isolation: the trie's cost next to an unconstrained step.
 
-    python kernels/bench/bench_step.py [--device cuda] [--out kernels/bench/results/step-<device>.json]
+    python integration/bench/bench_step.py [--device cuda] [--out integration/bench/results/synthetic/kernels/step-<device>.json]
 
 Every variant starts from decoder features (rows, hidden) and an output embedding (vocab, hidden):
   free            logits for the whole vocabulary, log_softmax, top-k across each query's beams (no trie)
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from common import docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
+from common import decode_args, docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
 
 from genret.decoding.beam import free_step
 from genret.decoding.model import DocidHead
@@ -61,11 +61,8 @@ def variants(head: DocidHead, d: DeviceForest, beams: int, cuda: bool) -> dict[s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--docids", default="100000:8:6,1000000:6:10", help="n:depth:branching,...")
+    decode_args(p)
     p.add_argument("--vocab", default="256,32128")
-    p.add_argument("--batches", default="1,32,128")
-    p.add_argument("--beam", type=int, default=20)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", default=None)
@@ -95,7 +92,7 @@ def main() -> None:
                 print(result, flush=True)
     names = [k for k in rows_out[0] if k.endswith(" ms")]
     table = print_table(rows_out, ["docids", "depth", "vocab", "batch", *names])
-    out = args.out or f"kernels/bench/results/step-{device.type}.json"
+    out = args.out or f"integration/bench/results/synthetic/kernels/step-{device.type}.json"
     write_json(out, {"benchmark": "constrained_step", "environment": environment(device), "beam": args.beam,
                      "hidden": args.hidden, "unit": "milliseconds per step (median)", "rows": rows_out,
                      "table": table})

@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--big", type=int, default=100_000)
     p.add_argument("--writes", type=int, default=100, help="upserts and deletes timed, each")
     p.add_argument("--batches", type=int, default=10, help="SearchBatch calls timed per kind")
-    p.add_argument("--out", default="integration/bench/results/tenancy-cpu.json")
+    p.add_argument("--out", default="integration/bench/results/synthetic/tenancy/tenancy-cpu.json")
     args = p.parse_args()
     force_offline()
     rng = random.Random(0)

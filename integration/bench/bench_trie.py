@@ -1,6 +1,6 @@
 """Trie forest build time and memory per docid, for 100k and 1M docids of depth 6 and 8.
 
-    python kernels/bench/bench_trie.py [--out kernels/bench/results/trie-cpu.json]
+    python integration/bench/bench_trie.py [--out integration/bench/results/synthetic/kernels/trie-cpu.json]
 
 The build is vectorised numpy on the host; memory is the forest's arrays (device arrays: row_ptr,
 child_token, live; plus the host's leaf bitmap).
@@ -23,7 +23,7 @@ SETS = [(100_000, 6, 10), (100_000, 8, 6), (1_000_000, 6, 10), (1_000_000, 8, 6)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="kernels/bench/results/trie-cpu.json")
+    p.add_argument("--out", default="integration/bench/results/synthetic/kernels/trie-cpu.json")
     args = p.parse_args()
     rows = []
     for n, depth, branching in SETS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -105,3 +106,24 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}", flush=True)
+
+
+def decode_args(p: argparse.ArgumentParser) -> None:
+    """The decoding benchmarks' shared flags: device, docid sets, batch sizes, beam width."""
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--docids", default="100000:8:6,1000000:6:10", help="n:depth:branching,...")
+    p.add_argument("--batches", default="1,32,128")
+    p.add_argument("--beam", type=int, default=20)
+
+
+def collection_args(p: argparse.ArgumentParser) -> None:
+    """A BEIR collection and the split whose judged queries are used."""
+    p.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--split", default="test")
+
+
+def docid_args(p: argparse.ArgumentParser) -> None:
+    """How the benchmark's indexes assign docids (as ``genret index`` does)."""
+    p.add_argument("--scheme", default="semantic")
+    p.add_argument("--docid-init", default="random", help="embeddings: atomic rows start at document vectors")
+    p.add_argument("--freeze-docid-embeddings", action="store_true")

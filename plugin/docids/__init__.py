@@ -17,7 +17,6 @@ import numpy as np
 PAD = 0
 EOS = 1
 FIRST_CODE = 2
-EVERY_TENANT = -2  # owner of PAD and EOS in a token-owner table (``Namespaces.token_owner``)
 SCHEMES = ("semantic", "rq", "keyword", "atomic", "naive")
 PLACED_BY_VECTOR = ("semantic", "rq")  # schemes whose docids come from document embeddings
 

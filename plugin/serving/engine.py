@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +19,8 @@ import torch
 
 from genret.config import Config
 from genret.data.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
-from genret.decoding.beam import constrained_beam_search, score_docids
+from genret.decoding.beam import Trie, constrained_beam_search, score_docids
 from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
-from genret.decoding.trie import DeviceForest
 from genret.devices import resolve_device
 from genret.docids import AtomicCodec, DocidCodec
 from genret.errors import FailedPrecondition, GenretError, InvalidArgument, NotFound
@@ -29,7 +28,7 @@ from genret.kernels import BACKENDS, SCORING
 from genret.names import check_tenant
 from genret.ranking.calibration import DENSE, GENERATIVE, Calibration, read_calibration
 from genret.ranking.modes import Answer, Scorer, answer
-from genret.serving.namespaces import Namespaces, load_namespaces
+from genret.serving.namespaces import Namespace, Namespaces, load_namespaces
 from genret.serving.writer import DocumentWriter, Snapshots
 from genret.store import DOCID_KEY, QdrantStore
 from genret.turns import TenantTurns
@@ -49,11 +48,10 @@ from genret.types import (
 
 @dataclass(frozen=True)
 class _Live:
-    """One published snapshot, as searches read it."""
+    """One published snapshot, as searches read it: the namespaces and each tenant's trie on the device."""
 
     namespaces: Namespaces
-    forest: DeviceForest
-    owner: torch.Tensor | None  # (vocab,) atomic index: root of the tenant owning each docid token
+    tries: Mapping[str, Trie]
     epoch: int
 
 
@@ -71,7 +69,7 @@ class Engine:
         self.manifest = manifest
         self._pins: Counter[int] = Counter()  # epoch -> searches reading that snapshot
         self._pin_lock = threading.Lock()
-        self._live = self._snapshot(namespaces, 0)  # replaced whole
+        self._live = self._snapshot(namespaces, {}, namespaces.tenants, 0)  # replaced whole
         self.calibration: Calibration | None = read_calibration(config.index_dir)
         self._dense_encoder: Any = None
         self._dense_lock = threading.Lock()
@@ -109,15 +107,29 @@ class Engine:
                 vectors = self.embed_documents(tenant, [f"{d.title}. {d.text}" for d in docs])
             self._seed_rows([d.docid or "" for d in docs], vectors)
 
-    def _snapshot(self, namespaces: Namespaces, epoch: int) -> _Live:
-        owner = None
+    def _trie(self, ns: Namespace) -> Trie:
+        own = None
         if isinstance(self.codec, AtomicCodec):
-            owner = torch.from_numpy(namespaces.token_owner(self.codec.vocab_size)).to(self.backend.device)
-        return _Live(namespaces, namespaces.forest.to_device(self.backend.device), owner, epoch)
+            own = torch.from_numpy(ns.first_tokens()).to(self.backend.device)
+        return Trie(ns.forest.to_device(self.backend.device), ns.root, own)
 
-    def _publish(self, namespaces: Namespaces) -> int:
-        """Swap in a new snapshot: one reference assignment, so readers see the old one or the new one."""
-        self._live = self._snapshot(namespaces, self._live.epoch + 1)
+    def _snapshot(self, namespaces: Namespaces, tries: Mapping[str, Trie], changed: Iterable[str],
+                  epoch: int) -> _Live:
+        """``namespaces`` with the device tries of ``tries``, remade for the ``changed`` tenants only."""
+        out = dict(tries)
+        for tenant in changed:
+            ns = namespaces.get(tenant)
+            if ns is None:
+                out.pop(tenant, None)
+            else:
+                out[tenant] = self._trie(ns)
+        return _Live(namespaces, out, epoch)
+
+    def _publish(self, namespaces: Namespaces, tenant: str) -> int:
+        """Swap in a new snapshot in which ``tenant`` changed: one reference assignment, so readers see the
+        old one or the new one."""
+        live = self._live
+        self._live = self._snapshot(namespaces, live.tries, (tenant,), live.epoch + 1)
         return self._live.epoch
 
     @contextmanager
@@ -266,10 +278,10 @@ class Engine:
                           checkpoint: Checkpoint | None = None
                           ) -> tuple[dict[int, list[tuple[str, str, float]]], dict[int, EncodedQueries]]:
         """Each decoded query's candidates, and its encoder output (reused to score other candidates)."""
-        ns, forest = live.namespaces, live.forest
+        ns = live.namespaces
         groups: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
-            if q.mode != Mode.DENSE and ns.has(q.tenant):  # a tenant emptied meanwhile has no hits
+            if q.mode != Mode.DENSE and q.tenant in live.tries:  # a tenant emptied meanwhile has no hits
                 groups.setdefault(q.beams, []).append(i)
         out: dict[int, list[tuple[str, str, float]]] = {}
         encoded: dict[int, EncodedQueries] = {}
@@ -279,12 +291,14 @@ class Engine:
             enc = self.backend.encode([queries[i].text for i in idx])
             encoded.update({i: EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
                             for row, i in enumerate(idx)})
-            roots = torch.tensor([ns.root(queries[i].tenant) for i in idx], dtype=torch.long)
-            res = constrained_beam_search(self.backend, enc, roots, forest, beams, deadline,
-                                          self.config.kernel_backend, self.config.scoring, live.owner, checkpoint)
+            tries = [live.tries[queries[i].tenant] for i in idx]
+            res = constrained_beam_search(self.backend, enc, tries, beams, deadline, self.config.kernel_backend,
+                                          self.config.scoring, checkpoint)
             leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
             for row, i in enumerate(idx):
-                out[i] = self._candidates(queries[i], ns, leaves[row], scores[row])
+                tenant_ns = ns.get(queries[i].tenant)
+                assert tenant_ns is not None  # a tenant with a trie has a namespace in the same snapshot
+                out[i] = self._candidates(tenant_ns, leaves[row], scores[row])
         return out, encoded
 
     def _dense_lists(self, queries: Sequence[SearchQuery]) -> tuple[dict[int, list[tuple[str, float]]], dict[int, Any]]:
@@ -306,15 +320,14 @@ class Engine:
 
     def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live, deadline: float | None,
                            enc: EncodedQueries | None, checkpoint: Checkpoint | None = None) -> dict[str, float]:
-        ns = live.namespaces
-        rows = ns.rows_of(q.tenant, ids)  # only the tenant's own docids are scored
-        if not rows:
+        ns = live.namespaces.get(q.tenant)
+        rows = ns.rows_of(ids) if ns is not None else {}  # only the tenant's own docids are scored
+        if ns is None or not rows:
             return {}
         tokens = torch.from_numpy(ns.tokens[list(rows.values())].astype(np.int64)).unsqueeze(0)
-        roots = torch.tensor([ns.root(q.tenant)], dtype=torch.long)
         enc = enc if enc is not None else self.backend.encode([q.text])
-        scores = score_docids(self.backend, enc, roots, live.forest, tokens,
-                              self.config.scoring, deadline, live.owner, checkpoint)[0].tolist()
+        scores = score_docids(self.backend, enc, live.tries[q.tenant], tokens, self.config.scoring, deadline,
+                              checkpoint, self.config.kernel_backend)[0].tolist()
         return {pid: s for pid, s in zip(rows, scores, strict=True) if math.isfinite(s)}
 
     def _hydrate(self, queries: Sequence[SearchQuery], answers: dict[int, list[Answer]],
@@ -336,19 +349,12 @@ class Engine:
                     for a in answers[i] if a.point_id in payloads]
         return results
 
-    def _candidates(self, q: SearchQuery, ns: Namespaces, leaves: list[int],
-                    scores: list[float]) -> list[tuple[str, str, float]]:
-        """(point id, docid, score) of the query's decoded leaves, best first."""
-        tenant_idx = ns.root(q.tenant)
-        cands = []
+    @staticmethod
+    def _candidates(ns: Namespace, leaves: list[int], scores: list[float]) -> list[tuple[str, str, float]]:
+        """(point id, docid, score) of a query's decoded leaves in its tenant's own trie, best first."""
         ranks = ns.forest.leaf_rank(np.asarray(leaves, dtype=np.int64)).tolist()
-        for value, score in zip(ranks, scores, strict=True):
-            if value < 0 or not math.isfinite(score):
-                continue
-            if int(ns.tenant_of[value]) != tenant_idx:  # cannot happen when decoding from the root
-                raise RuntimeError("decoded a docid outside the caller's namespace")
-            cands.append((ns.point_ids[value], ns.docids[value], score))
-        return cands
+        return [(ns.point_ids[r], ns.docids[r], score) for r, score in zip(ranks, scores, strict=True)
+                if r >= 0 and math.isfinite(score)]
 
     def embed_documents(self, tenant: str, texts: Sequence[str]) -> np.ndarray:
         """MiniLM vectors of a tenant's documents, one document per turn with the tenants writing in turn:
@@ -369,9 +375,10 @@ class Engine:
         ns = self.namespaces
         if tenant and not ns.has(tenant):
             raise NotFound(f"tenant '{tenant}' has no documents in index '{self.store.collection}'")
-        names = [tenant] if tenant else sorted(ns.counts)
+        names = [tenant] if tenant else list(ns.tenants)
+        by = ns.by_tenant
         m = self.manifest
         return IndexStats(self.store.collection, self.codec.name, self.codec.vocab_size, self.codec.max_length,
                           str(m.model.get("base", "")), m.created_at, m.versions.get("genret", ""),
-                          [NamespaceStats(t, ns.counts[t], ns.forest.nodes_in(t)) for t in names])
+                          [NamespaceStats(t, len(by[t]), by[t].forest.num_nodes) for t in names])
 

@@ -1,118 +1,151 @@
-"""Tenant namespaces: the trie forest plus what each leaf stands for, rebuilt from Qdrant payloads.
+"""Tenant namespaces: each tenant's own trie plus what each of its leaves stands for, from Qdrant payloads.
 
-A ``Namespaces`` value is immutable. A change (``apply``) builds a new one from the old rows plus the
-added ones minus the removed ones, and the engine swaps one reference: a search in flight keeps the
-snapshot it started with, so it sees the old state or the new state, never a mix.
+A ``Namespace`` is one tenant's docids: a single-root trie forest (the tenant's root is node 0) and, by
+leaf rank, each leaf's point id, docid and tokens. ``Namespaces`` maps tenants to them. Both are
+immutable: a change (``apply``) rebuilds only the tenant it names and shares every other tenant's
+namespace with the old snapshot, so a write costs time in proportion to that tenant's size, never to the
+whole collection. The engine swaps one reference to publish: a search in flight keeps the snapshot it
+started with, so it sees the old state or the new state, never a mix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
 from genret.decoding.trie import TrieForest, build_forest
-from genret.docids import EOS, EVERY_TENANT, PAD, DocidCodec
+from genret.docids import DocidCodec
 from genret.store import QdrantStore
 from genret.types import PointId
 
 
 @dataclass(frozen=True)
-class Namespaces:
-    """An immutable snapshot: forest + per-leaf point ids, docids, tenants and tokens, by leaf rank."""
+class Namespace:
+    """One tenant's docids: its trie (root 0) and, by leaf rank, point ids, docids and token rows."""
 
+    tenant: str
     forest: TrieForest
     point_ids: tuple[PointId, ...]  # indexed by forest.leaf_rank(leaf)
     docids: tuple[str, ...]
-    tenant_of: np.ndarray  # (leaves,) index into forest.tenants
     tokens: np.ndarray  # (leaves, max_length + 1) docid tokens, EOS, PAD
-    counts: Mapping[str, int]
+
+    def __len__(self) -> int:
+        return len(self.point_ids)
 
     @property
-    def tenants(self) -> tuple[str, ...]:
-        return self.forest.tenants
+    def root(self) -> int:
+        return 0
 
-    def has(self, tenant: str) -> bool:
-        return tenant in self.counts
-
-    def root(self, tenant: str) -> int:
-        return self.forest.root_of(tenant)
-
-    def entries(self, tenant: str) -> list[tuple[PointId, str]]:
-        if not self.has(tenant):
-            return []
-        t = self.tenants.index(tenant)
-        return [(self.point_ids[i], self.docids[i]) for i in np.flatnonzero(self.tenant_of == t)]
-
-    def token_owner(self, vocab_size: int) -> np.ndarray:
-        """(vocab_size,) int64 for an atomic index, where each docid's token is its document's own: the root
-        of the tenant holding each token, EVERY_TENANT for PAD and EOS, -1 for tokens no document holds."""
-        owner = np.full(vocab_size, -1, dtype=np.int64)
-        owner[[PAD, EOS]] = EVERY_TENANT
-        owner[self.tokens[:, 0].astype(np.int64)] = self.tenant_of
-        return owner
-
-    def entries_set(self, tenant: str) -> set[PointId]:
-        return {pid for pid, _ in self.entries(tenant)}
+    def entries(self) -> list[tuple[PointId, str]]:
+        return list(zip(self.point_ids, self.docids, strict=True))
 
     @cached_property
     def _row_of(self) -> dict[PointId, int]:
         return {pid: i for i, pid in enumerate(self.point_ids)}
 
-    def rows_of(self, tenant: str, pids: Sequence[PointId]) -> dict[PointId, int]:
-        """Leaf rank of each of ``pids`` that is a docid of ``tenant`` (others are left out)."""
-        if not self.has(tenant):
-            return {}
-        t = self.tenants.index(tenant)
+    def rows_of(self, pids: Sequence[PointId]) -> dict[PointId, int]:
+        """Leaf rank of each of ``pids`` that is one of this tenant's docids (others are left out)."""
         rows = ((pid, self._row_of.get(pid)) for pid in pids)
-        return {pid: r for pid, r in rows if r is not None and int(self.tenant_of[r]) == t}
+        return {pid: r for pid, r in rows if r is not None}
 
-    def apply(self, codec: DocidCodec, added: Sequence[tuple[str, PointId, str]],
-              removed: Mapping[str, Collection[PointId]]) -> Namespaces:
-        """A new snapshot: this one's rows minus ``removed`` (tenant -> point ids), plus ``added``
-        (tenant, point id, docid) rows. Only the added docids are encoded; the forest is rebuilt."""
-        n = len(self.point_ids)
-        keep = np.ones(n, dtype=bool)
-        for tenant, pids in removed.items():
-            if not pids or not self.has(tenant):
-                continue
-            gone = set(pids)
-            t = self.tenants.index(tenant)
-            for i in np.flatnonzero(self.tenant_of == t):
-                if self.point_ids[i] in gone:
-                    keep[i] = False
-        kept = np.flatnonzero(keep)
-        old_tenants = [self.tenants[t] for t in self.tenant_of[kept]]
-        names = [*old_tenants, *(t for t, _, _ in added)]
-        pids = [*(self.point_ids[i] for i in kept), *(p for _, p, _ in added)]
-        docids = [*(self.docids[i] for i in kept), *(d for _, _, d in added)]
-        width = codec.max_length + 1
-        new_tokens = codec.encode_many([d for _, _, d in added]) if added else np.zeros((0, width), dtype=np.int64)
-        tokens = np.concatenate([self.tokens[kept].astype(np.int64), new_tokens])
-        return _assemble(names, pids, docids, tokens)
+    def first_tokens(self) -> np.ndarray:
+        """The first token of every docid: on an atomic index, the tokens that are this tenant's documents."""
+        return self.tokens[:, 0].astype(np.int64)
+
+    def apply(self, codec: DocidCodec, added: Sequence[tuple[PointId, str]],
+              removed: Collection[PointId]) -> Namespace | None:
+        """This namespace minus ``removed`` point ids plus ``added`` (point id, docid) rows; None when empty.
+        Only the added docids are encoded."""
+        gone = set(removed)
+        keep = [i for i, pid in enumerate(self.point_ids) if pid not in gone] if gone else range(len(self))
+        pids = [*(self.point_ids[i] for i in keep), *(p for p, _ in added)]
+        docids = [*(self.docids[i] for i in keep), *(d for _, d in added)]
+        new_tokens = _encode(codec, [d for _, d in added])
+        tokens = np.concatenate([self.tokens[list(keep)].astype(np.int64), new_tokens])
+        return build_namespace(self.tenant, pids, docids, tokens)
 
 
-def _assemble(tenant_names: Sequence[str], pids: Sequence[PointId], docids: Sequence[str],
-              tokens: np.ndarray) -> Namespaces:
-    tenants = sorted(set(tenant_names))
-    index = {t: i for i, t in enumerate(tenants)}
-    tenant_arr = np.fromiter((index[t] for t in tenant_names), dtype=np.int64, count=len(tenant_names))
-    forest, rows = build_forest(tenants, tenant_arr, tokens)
-    counts = dict(zip(tenants, np.bincount(tenant_arr, minlength=len(tenants)).tolist(), strict=True))
+def _encode(codec: DocidCodec, docids: Sequence[str]) -> np.ndarray:
+    return codec.encode_many(list(docids)) if docids else np.zeros((0, codec.max_length + 1), dtype=np.int64)
+
+
+def build_namespace(tenant: str, pids: Sequence[PointId], docids: Sequence[str],
+                    tokens: np.ndarray) -> Namespace | None:
+    """One tenant's namespace from its rows (None when it has none); docids must be unique in it."""
+    if not pids:
+        return None
+    forest, rows = build_forest((tenant,), np.zeros(len(pids), dtype=np.int64), tokens)
     small = tokens.astype(np.int16 if tokens.size == 0 or tokens.max() < 2**15 else np.int32)
-    return Namespaces(forest, tuple(pids[i] for i in rows), tuple(docids[i] for i in rows), tenant_arr[rows],
-                      small[rows], counts)
+    return Namespace(tenant, forest, tuple(pids[i] for i in rows), tuple(docids[i] for i in rows), small[rows])
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """An immutable snapshot: every tenant with documents -> its namespace."""
+
+    by_tenant: Mapping[str, Namespace]
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        return tuple(sorted(self.by_tenant))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {t: len(ns) for t, ns in self.by_tenant.items()}
+
+    def has(self, tenant: str) -> bool:
+        return tenant in self.by_tenant
+
+    def get(self, tenant: str) -> Namespace | None:
+        return self.by_tenant.get(tenant)
+
+    def entries(self, tenant: str) -> list[tuple[PointId, str]]:
+        ns = self.by_tenant.get(tenant)
+        return ns.entries() if ns is not None else []
+
+    def entries_set(self, tenant: str) -> set[PointId]:
+        ns = self.by_tenant.get(tenant)
+        return set(ns.point_ids) if ns is not None else set()
+
+    def docids(self) -> Iterator[str]:
+        """Every docid of every tenant."""
+        for ns in self.by_tenant.values():
+            yield from ns.docids
+
+    def apply(self, codec: DocidCodec, tenant: str, added: Sequence[tuple[PointId, str]],
+              removed: Collection[PointId]) -> Namespaces:
+        """A new snapshot in which only ``tenant`` changed: minus ``removed`` point ids, plus ``added``
+        (point id, docid) rows. Every other tenant's namespace is shared, not copied."""
+        old = self.by_tenant.get(tenant)
+        if old is None:
+            new = build_namespace(tenant, [p for p, _ in added], [d for _, d in added],
+                                  _encode(codec, [d for _, d in added]))
+        else:
+            new = old.apply(codec, added, removed)
+        by_tenant = dict(self.by_tenant)
+        if new is None:
+            by_tenant.pop(tenant, None)
+        else:
+            by_tenant[tenant] = new
+        return Namespaces(by_tenant)
+
+    def replace(self, codec: DocidCodec, tenant: str, entries: Sequence[tuple[PointId, str]]) -> Namespaces:
+        """A new snapshot in which ``tenant`` holds exactly ``entries`` (as re-read from Qdrant)."""
+        old = self.by_tenant.get(tenant)
+        return self.apply(codec, tenant, entries, old.point_ids if old is not None else ())
 
 
 def build_namespaces(codec: DocidCodec, entries: Mapping[str, Sequence[tuple[PointId, str]]]) -> Namespaces:
     """entries: tenant -> [(point id, docid)]."""
-    names = [t for t in entries for _ in entries[t]]
-    pids = [p for t in entries for p, _ in entries[t]]
-    docids = [d for t in entries for _, d in entries[t]]
-    tokens = codec.encode_many(docids) if docids else np.zeros((0, codec.max_length + 1), dtype=np.int64)
-    return _assemble(names, pids, docids, tokens)
+    by_tenant = {}
+    for tenant, rows in entries.items():
+        ns = build_namespace(tenant, [p for p, _ in rows], [d for _, d in rows], _encode(codec, [d for _, d in rows]))
+        if ns is not None:
+            by_tenant[tenant] = ns
+    return Namespaces(by_tenant)
 
 
 def load_namespaces(store: QdrantStore, codec: DocidCodec) -> Namespaces:

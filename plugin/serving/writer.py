@@ -48,7 +48,7 @@ class Snapshots:
     (returns its epoch) and the ``oldest`` epoch a search in flight may still read."""
 
     current: Callable[[], Namespaces]
-    publish: Callable[[Namespaces], int]
+    publish: Callable[[Namespaces, str], int]  # (new snapshot, the tenant it changed) -> its epoch
     oldest: Callable[[], int]
 
 
@@ -68,7 +68,7 @@ class DocumentWriter:
         self._locks_lock = threading.Lock()
         self._tenant_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, TenantDocids] = {}
-        self._pool = (AtomicPool(codec.size, (int(d) for d in snapshots.current().docids))
+        self._pool = (AtomicPool(codec.size, (int(d) for d in snapshots.current().docids()))
                       if isinstance(codec, AtomicCodec) else None)
 
     # --- validation ----------------------------------------------------------------------------
@@ -125,8 +125,7 @@ class DocumentWriter:
         """Apply one tenant's change to the current snapshot and publish it; its epoch."""
         with self._publish_lock:
             ns = self._snap.current()
-            return self._snap.publish(ns.apply(self.codec, [(tenant, p, d) for p, d in added],
-                                               {tenant: removed} if removed else {}))
+            return self._snap.publish(ns.apply(self.codec, tenant, added, removed), tenant)
 
     def _resync(self, tenant: str, reserved: Sequence[str] = ()) -> None:
         """After a failed write: forget what we believed about the tenant and re-read it from Qdrant. Atomic
@@ -140,8 +139,7 @@ class DocumentWriter:
         with self._publish_lock:
             ns = self._snap.current()
             before = {d for _, d in ns.entries(tenant)}
-            epoch = self._snap.publish(ns.apply(self.codec, [(tenant, p, d) for p, d in truth],
-                                                {tenant: [p for p, _ in ns.entries(tenant)]}))
+            epoch = self._snap.publish(ns.replace(self.codec, tenant, truth), tenant)
         if self._pool is not None:
             held = {d for _, d in truth}
             self._pool.give_back(int(d) for d in reserved if d not in held)

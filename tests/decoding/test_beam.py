@@ -1,17 +1,19 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genret.decoding.beam import constrained_beam_search, score_docids, unconstrained_beam_search
-from genret.decoding.model import HFSeq2SeqBackend, build_tiny_model
-from genret.decoding.trie import build_forest
-from genret.docids import EVERY_TENANT, AtomicCodec, SemanticCodec, assign_docids
+from genret.decoding.beam import Trie, constrained_beam_search, score_docids, unconstrained_beam_search
+from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, build_tiny_model
+from genret.decoding.trie import DeviceForest, build_forest
+from genret.docids import AtomicCodec, SemanticCodec, assign_docids
 from genret.indexing.training import sequence_loss
-from genret.serving.namespaces import Namespaces, build_namespaces
+from genret.serving.namespaces import build_namespaces
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 QUERIES = ["wing flutter at supersonic speed", "heat transfer in boundary layers", "x"]
@@ -42,8 +44,8 @@ def test_exhaustive_beam_equals_brute_force() -> None:
     docids, codec, backend, model, tok, spec = make_case(40, 4, seed=1)
     forest, order = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
     enc = backend.encode(QUERIES)
-    res = constrained_beam_search(backend, enc, torch.zeros(len(QUERIES), dtype=torch.long),
-                                  forest.to_device(DEVICE), beams=len(docids))
+    res = constrained_beam_search(backend, enc, tries(forest.to_device(DEVICE), [0] * len(QUERIES)),
+                                  beams=len(docids))
     for q, query in enumerate(QUERIES):
         ref = brute_force(model, tok, spec, codec, docids, query)
         got_docs = order[forest.leaf_rank(res.leaves[q].cpu().numpy())].tolist()
@@ -57,8 +59,7 @@ def test_narrow_beam_returns_only_existing_docids_of_the_right_tenant() -> None:
     tenant_of = np.array([i % 2 for i in range(len(docids))])
     forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
     enc = backend.encode(QUERIES[:2])
-    res = constrained_beam_search(backend, enc, torch.tensor([0, 1]), forest.to_device(DEVICE),
-                                  beams=5)
+    res = constrained_beam_search(backend, enc, tries(forest.to_device(DEVICE), [0, 1]), beams=5)
     for q, tenant in enumerate([0, 1]):
         scores = res.scores[q].tolist()
         assert scores == sorted(scores, reverse=True)
@@ -72,8 +73,7 @@ def test_tenant_with_fewer_docids_than_beams_pads_with_empty() -> None:
     tenant_of = np.array([0] * 5 + [1])
     forest, order = build_forest(["a", "b"], tenant_of, codec.encode_many(docids))
     enc = backend.encode(QUERIES[:1])
-    res = constrained_beam_search(backend, enc, torch.tensor([1]), forest.to_device(DEVICE),
-                                  beams=4)
+    res = constrained_beam_search(backend, enc, tries(forest.to_device(DEVICE), [1]), beams=4)
     assert res.leaves[0, 0] >= 0 and order[forest.leaf_rank(res.leaves[0, :1].cpu().numpy())[0]] == 5
     assert (res.leaves[0, 1:] == -1).all() and torch.isinf(res.scores[0, 1:]).all()
 
@@ -82,8 +82,8 @@ def test_children_scoring_is_a_distribution_over_the_namespace() -> None:
     """Renormalised over the allowed children at every step, exhaustive scores sum to probability 1."""
     docids, codec, backend, *_ = make_case(30, 3, seed=4)
     forest, _ = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
-    res = constrained_beam_search(backend, backend.encode(QUERIES), torch.zeros(len(QUERIES), dtype=torch.long),
-                                  forest.to_device(DEVICE), beams=len(docids), scoring="children")
+    res = constrained_beam_search(backend, backend.encode(QUERIES), tries(forest.to_device(DEVICE), [0] * len(QUERIES)),
+                                  beams=len(docids), scoring="children")
     assert (res.leaves >= 0).all()
     np.testing.assert_allclose(res.scores.exp().sum(1).cpu().numpy(), 1.0, rtol=1e-5)
 
@@ -95,17 +95,18 @@ def test_triton_loop_equals_torch_loop(scoring: str) -> None:
     forest, _ = build_forest(["a", "b", "c"], tenant_of, codec.encode_many(docids))
     d = forest.to_device(DEVICE)
     enc = backend.encode(QUERIES)
-    roots = torch.tensor([0, 2, 1])  # one batch, three tenants
-    a = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="torch", scoring=scoring)
-    b = constrained_beam_search(backend, enc, roots, d, beams=6, kernel_backend="triton", scoring=scoring)
+    roots = tries(d, [0, 2, 1])  # one batch, three tenants
+    a = constrained_beam_search(backend, enc, roots, beams=6, kernel_backend="torch", scoring=scoring)
+    b = constrained_beam_search(backend, enc, roots, beams=6, kernel_backend="triton", scoring=scoring)
     assert torch.equal(a.leaves, b.leaves)
     np.testing.assert_allclose(a.scores.cpu().numpy(), b.scores.cpu().numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ["torch", "triton"])
 @pytest.mark.parametrize("scoring", ["vocab", "children"])
-def test_teacher_forced_scores_equal_beam_scores(scoring: str) -> None:
-    """score_docids gives each docid the score beam search gives it; another tenant's docid and a deleted
-    one score -inf."""
+def test_teacher_forced_scores_equal_beam_scores(scoring: str, kernel: str) -> None:
+    """score_docids gives each docid the score beam search gives it, on either kernel backend; another
+    tenant's docid and a deleted one score -inf."""
     docids, codec, backend, *_ = make_case(36, 3, seed=6)
     tenant_of = np.array([i % 2 for i in range(len(docids))])
     alive = np.array([i != 4 for i in range(len(docids))])  # docid 4 (tenant 0) is deleted
@@ -113,12 +114,14 @@ def test_teacher_forced_scores_equal_beam_scores(scoring: str) -> None:
     forest, order = build_forest(["a", "b"], tenant_of, tokens, alive)
     d = forest.to_device(DEVICE)
     enc = backend.encode(QUERIES[:2])
-    roots = torch.tensor([0, 1])
-    res = constrained_beam_search(backend, enc, roots, d, beams=len(docids), kernel_backend="torch", scoring=scoring)
+    res = constrained_beam_search(backend, enc, tries(d, [0, 1]), beams=len(docids), kernel_backend="torch",
+                                  scoring=scoring)
     found = [order[forest.leaf_rank(res.leaves[q][res.leaves[q] >= 0].cpu().numpy())] for q in range(2)]
     width = max(len(f) for f in found)
     rows = np.stack([np.concatenate([f, [4, 1 - q] + [f[0]] * (width - len(f))]) for q, f in enumerate(found)])
-    forced = score_docids(backend, enc, roots, d, torch.as_tensor(tokens[rows]), scoring)
+    forced = torch.cat([score_docids(backend, EncodedQueries(enc.hidden[q : q + 1], enc.mask[q : q + 1]), Trie(d, q),
+                                     torch.as_tensor(tokens[rows[q : q + 1]]), scoring, kernel_backend=kernel)
+                        for q in range(2)])
     for q, f in enumerate(found):
         beam = res.scores[q][res.leaves[q] >= 0]
         np.testing.assert_allclose(forced[q, : len(f)].cpu().numpy(), beam.cpu().numpy(), rtol=1e-5, atol=1e-5)
@@ -145,8 +148,8 @@ def test_every_decoded_docid_exists_in_its_tenants_namespace(seed: int, tenants:
     names = [f"t{i}" for i in range(tenants)]
     forest, order = build_forest(names, tenant_of, CASE_CODEC.encode_many(docids), alive=alive)
     roots = torch.as_tensor(rng.integers(0, tenants, 2))
-    res = constrained_beam_search(CASE_BACKEND, CASE_BACKEND.encode(QUERIES[:2]), roots,
-                                  forest.to_device(DEVICE), beams, kernel_backend=kernel,
+    res = constrained_beam_search(CASE_BACKEND, CASE_BACKEND.encode(QUERIES[:2]),
+                                  tries(forest.to_device(DEVICE), roots.tolist()), beams, kernel_backend=kernel,
                                   scoring=scoring)
     for q in range(2):
         found = [int(x) for x in res.leaves[q].tolist() if x >= 0]
@@ -168,28 +171,46 @@ def test_atomic_scores_normalise_over_the_callers_own_documents_only() -> None:
     codec = AtomicCodec(12)
     ns = build_namespaces(codec, {"a": [(f"pa{i}", str(i)) for i in range(0, 10, 2)],
                                   "b": [(f"pb{i}", str(i)) for i in range(1, 10, 2)]})
-    owner = ns.token_owner(codec.vocab_size)
-    a, b = ns.root("a"), ns.root("b")
-    assert owner[:2].tolist() == [EVERY_TENANT] * 2 and owner[13] == -1  # PAD, EOS; docid 11 held by nobody
-    assert owner[[2, 4, 6, 8, 10]].tolist() == [a] * 5 and owner[[3, 5, 7, 9, 11]].tolist() == [b] * 5
+    a, b = ns.get("a"), ns.get("b")
+    assert a is not None and b is not None
+    assert sorted(a.first_tokens().tolist()) == [2, 4, 6, 8, 10] and sorted(b.first_tokens().tolist()) == [3, 5, 7, 9, 11]
     model, tok, spec = build_tiny_model(codec.vocab_size, seed=7)
     backend = HFSeq2SeqBackend(model, tok, spec, DEVICE)
-    enc, forest, own = backend.encode(QUERIES[:1]), ns.forest.to_device(DEVICE), torch.from_numpy(owner).to(DEVICE)
+    enc, forest = backend.encode(QUERIES[:1]), a.forest.to_device(DEVICE)
+    own = Trie(forest, 0, torch.from_numpy(a.first_tokens()).to(DEVICE))
 
-    def search(owner: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        res = constrained_beam_search(backend, enc, torch.tensor([a]), forest, beams=5, owner=owner)
+    def search(trie: Trie) -> tuple[torch.Tensor, torch.Tensor]:
+        res = constrained_beam_search(backend, enc, [trie], beams=5)
         return res.leaves, res.scores
 
     leaves, scores = search(own)
-    shared_scores = search(None)[1]
+    shared_scores = search(Trie(forest))[1]
     with torch.no_grad():
         backend.head.weight[[3, 5, 13]] += 3.0  # b's docids 1 and 3, and the free docid 11
     assert all(torch.equal(x, y) for x, y in zip(search(own), (leaves, scores), strict=True))
-    assert not torch.equal(search(None)[1], shared_scores)  # over the whole vocabulary they would move
-    tokens = torch.as_tensor(ns.tokens[forest_rows(ns, leaves[0])].astype(np.int64)).unsqueeze(0)
-    forced = score_docids(backend, enc, torch.tensor([a]), forest, tokens, owner=own)
+    assert not torch.equal(search(Trie(forest))[1], shared_scores)  # over the whole vocabulary they would move
+    tokens = torch.as_tensor(a.tokens[a.forest.leaf_rank(leaves[0].cpu().numpy())].astype(np.int64)).unsqueeze(0)
+    forced = score_docids(backend, enc, own, tokens)
     np.testing.assert_allclose(forced[0].numpy(), scores[0].numpy(), rtol=1e-6, atol=1e-6)
 
 
-def forest_rows(ns: Namespaces, leaves: torch.Tensor) -> np.ndarray:
-    return ns.forest.leaf_rank(leaves.cpu().numpy())
+@pytest.mark.parametrize("scoring", ["vocab", "children"])
+def test_a_batch_mixing_tenants_tries_equals_each_tenant_decoded_alone(scoring: str) -> None:
+    """Queries of different tenants (each with its own single-root trie) decode in one batch exactly as
+    they decode alone."""
+    docids, codec, backend, *_ = make_case(30, 3, seed=11)
+    ns = build_namespaces(codec, {"a": [(f"pa{i}", d) for i, d in enumerate(docids[:18])],
+                                  "b": [(f"pb{i}", d) for i, d in enumerate(docids[12:])]})
+    trie = {t: Trie(n.forest.to_device(DEVICE)) for t, n in ns.by_tenant.items()}
+    order = ["a", "b", "a"]
+    enc = backend.encode(QUERIES)
+    together = constrained_beam_search(backend, enc, [trie[t] for t in order], beams=4, scoring=scoring)
+    for q, t in enumerate(order):
+        alone = constrained_beam_search(backend, EncodedQueries(enc.hidden[q : q + 1], enc.mask[q : q + 1]), [trie[t]],
+                                        beams=4, scoring=scoring)
+        assert torch.equal(together.leaves[q], alone.leaves[0])
+        np.testing.assert_allclose(together.scores[q].numpy(), alone.scores[0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def tries(forest: DeviceForest, roots: Sequence[int]) -> list[Trie]:
+    return [Trie(forest, int(r)) for r in roots]

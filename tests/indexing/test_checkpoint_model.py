@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genret.decoding.beam import constrained_beam_search
+from genret.decoding.beam import Trie, constrained_beam_search
 from genret.decoding.model import HFSeq2SeqBackend, load_checkpoint_for_docids
 from genret.decoding.trie import build_forest
 from genret.docids import AtomicCodec
@@ -26,7 +26,7 @@ def test_local_t5_checkpoint_learns_docids(tiny_t5: Path, minilm_tokenizer) -> N
           torch.device("cpu"))
     forest, order = build_forest(["t"], np.zeros(4, dtype=np.int64), labels)
     backend = HFSeq2SeqBackend(model, tok, spec, torch.device("cpu"))
-    res = constrained_beam_search(backend, backend.encode(texts), torch.zeros(4, dtype=torch.long),
-                                  forest.to_device(torch.device("cpu")), beams=2)
+    res = constrained_beam_search(backend, backend.encode(texts), [Trie(forest.to_device(torch.device("cpu")))] * 4,
+                                  beams=2)
     top = order[forest.leaf_rank(res.leaves[:, 0].numpy())].tolist()
     assert top == [0, 1, 2, 3]

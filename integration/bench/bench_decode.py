@@ -1,6 +1,6 @@
 """End-to-end constrained decoding: ours against Hugging Face ``generate``, one process, one device.
 
-    python integration/bench/bench_decode.py [--device cuda] [--out integration/bench/results/synthetic/decode/decode-<dev>.json]
+    python integration/bench/bench_decode.py [--device cuda] [--out results/synthetic/decode/decode-<dev>.json]
 
 Model: T5-small shape (6+6 layers, d_model 512, 8 heads, d_ff 2048, vocabulary 32,128), random weights
 (timing does not depend on training; bf16 on CUDA, fp32 on CPU). Docid tokens are T5 tokens 2.. and EOS

@@ -1,6 +1,6 @@
 """One constrained beam step, in isolation: the trie's cost next to an unconstrained step.
 
-    python integration/bench/bench_step.py [--device cuda] [--out integration/bench/results/synthetic/kernels/step-<device>.json]
+    python integration/bench/bench_step.py [--device cuda] [--out results/synthetic/kernels/step-<device>.json]
 
 Every variant starts from decoder features (rows, hidden) and an output embedding (vocab, hidden):
   free            logits for the whole vocabulary, log_softmax, top-k across each query's beams (no trie)

@@ -1,22 +1,27 @@
 """What one live write costs the sidecar: a small tenant's and a big tenant's, beside many other tenants.
 
     python integration/bench/bench_tenancy_writes.py [--small 1000] [--docs 100] [--big 1000000]
-        [--writes 200] [--big-writes 30] [--before DIR] [--out integration/bench/results/synthetic/tenancy/writes-cpu.json]
+        [--writes 200] [--big-writes 30] [--before DIR] [--before-writes 20]
+        [--out integration/bench/results/synthetic/tenancy/writes-cpu.json]
 
 The collection: ``--small`` tenants of ``--docs`` docids each plus one tenant of ``--big`` docids, synthetic
 (semantic docids of 4 base-32 digits, and atomic docids). Only the sidecar's side of a write is timed:
-applying the change to the namespaces and publishing the new snapshot (the tries on the decoding device);
+applying the change to the namespaces and making the changed tries ready on the decoding device, as the
+engine's publish step does;
 Qdrant's own write is the same before and after and is measured by ``bench_tenancy.py``. Each write adds
 one new docid to a tenant (an upsert) and then removes it (a delete).
 
 ``--before DIR`` runs the same writes, in the same run, against another build of genret (DIR holds its
 ``genret`` package, e.g. an older checkout's ``plugin/`` linked as ``genret`` beside its ``kernels/``),
-where every write rebuilt the whole forest.
+where every write rebuilt the whole forest (``--before-writes`` of each kind, since each takes seconds).
+The JSON also records what one compaction of the big tenant costs (its delta trie folded back into one
+trie: done when the delta reaches 1% of the tenant, so about once per 10,000 writes at 1M docids).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -53,12 +58,15 @@ class Sidecar:
 
             self.per_tenant = False
         except ImportError:  # per-tenant namespaces
+            from genret.serving.engine import served_trie
             from genret.serving.namespaces import build_namespaces
 
+            self.serve = served_trie
             self.per_tenant = True
         t0 = time.perf_counter()
         self.ns = build_namespaces(self.codec, entries)
         self.build_s = time.perf_counter() - t0
+        gc.freeze()  # as the engine does once it has loaded
         self.device = torch.device("cpu")
 
     def write(self, tenant: str, added: list[tuple[str, str]], removed: list[str]) -> float:
@@ -68,9 +76,7 @@ class Sidecar:
             self.ns = self.ns.apply(self.codec, tenant, added, removed)
             mine = self.ns.get(tenant)
             if mine is not None:
-                mine.forest.to_device(self.device)
-                if self.atomic:
-                    torch.from_numpy(mine.first_tokens()).to(self.device)
+                self.serve(mine, self.device, self.atomic)
         else:
             self.ns = self.ns.apply(self.codec, [(tenant, p, d) for p, d in added], {tenant: removed} if removed else {})
             self.ns.forest.to_device(self.device)
@@ -115,12 +121,19 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             ups.append(side.write(tenant, [(pid, docid)], []))
             dels.append(side.write(tenant, [], [pid]))
         out[who] = {"upsert_ms": [x * 1e3 for x in ups], "delete_ms": [x * 1e3 for x in dels]}
+    if side.per_tenant:  # what folding the big tenant's delta trie back into one trie costs, once
+        big = side.ns.get("big")
+        t0 = time.perf_counter()
+        side.serve(big.rebuilt(side.codec), side.device, side.atomic)
+        out["compaction_ms"] = (time.perf_counter() - t0) * 1e3
     return out
 
 
 def run_worker(args: argparse.Namespace, scheme: str, pythonpath: str | None) -> dict[str, Any]:
+    writes = args.writes if pythonpath is None else args.before_writes
+    big_writes = args.big_writes if pythonpath is None else min(args.big_writes, args.before_writes)
     cmd = [sys.executable, __file__, "--worker", "--scheme", scheme, "--small", str(args.small), "--docs",
-           str(args.docs), "--big", str(args.big), "--writes", str(args.writes), "--big-writes", str(args.big_writes)]
+           str(args.docs), "--big", str(args.big), "--writes", str(writes), "--big-writes", str(big_writes)]
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
@@ -135,6 +148,8 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=1_000_000)
     ap.add_argument("--writes", type=int, default=200)
     ap.add_argument("--big-writes", type=int, default=30)
+    ap.add_argument("--before-writes", type=int, default=20,
+                    help="writes per tenant kind for --before (each rebuilds every tenant's trie there)")
     ap.add_argument("--schemes", default="semantic,atomic")
     ap.add_argument("--scheme", default="semantic")
     ap.add_argument("--before", help="directory on PYTHONPATH that holds an older genret build")
@@ -159,9 +174,11 @@ def main() -> None:
     table = print_table(rows, columns)
     write_json(Path(args.out), {"benchmark": "tenancy_writes", "environment": environment(torch.device("cpu")),
                                 "settings": {k: getattr(args, k) for k in ("small", "docs", "big", "writes",
-                                                                           "big_writes", "schemes", "before")},
+                                                                           "big_writes", "before_writes", "schemes",
+                                                                           "before")},
                                 "rows": rows, "table": table,
-                                "build_s": {k: v["build_s"] for k, v in raw.items()}})
+                                "build_s": {k: v["build_s"] for k, v in raw.items()},
+                                "compaction_ms": {k: v["compaction_ms"] for k, v in raw.items() if "compaction_ms" in v}})
 
 
 if __name__ == "__main__":

@@ -46,16 +46,22 @@ class BeamResult:
     steps: int  # decoder steps run
 
 
-def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, start_nodes: torch.Tensor, beams: int,
+def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, starts: Sequence[Sequence[int]], beams: int,
             max_steps: int, step_fn: StepFn, deadline: float | None, checkpoint: Checkpoint | None = None
             ) -> BeamResult:
-    batch = start_nodes.shape[0]
+    """``starts[q]``: the nodes query ``q`` starts from, one beam each (at most ``beams`` of them)."""
+    batch = len(starts)
     device = backend.device
     rows = batch * beams
-    nodes = start_nodes.to(device).long().repeat_interleave(beams)  # (rows,)
-    scores = torch.full((batch, beams), NEG_INF, device=device)
-    scores[:, 0] = 0.0
-    scores = scores.view(rows)
+    first = torch.zeros((batch, beams), dtype=torch.long)
+    begin = torch.full((batch, beams), NEG_INF)
+    for q, nodes_q in enumerate(starts):
+        if len(nodes_q) > beams:
+            raise ValueError(f"{len(nodes_q)} start nodes need at least as many beams, got {beams}")
+        first[q, : len(nodes_q)] = torch.as_tensor(list(nodes_q), dtype=torch.long)
+        begin[q, : len(nodes_q)] = 0.0
+    nodes = first.to(device).view(rows)
+    scores = begin.to(device).view(rows)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     state = backend.start(enc, beams)
     tokens: torch.Tensor | None = None
@@ -80,12 +86,12 @@ def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, start_nodes: torch.Ten
 
 @dataclass(frozen=True)
 class Trie:
-    """What decoding reads for one query: a forest on the decoding device, the root to decode from, and,
+    """What decoding reads for one query: a forest on the decoding device, the roots to decode from, and,
     where docid tokens are documents (atomic docids), the tokens that are the tenant's own (None: docids
     are spelled with an alphabet every tenant shares)."""
 
     forest: DeviceForest
-    root: int = 0
+    roots: tuple[int, ...] = (0,)  # a query starts one beam at each (a tenant's trie may come in parts)
     own_tokens: torch.Tensor | None = None  # (n,) int64 on the decoding device
 
 
@@ -162,19 +168,20 @@ def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, tries:
                 dst[g.queries] = src
         return StepResult(*out)
 
-    roots = torch.tensor([t.root for t in tries], dtype=torch.long)
-    return _decode(backend, enc, roots, beams, max(t.forest.max_depth for t in tries), step, deadline, checkpoint)
+    return _decode(backend, enc, [t.roots for t in tries], beams, max(t.forest.max_depth for t in tries), step,
+                   deadline, checkpoint)
 
 
 @torch.inference_mode()
 def score_docids(backend: Seq2SeqBackend, enc: EncodedQueries, trie: Trie, tokens: torch.Tensor,
                  scoring: str = "vocab", deadline: float | None = None, checkpoint: Checkpoint | None = None,
-                 kernel_backend: str = "auto") -> torch.Tensor:
+                 kernel_backend: str = "auto", roots: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher-forced scoring: the score beam search gives each of the given docids (same scoring mode,
     same trie, same kernels), without searching.
 
-    tokens: (batch, C, L) docid rows (tokens, EOS, PAD) to score for each query (row of ``enc``) from the
-    trie's root. Returns (batch, C) log-probabilities; -inf for a row that is not a live docid there.
+    tokens: (batch, C, L) docid rows (tokens, EOS, PAD) to score for each query (row of ``enc``), each
+    from ``roots[c]`` (C,) (default: the trie's first root). Returns (batch, C) log-probabilities; -inf
+    for a row that is not a live docid there.
     """
     if scoring not in SCORING:
         raise ValueError(f"unknown scoring mode {scoring!r}; valid: {', '.join(SCORING)}")
@@ -182,7 +189,8 @@ def score_docids(backend: Seq2SeqBackend, enc: EncodedQueries, trie: Trie, token
     rows = batch * cands
     device = backend.device
     want_all = tokens.to(device).long().reshape(rows, width)
-    nodes = torch.full((rows,), trie.root, dtype=torch.long, device=device)
+    start = roots if roots is not None else torch.full((cands,), trie.roots[0], dtype=torch.long)
+    nodes = start.to(device).long().repeat(batch)
     scores = torch.zeros(rows, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     state = backend.start(enc, cands)
@@ -237,4 +245,4 @@ def unconstrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, beam
     def step(features: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor) -> StepResult:
         return free_step(head, features, scores, done, beams)
 
-    return _decode(backend, enc, torch.zeros(batch, dtype=torch.long), beams, max_steps, step, None)
+    return _decode(backend, enc, [(0,)] * batch, beams, max_steps, step, None)

@@ -21,7 +21,7 @@ a search in flight sees the old forest or the new one, never a mix.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -64,14 +64,34 @@ class TrieForest:
 
     def walk(self, tenant: str, tokens: Sequence[int]) -> int:
         """The leaf reached by ``tokens`` + EOS from the tenant's root, or -1 if the docid is absent."""
-        node = self.root_of(tenant)
-        for tok in [*tokens, EOS]:
+        path = self.path(self.root_of(tenant), [*tokens, EOS])
+        return path[-1] if path and self.live[path[-1]] > 0 else -1
+
+    def path(self, root: int, row: Sequence[int]) -> list[int]:
+        """The nodes from ``root`` along a docid row (tokens, EOS, optional PAD), root included; [] if the
+        docid is not in the structure (dead or alive)."""
+        node, out = root, [root]
+        for tok in row:
+            if tok == PAD:
+                break
             lo, hi = int(self.row_ptr[node]), int(self.row_ptr[node + 1])
             pos = lo + int(np.searchsorted(self.child_token[lo:hi], tok))
             if pos >= hi or self.child_token[pos] != tok:
-                return -1
+                return []
             node = pos + self.num_roots
-        return node if self.live[node] > 0 else -1
+            out.append(node)
+        return out
+
+    def without(self, rows: np.ndarray, root: int = 0) -> TrieForest:
+        """This forest with the docids of ``rows`` (token rows, each a live docid under ``root``) deleted:
+        the structure is shared, only ``live`` is copied and counted down along each docid's path."""
+        live = self.live.copy()
+        for row in rows:
+            path = self.path(root, row.tolist())
+            if not path or live[path[-1]] <= 0:
+                raise ValueError("only a live docid can be deleted")
+            live[path] -= 1
+        return replace(self, live=live)
 
     def leaf_rank(self, nodes: np.ndarray) -> np.ndarray:
         """Rank of each leaf node (index into the rows ``build_forest`` returned); -1 for other nodes."""
@@ -217,3 +237,77 @@ def build_forest(tenants: Sequence[str], tenant_of_row: np.ndarray, tokens: np.n
         max_children=int(counts.max()) if num_nodes else 0,
     )
     return forest, leaf_rows
+
+
+@dataclass(frozen=True)
+class JoinedForest:
+    """Single-root forests packed into one forest with one root per part (root ``i`` is part ``i``'s),
+    so one beam search can start a query at every part's root. ``locate`` maps a joined node back to its
+    part and the node it is there."""
+
+    arrays: TrieForest  # row_ptr, child_token, live and the sizes; its leaf bitmap is empty
+    seg_start: np.ndarray  # (segments,) first joined node of each (depth, part) run, ascending
+    seg_part: np.ndarray  # (segments,) the part of each run
+    seg_local: np.ndarray  # (segments,) the part's node at the start of each run
+
+    def locate(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(part, node in that part) of each joined node (nodes must be >= 0)."""
+        seg = np.searchsorted(self.seg_start, nodes, side="right") - 1
+        return self.seg_part[seg], self.seg_local[seg] + (nodes - self.seg_start[seg])
+
+
+def _levels(forest: TrieForest) -> list[tuple[int, int]]:
+    """[lo, hi) node range of each depth of a single-root forest (depth 0 is the root)."""
+    out, lo, hi = [], 0, 1
+    while lo < hi:
+        out.append((lo, hi))
+        lo, hi = 1 + int(forest.row_ptr[lo]), 1 + int(forest.row_ptr[hi])
+    return out
+
+
+def join_forests(forests: Sequence[TrieForest]) -> JoinedForest:
+    """Pack single-root forests into one: nodes depth-major, and inside a depth part by part, so every
+    node's children stay one run of edges and edge ``e`` still leads to node ``k + e`` (k = parts). Cost:
+    one copy of the arrays."""
+    if any(f.num_roots != 1 for f in forests):
+        raise ValueError("only single-root forests can be joined")
+    k = len(forests)
+    levels = [_levels(f) for f in forests]
+    depth = max(len(lv) for lv in levels)
+    size = [[(lv[d][1] - lv[d][0]) if d < len(lv) else 0 for d in range(depth)] for lv in levels]
+    level_start = np.cumsum([0] + [sum(size[i][d] for i in range(k)) for d in range(depth)])
+    rp_parts, tok_parts, live_parts, starts, parts, locals_ = [], [], [], [], [], []
+    for d in range(depth):
+        before = 0
+        for i, f in enumerate(forests):
+            if d >= len(levels[i]):
+                continue
+            lo, hi = levels[i][d]
+            start = int(level_start[d]) + before  # joined id of this run's first node
+            starts.append(start)
+            parts.append(i)
+            locals_.append(lo)
+            before += hi - lo
+            # children of these nodes: the part's next depth, placed after earlier parts' runs there
+            child_run = (int(level_start[d + 1]) + sum(size[j][d + 1] for j in range(i)) if d + 1 < depth
+                         else int(level_start[depth]))
+            shift = child_run - (1 + int(f.row_ptr[lo])) + 1 - k  # local edge -> joined edge
+            rp_parts.append(f.row_ptr[lo:hi].astype(np.int64) + shift)
+            live_parts.append(f.live[lo:hi])
+            if d > 0:
+                tok_parts.append(f.child_token[lo - 1 : hi - 1])
+    num_nodes = int(level_start[-1])
+    row_ptr = np.concatenate([*rp_parts, [num_nodes - k]]).astype(np.int32)
+    token_dtype = np.result_type(*(f.child_token.dtype for f in forests))
+    arrays = TrieForest(
+        tenants=tuple(str(i) for i in range(k)),
+        row_ptr=row_ptr,
+        child_token=np.concatenate(tok_parts).astype(token_dtype) if tok_parts else np.zeros(0, token_dtype),
+        live=np.concatenate(live_parts).astype(np.int32),
+        leaf_words=np.zeros(0, dtype=np.uint64),
+        leaf_base=np.zeros(0, dtype=np.int64),
+        max_depth=max(f.max_depth for f in forests),
+        max_children=max(f.max_children for f in forests),
+    )
+    return JoinedForest(arrays, np.asarray(starts, np.int64), np.asarray(parts, np.int64),
+                        np.asarray(locals_, np.int64))

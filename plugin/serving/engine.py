@@ -6,10 +6,11 @@ ids -> hydrate from Qdrant under the tenant filter -> threshold -> hits.
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from genret.config import Config
 from genret.data.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
 from genret.decoding.beam import Trie, constrained_beam_search, score_docids
 from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
+from genret.decoding.trie import join_forests
 from genret.devices import resolve_device
 from genret.docids import AtomicCodec, DocidCodec
 from genret.errors import FailedPrecondition, GenretError, InvalidArgument, NotFound
@@ -51,8 +53,26 @@ class _Live:
     """One published snapshot, as searches read it: the namespaces and each tenant's trie on the device."""
 
     namespaces: Namespaces
-    tries: Mapping[str, Trie]
+    tries: Mapping[str, ServedTrie]
     epoch: int
+
+
+@dataclass(frozen=True)
+class ServedTrie:
+    """One tenant's trie as decoding reads it, and where each of its nodes is in the namespace's parts."""
+
+    trie: Trie
+    locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # node -> (part, node in that part)
+
+
+def served_trie(ns: Namespace, device: torch.device, atomic: bool) -> ServedTrie:
+    """A tenant's namespace made ready for decoding on ``device``: its parts joined into one forest with
+    a root each, and on an atomic index the tokens that are its own documents."""
+    own = torch.from_numpy(ns.first_tokens()).to(device) if atomic else None
+    if ns.delta is None:
+        return ServedTrie(Trie(ns.base.forest.to_device(device), (0,), own), lambda n: (np.zeros_like(n), n))
+    joined = join_forests([p.forest for p in ns.parts])
+    return ServedTrie(Trie(joined.arrays.to_device(device), tuple(range(len(ns.parts))), own), joined.locate)
 
 
 class Engine:
@@ -107,13 +127,7 @@ class Engine:
                 vectors = self.embed_documents(tenant, [f"{d.title}. {d.text}" for d in docs])
             self._seed_rows([d.docid or "" for d in docs], vectors)
 
-    def _trie(self, ns: Namespace) -> Trie:
-        own = None
-        if isinstance(self.codec, AtomicCodec):
-            own = torch.from_numpy(ns.first_tokens()).to(self.backend.device)
-        return Trie(ns.forest.to_device(self.backend.device), ns.root, own)
-
-    def _snapshot(self, namespaces: Namespaces, tries: Mapping[str, Trie], changed: Iterable[str],
+    def _snapshot(self, namespaces: Namespaces, tries: Mapping[str, ServedTrie], changed: Iterable[str],
                   epoch: int) -> _Live:
         """``namespaces`` with the device tries of ``tries``, remade for the ``changed`` tenants only."""
         out = dict(tries)
@@ -122,7 +136,7 @@ class Engine:
             if ns is None:
                 out.pop(tenant, None)
             else:
-                out[tenant] = self._trie(ns)
+                out[tenant] = served_trie(ns, self.backend.device, isinstance(self.codec, AtomicCodec))
         return _Live(namespaces, out, epoch)
 
     def _publish(self, namespaces: Namespaces, tenant: str) -> int:
@@ -164,7 +178,9 @@ class Engine:
         model, tokenizer = load_trained(f"{config.index_dir}/{MODEL_DIR}")
         backend = HFSeq2SeqBackend(model, tokenizer, spec, resolve_device(config.device))
         codec = manifest.docid_codec()
-        return cls(config, store, backend, codec, load_namespaces(store, codec), manifest)
+        engine = cls(config, store, backend, codec, load_namespaces(store, codec), manifest)
+        gc.freeze()  # the model and namespaces live as long as the process: the collector need not rescan them
+        return engine
 
     @property
     def collection(self) -> str:
@@ -291,14 +307,15 @@ class Engine:
             enc = self.backend.encode([queries[i].text for i in idx])
             encoded.update({i: EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
                             for row, i in enumerate(idx)})
-            tries = [live.tries[queries[i].tenant] for i in idx]
-            res = constrained_beam_search(self.backend, enc, tries, beams, deadline, self.config.kernel_backend,
-                                          self.config.scoring, checkpoint)
-            leaves, scores = res.leaves.cpu().tolist(), res.scores.cpu().tolist()
+            served = [live.tries[queries[i].tenant] for i in idx]
+            width = max(beams, *(len(s.trie.roots) for s in served))  # a beam per part's root at least
+            res = constrained_beam_search(self.backend, enc, [s.trie for s in served], width, deadline,
+                                          self.config.kernel_backend, self.config.scoring, checkpoint)
+            leaves, scores = res.leaves[:, :beams].cpu().numpy(), res.scores[:, :beams].cpu().tolist()
             for row, i in enumerate(idx):
                 tenant_ns = ns.get(queries[i].tenant)
                 assert tenant_ns is not None  # a tenant with a trie has a namespace in the same snapshot
-                out[i] = self._candidates(tenant_ns, leaves[row], scores[row])
+                out[i] = self._candidates(tenant_ns, served[row], leaves[row], scores[row])
         return out, encoded
 
     def _dense_lists(self, queries: Sequence[SearchQuery]) -> tuple[dict[int, list[tuple[str, float]]], dict[int, Any]]:
@@ -321,14 +338,15 @@ class Engine:
     def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live, deadline: float | None,
                            enc: EncodedQueries | None, checkpoint: Checkpoint | None = None) -> dict[str, float]:
         ns = live.namespaces.get(q.tenant)
-        rows = ns.rows_of(ids) if ns is not None else {}  # only the tenant's own docids are scored
-        if ns is None or not rows:
+        where = ns.locate(ids) if ns is not None else {}  # only the tenant's own docids are scored
+        if ns is None or not where:
             return {}
-        tokens = torch.from_numpy(ns.tokens[list(rows.values())].astype(np.int64)).unsqueeze(0)
+        tokens = np.stack([ns.parts[k].tokens[r] for k, r in where.values()]).astype(np.int64)
+        roots = torch.tensor([k for k, _ in where.values()], dtype=torch.long)  # part k's root is node k
         enc = enc if enc is not None else self.backend.encode([q.text])
-        scores = score_docids(self.backend, enc, live.tries[q.tenant], tokens, self.config.scoring, deadline,
-                              checkpoint, self.config.kernel_backend)[0].tolist()
-        return {pid: s for pid, s in zip(rows, scores, strict=True) if math.isfinite(s)}
+        scores = score_docids(self.backend, enc, live.tries[q.tenant].trie, torch.from_numpy(tokens).unsqueeze(0),
+                              self.config.scoring, deadline, checkpoint, self.config.kernel_backend, roots)[0].tolist()
+        return {pid: s for pid, s in zip(where, scores, strict=True) if math.isfinite(s)}
 
     def _hydrate(self, queries: Sequence[SearchQuery], answers: dict[int, list[Answer]],
                  docid_of: dict[str, str]) -> list[list[SearchHit]]:
@@ -350,11 +368,20 @@ class Engine:
         return results
 
     @staticmethod
-    def _candidates(ns: Namespace, leaves: list[int], scores: list[float]) -> list[tuple[str, str, float]]:
+    def _candidates(ns: Namespace, served: ServedTrie, leaves: np.ndarray,
+                    scores: list[float]) -> list[tuple[str, str, float]]:
         """(point id, docid, score) of a query's decoded leaves in its tenant's own trie, best first."""
-        ranks = ns.forest.leaf_rank(np.asarray(leaves, dtype=np.int64)).tolist()
-        return [(ns.point_ids[r], ns.docids[r], score) for r, score in zip(ranks, scores, strict=True)
-                if r >= 0 and math.isfinite(score)]
+        found = [(int(leaf), score) for leaf, score in zip(leaves.tolist(), scores, strict=True)
+                 if leaf >= 0 and math.isfinite(score)]
+        if not found:
+            return []
+        parts, nodes = served.locate(np.asarray([leaf for leaf, _ in found], dtype=np.int64))
+        out = []
+        for k, node, (_, score) in zip(parts.tolist(), nodes.tolist(), found, strict=True):
+            part = ns.parts[k]
+            r = int(part.forest.leaf_rank(np.asarray([node]))[0])
+            out.append((part.point_ids[r], part.docids[r], score))
+        return out
 
     def embed_documents(self, tenant: str, texts: Sequence[str]) -> np.ndarray:
         """MiniLM vectors of a tenant's documents, one document per turn with the tenants writing in turn:
@@ -380,5 +407,5 @@ class Engine:
         m = self.manifest
         return IndexStats(self.store.collection, self.codec.name, self.codec.vocab_size, self.codec.max_length,
                           str(m.model.get("base", "")), m.created_at, m.versions.get("genret", ""),
-                          [NamespaceStats(t, len(by[t]), by[t].forest.num_nodes) for t in names])
+                          [NamespaceStats(t, len(by[t]), by[t].num_nodes) for t in names])
 

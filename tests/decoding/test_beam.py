@@ -119,7 +119,7 @@ def test_teacher_forced_scores_equal_beam_scores(scoring: str, kernel: str) -> N
     found = [order[forest.leaf_rank(res.leaves[q][res.leaves[q] >= 0].cpu().numpy())] for q in range(2)]
     width = max(len(f) for f in found)
     rows = np.stack([np.concatenate([f, [4, 1 - q] + [f[0]] * (width - len(f))]) for q, f in enumerate(found)])
-    forced = torch.cat([score_docids(backend, EncodedQueries(enc.hidden[q : q + 1], enc.mask[q : q + 1]), Trie(d, q),
+    forced = torch.cat([score_docids(backend, EncodedQueries(enc.hidden[q : q + 1], enc.mask[q : q + 1]), Trie(d, (q,)),
                                      torch.as_tensor(tokens[rows[q : q + 1]]), scoring, kernel_backend=kernel)
                         for q in range(2)])
     for q, f in enumerate(found):
@@ -176,8 +176,8 @@ def test_atomic_scores_normalise_over_the_callers_own_documents_only() -> None:
     assert sorted(a.first_tokens().tolist()) == [2, 4, 6, 8, 10] and sorted(b.first_tokens().tolist()) == [3, 5, 7, 9, 11]
     model, tok, spec = build_tiny_model(codec.vocab_size, seed=7)
     backend = HFSeq2SeqBackend(model, tok, spec, DEVICE)
-    enc, forest = backend.encode(QUERIES[:1]), a.forest.to_device(DEVICE)
-    own = Trie(forest, 0, torch.from_numpy(a.first_tokens()).to(DEVICE))
+    enc, forest = backend.encode(QUERIES[:1]), a.base.forest.to_device(DEVICE)
+    own = Trie(forest, (0,), torch.from_numpy(a.first_tokens()).to(DEVICE))
 
     def search(trie: Trie) -> tuple[torch.Tensor, torch.Tensor]:
         res = constrained_beam_search(backend, enc, [trie], beams=5)
@@ -189,7 +189,7 @@ def test_atomic_scores_normalise_over_the_callers_own_documents_only() -> None:
         backend.head.weight[[3, 5, 13]] += 3.0  # b's docids 1 and 3, and the free docid 11
     assert all(torch.equal(x, y) for x, y in zip(search(own), (leaves, scores), strict=True))
     assert not torch.equal(search(Trie(forest))[1], shared_scores)  # over the whole vocabulary they would move
-    tokens = torch.as_tensor(a.tokens[a.forest.leaf_rank(leaves[0].cpu().numpy())].astype(np.int64)).unsqueeze(0)
+    tokens = torch.as_tensor(a.base.tokens[a.base.forest.leaf_rank(leaves[0].cpu().numpy())].astype(np.int64)).unsqueeze(0)
     forced = score_docids(backend, enc, own, tokens)
     np.testing.assert_allclose(forced[0].numpy(), scores[0].numpy(), rtol=1e-6, atol=1e-6)
 
@@ -201,7 +201,7 @@ def test_a_batch_mixing_tenants_tries_equals_each_tenant_decoded_alone(scoring: 
     docids, codec, backend, *_ = make_case(30, 3, seed=11)
     ns = build_namespaces(codec, {"a": [(f"pa{i}", d) for i, d in enumerate(docids[:18])],
                                   "b": [(f"pb{i}", d) for i, d in enumerate(docids[12:])]})
-    trie = {t: Trie(n.forest.to_device(DEVICE)) for t, n in ns.by_tenant.items()}
+    trie = {t: Trie(n.base.forest.to_device(DEVICE)) for t, n in ns.by_tenant.items()}
     order = ["a", "b", "a"]
     enc = backend.encode(QUERIES)
     together = constrained_beam_search(backend, enc, [trie[t] for t in order], beams=4, scoring=scoring)
@@ -213,4 +213,4 @@ def test_a_batch_mixing_tenants_tries_equals_each_tenant_decoded_alone(scoring: 
 
 
 def tries(forest: DeviceForest, roots: Sequence[int]) -> list[Trie]:
-    return [Trie(forest, int(r)) for r in roots]
+    return [Trie(forest, (int(r),)) for r in roots]

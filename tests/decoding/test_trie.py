@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genret.decoding.trie import build_forest
+from genret.decoding.trie import build_forest, join_forests
 from genret.docids import EOS, PAD
 
 
@@ -87,3 +87,43 @@ def test_forest_matches_dict_trie(items: list[tuple[int, list[int]]]) -> None:
     assert f.num_leaves == len(items) and sorted(order.tolist()) == list(range(len(items)))
     assert (f.leaf_rank(np.arange(3)) == -1).all()  # roots are not leaves
     assert sum(f.nodes_in(t) for t in f.tenants) == f.num_nodes
+
+
+def random_rows(rng: np.random.Generator, n: int, depth: int, branching: int) -> np.ndarray:
+    """Up to ``n`` distinct docid rows of 1..depth tokens."""
+    seqs = {tuple(rng.integers(2, 2 + branching, size=int(rng.integers(1, depth + 1))).tolist()) for _ in range(n)}
+    return rows([list(s) for s in seqs])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), parts=st.integers(1, 3))
+def test_joined_forests_walk_like_their_parts(seed: int, parts: int) -> None:
+    """Every docid of every part is reached from that part's root in the joined forest, along nodes that
+    locate back to the part's own nodes with the same live counts, and nothing else is there."""
+    rng = np.random.default_rng(seed)
+    datas = [random_rows(rng, int(rng.integers(1, 25)), int(rng.integers(1, 4)), 3) for _ in range(parts)]
+    forests = [build_forest(["t"], np.zeros(len(d), dtype=np.int64), d)[0] for d in datas]
+    joined = join_forests(forests)
+    j = joined.arrays
+    assert j.num_roots == parts and j.num_nodes == sum(f.num_nodes for f in forests)
+    assert (np.diff(j.row_ptr) >= 0).all() and j.row_ptr[-1] == j.num_nodes - parts
+    for k, (f, data) in enumerate(zip(forests, datas, strict=True)):
+        for row in data:
+            there, here = j.path(k, row.tolist()), f.path(0, row.tolist())
+            assert there and len(there) == len(here)
+            part, local = joined.locate(np.asarray(there))
+            assert (part == k).all() and local.tolist() == here
+            assert (j.live[there] == f.live[here]).all()
+            for node, mine in zip(there, here, strict=True):  # same children, in the same order
+                assert j.children(node)[0].tolist() == f.children(mine)[0].tolist()
+
+
+def test_deleting_counts_a_docid_out_of_its_path_only() -> None:
+    data = rows([[2, 3], [2, 4], [5]])
+    f, order = build_forest(["t"], np.zeros(3, dtype=np.int64), data)
+    g = f.without(data[[0]])
+    assert f.walk("t", [2, 3]) >= 0 and g.walk("t", [2, 3]) == -1  # the old forest is untouched
+    assert g.walk("t", [2, 4]) >= 0 and g.walk("t", [5]) >= 0
+    assert g.live[0] == 2 and g.children(0)[0].tolist() == [2, 5]
+    with pytest.raises(ValueError, match="live docid"):
+        g.without(data[[0]])

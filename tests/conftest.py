@@ -36,3 +36,13 @@ def tiny_t5(tmp_path, minilm_tokenizer):  # type: ignore[no-untyped-def]
     T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
     minilm_tokenizer.save_pretrained(tmp_path / "t5")
     return tmp_path / "t5"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need a CUDA device: without one they are skipped, saying so."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

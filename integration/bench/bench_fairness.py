@@ -47,8 +47,8 @@ from genret.config import Config, force_offline
 from genret.data.beir import demo_corpus_path, load_corpus, load_queries
 from genret.data.embed import EMBED_DIM, TextEncoder
 from genret.data.index_dir import DOCIDS, MODEL_DIR, Manifest, write_manifest
-from genret.decoding.model import build_default_model
 from genret.docids import SemanticCodec
+from genret.indexing.models import build_default_model
 from genret.store import QdrantStore
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc

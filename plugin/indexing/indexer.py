@@ -27,6 +27,7 @@ from genret.data.index_dir import (
     MEMORY,
     MODEL_DIR,
     Manifest,
+    ModelSpec,
     library_versions,
     publish,
     query_cache_path,
@@ -35,18 +36,11 @@ from genret.data.index_dir import (
     utc_now,
     write_manifest,
 )
-from genret.decoding.model import (
-    ModelSpec,
-    build_default_model,
-    build_tiny_model,
-    grow_docid_vocab,
-    load_checkpoint_for_docids,
-    load_trained,
-    seed_docid_embeddings,
-)
+from genret.decoding.model import load_trained, seed_docid_embeddings
 from genret.docids import PLACED_BY_VECTOR, AtomicCodec, DocidCodec, assign_docids, build_codec
 from genret.docids.keywords import vocabulary
 from genret.docids.placement import TenantDocids, docid_for
+from genret.indexing.models import build_default_model, build_tiny_model, grow_docid_vocab, load_checkpoint_for_docids
 from genret.indexing.pairs import KINDS
 from genret.indexing.training import TrainConfig, TrainStats, train
 from genret.indexing.training_data import PairOptions, TrainingQueries, document_data, replay_pairs

@@ -197,12 +197,17 @@ class Engine:
 
     # --- writes --------------------------------------------------------------------------------
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]:
-        self._check_index(index)
+        self._check_request(tenant, index)
         return self.writer.upsert(tenant, docs)
 
     def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted:
-        self._check_index(index)
+        self._check_request(tenant, index)
         return self.writer.delete(tenant, doc_ids)
+
+    def _check_request(self, tenant: str, index: str) -> None:
+        """Every request names a valid tenant and, if it names an index, the one served here."""
+        check_tenant(tenant)
+        self._check_index(index)
 
     def _check_index(self, index: str) -> None:
         if index and index != self.store.collection:
@@ -212,8 +217,7 @@ class Engine:
     def _normalise(self, q: SearchQuery) -> SearchQuery:
         """Check a query against the limits and fill defaults; raises InvalidArgument / NotFound."""
         cfg = self.config
-        check_tenant(q.tenant)
-        self._check_index(q.index)
+        self._check_request(q.tenant, q.index)
         if not q.text.strip():
             raise InvalidArgument("query is empty")
         if len(q.text) > cfg.max_query_chars:

@@ -27,7 +27,7 @@ from genret.data.index_dir import TrainedDocids
 from genret.docids import AtomicCodec, DocidCodec
 from genret.docids.placement import TenantDocids, docid_for
 from genret.errors import InvalidArgument, ResourceExhausted
-from genret.names import check_doc_id, check_tenant
+from genret.names import check_doc_id
 from genret.serving.allocation import AtomicPool
 from genret.serving.memory import return_freed_memory
 from genret.serving.namespaces import Namespaces
@@ -173,7 +173,6 @@ class DocumentWriter:
 
     # --- changes -------------------------------------------------------------------------------
     def upsert(self, tenant: str, docs: Sequence[NewDocument]) -> list[Upserted]:
-        check_tenant(tenant)
         chars = self._check_docs(docs)
         try:
             with self._lane(tenant):
@@ -206,7 +205,6 @@ class DocumentWriter:
                 for d, pid, docid in zip(docs, pids, docids, strict=True)]
 
     def delete(self, tenant: str, doc_ids: Sequence[str]) -> Deleted:
-        check_tenant(tenant)
         self._check_ids(doc_ids, "ids")
         with self._lane(tenant):
             pids = [point_id_for(tenant, d) for d in doc_ids]

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.decoding.beam import Trie, constrained_beam_search, score_docids, unconstrained_beam_search
-from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, build_tiny_model
+from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend
 from genret.decoding.trie import DeviceForest, build_forest
 from genret.docids import AtomicCodec, SemanticCodec, assign_docids
+from genret.indexing.models import build_tiny_model
 from genret.indexing.training import sequence_loss
 from genret.serving.namespaces import build_namespaces
 

@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from genret.decoding.model import (
-    HFSeq2SeqBackend,
-    build_tiny_model,
-    grow_docid_vocab,
-    load_checkpoint_for_docids,
-    seed_docid_embeddings,
-)
+from genret.decoding.model import HFSeq2SeqBackend, seed_docid_embeddings
+from genret.indexing.models import build_tiny_model, grow_docid_vocab, load_checkpoint_for_docids
 
 CPU = torch.device("cpu")
 

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from genret.decoding.beam import Trie, constrained_beam_search
-from genret.decoding.model import HFSeq2SeqBackend, load_checkpoint_for_docids
+from genret.decoding.model import HFSeq2SeqBackend
 from genret.decoding.trie import build_forest
 from genret.docids import AtomicCodec
+from genret.indexing.models import load_checkpoint_for_docids
 from genret.indexing.training import TrainConfig, train
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from genret.decoding.model import build_tiny_model
+from genret.indexing.models import build_tiny_model
 from genret.indexing.state_cache import cached_states, encoder_fingerprint
 from genret.indexing.training import _encode_all
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genret.decoding.model import build_tiny_model
+from genret.indexing.models import build_tiny_model
 from genret.indexing.pairs import key_sentences, sentences
 from genret.indexing.training import TrainConfig, sequence_loss, train
 from genret.indexing.training_data import PairOptions, document_data, replay_pairs

@@ -166,3 +166,20 @@ def test_unknown_backend_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match=", ".join(BACKENDS)):
         step(f, "cuda-magic", torch.zeros(1, 5), torch.zeros(1), torch.zeros(1, dtype=torch.long),
              torch.zeros(1, dtype=torch.bool), 1, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("seed", range(3))
+def test_auto_backend_runs_triton_on_cuda_exactly_as_the_reference(seed: int) -> None:
+    """On a CUDA device the default backend picks the Triton kernels; they agree with the torch reference."""
+    rng = np.random.default_rng(seed)
+    f = random_forest(rng, tenants=3, n=200, vocab=40, depth=4)
+    beams_in, k, batch = 4, 4, 5
+    scores, nodes, done = random_beams(rng, f, batch * beams_in)
+    logits = torch.as_tensor(rng.normal(size=(batch * beams_in, 40)), dtype=torch.float32)
+    auto = step(f, "auto", logits, scores, nodes, done, beams_in, k)
+    ref = step(f, "torch", logits, scores, nodes, done, beams_in, k)
+    assert auto.scores.is_cuda
+    assert torch.equal(auto.tokens, ref.tokens) and torch.equal(auto.nodes, ref.nodes)
+    assert torch.equal(auto.parents, ref.parents)
+    torch.testing.assert_close(auto.scores, ref.scores, rtol=1e-5, atol=1e-5)

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.decoding.beam import constrained_beam_search
-from genret.decoding.model import HFSeq2SeqBackend, build_tiny_model
+from genret.decoding.model import HFSeq2SeqBackend
 from genret.docids import SemanticCodec
+from genret.indexing.models import build_tiny_model
 from genret.serving import namespaces
 from genret.serving.engine import served_trie
 from genret.serving.namespaces import Namespaces, build_namespaces

@@ -90,12 +90,12 @@ def main() -> None:
     t0 = time.perf_counter()
     engine = Engine.load(cfg, store)
     start_s = time.perf_counter() - t0
-    forest = engine.namespaces.forest
+    forests = [part.forest for ns in engine.namespaces.by_tenant.values() for part in ns.parts]
     total = args.small * args.docs + args.big
     result: dict[str, Any] = {
         "documents": total, "tenants": args.small + 1, "load_s": load_s, "sidecar_start_s": start_s,
-        "trie_nodes": forest.num_nodes, "trie_bytes_per_docid": forest.nbytes() / total,
-        "trie_device_bytes_per_docid": forest.device_nbytes() / total}
+        "trie_nodes": sum(f.num_nodes for f in forests), "trie_bytes_per_docid": sum(f.nbytes() for f in forests) / total,
+        "trie_device_bytes_per_docid": sum(f.device_nbytes() for f in forests) / total}
 
     with ServerThread(cfg, engine) as server, GenretClient(server.target, timeout_s=120) as client:
         ups, dels = [], []

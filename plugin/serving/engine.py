@@ -22,7 +22,7 @@ from genret.config import Config
 from genret.data.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
 from genret.decoding.beam import Trie, constrained_beam_search, score_docids
 from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
-from genret.decoding.trie import join_forests
+from genret.decoding.trie import TrieForest, join_forests
 from genret.devices import resolve_device
 from genret.docids import AtomicCodec, DocidCodec
 from genret.errors import FailedPrecondition, GenretError, InvalidArgument, NotFound
@@ -63,6 +63,10 @@ class ServedTrie:
 
     trie: Trie
     locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # node -> (part, node in that part)
+    host: TrieForest | None = None  # a small one-part trie on the host: packed with others per batch
+
+
+PACK_NODES = 65_536  # one-part tries up to this size share one forest (and kernel call) within a batch
 
 
 def served_trie(ns: Namespace, device: torch.device, atomic: bool) -> ServedTrie:
@@ -70,9 +74,43 @@ def served_trie(ns: Namespace, device: torch.device, atomic: bool) -> ServedTrie
     a root each, and on an atomic index the tokens that are its own documents."""
     own = torch.from_numpy(ns.first_tokens()).to(device) if atomic else None
     if ns.delta is None:
-        return ServedTrie(Trie(ns.base.forest.to_device(device), (0,), own), lambda n: (np.zeros_like(n), n))
+        f = ns.base.forest
+        host = f if own is None and f.num_nodes <= PACK_NODES else None
+        return ServedTrie(Trie(f.to_device(device), (0,), own), lambda n: (np.zeros_like(n), n), host)
     joined = join_forests([p.forest for p in ns.parts])
     return ServedTrie(Trie(joined.arrays.to_device(device), tuple(range(len(ns.parts))), own), joined.locate)
+
+
+def packed(served: Sequence[ServedTrie], device: torch.device
+           ) -> tuple[list[Trie], Callable[[np.ndarray], np.ndarray]]:
+    """The tries to decode a batch's queries with: the small one-part tries of different tenants packed
+    into one forest with a root each (so the batch takes one kernel call per step for all of them, each
+    query still decoded from its own tenant's root only), and a map from the decoded leaves (queries,
+    beams) back to nodes of each query's own trie."""
+    slot: dict[int, int] = {}
+    hosts: list[TrieForest] = []
+    for s in served:
+        if s.host is not None and id(s.host) not in slot:
+            slot[id(s.host)] = len(hosts)
+            hosts.append(s.host)
+    if len(hosts) < 2:
+        return [s.trie for s in served], lambda leaves: leaves
+    joined = join_forests(hosts)
+    forest = joined.arrays.to_device(device)
+    tries = [Trie(forest, (slot[id(s.host)],)) if s.host is not None else s.trie for s in served]
+    mine = np.asarray([s.host is not None for s in served])
+
+    def unpack(leaves: np.ndarray) -> np.ndarray:
+        out = leaves.copy()
+        rows = mine[:, None] & (leaves >= 0)
+        part, node = joined.locate(leaves[rows])
+        want = np.asarray([slot[id(s.host)] if s.host is not None else -1 for s in served])
+        if not (part == np.broadcast_to(want[:, None], leaves.shape)[rows]).all():
+            raise RuntimeError("decoded a docid outside the caller's namespace")
+        out[rows] = node
+        return out
+
+    return tries, unpack
 
 
 class Engine:
@@ -313,9 +351,10 @@ class Engine:
                             for row, i in enumerate(idx)})
             served = [live.tries[queries[i].tenant] for i in idx]
             width = max(beams, *(len(s.trie.roots) for s in served))  # a beam per part's root at least
-            res = constrained_beam_search(self.backend, enc, [s.trie for s in served], width, deadline,
-                                          self.config.kernel_backend, self.config.scoring, checkpoint)
-            leaves, scores = res.leaves[:, :beams].cpu().numpy(), res.scores[:, :beams].cpu().tolist()
+            tries, unpack = packed(served, self.backend.device)
+            res = constrained_beam_search(self.backend, enc, tries, width, deadline, self.config.kernel_backend,
+                                          self.config.scoring, checkpoint)
+            leaves, scores = unpack(res.leaves[:, :beams].cpu().numpy()), res.scores[:, :beams].cpu().tolist()
             for row, i in enumerate(idx):
                 tenant_ns = ns.get(queries[i].tenant)
                 assert tenant_ns is not None  # a tenant with a trie has a namespace in the same snapshot

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genret.decoding.beam import constrained_beam_search
-from genret.decoding.model import HFSeq2SeqBackend
+from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend
 from genret.docids import SemanticCodec
 from genret.indexing.models import build_tiny_model
 from genret.serving import namespaces
-from genret.serving.engine import served_trie
+from genret.serving.engine import packed, served_trie
 from genret.serving.namespaces import Namespaces, build_namespaces
 
 CODEC = SemanticCodec(4, 3)
@@ -70,3 +70,23 @@ def test_delta_tries_hold_exactly_the_live_docids(ops: list[tuple[bool, int]]) -
         rebuilt = build_namespaces(CODEC, {"t": list(live.items())})
         assert search(ns, "t", 64) == search(rebuilt, "t", 64)
         assert len(search(ns, "t", 64)) == len(live)
+
+
+def test_small_tries_packed_into_one_forest_decode_as_each_alone() -> None:
+    """A batch of three tenants' queries decoded over their tries packed into one forest returns, for
+    each query, the same docids (as nodes of its own trie) and scores as decoding it alone."""
+    ns = build_namespaces(CODEC, {"a": [(f"a{i}", ALL[i]) for i in range(0, 30)],
+                                  "b": [(f"b{i}", ALL[i]) for i in range(20, 64, 2)],
+                                  "c": [(f"c{i}", ALL[i]) for i in range(5, 12)]})
+    order = ["a", "b", "c", "b"]
+    served = [served_trie(ns.get(t), torch.device("cpu"), atomic=False) for t in order]  # type: ignore[arg-type]
+    tries, unpack = packed(served, torch.device("cpu"))
+    assert len({id(t.forest) for t in tries}) == 1  # one forest, one kernel call per step
+    enc = BACKEND.encode(["q one", "q two", "q three", "q four"])
+    together = constrained_beam_search(BACKEND, enc, tries, 6)
+    leaves = unpack(together.leaves.numpy())
+    for q, s in enumerate(served):
+        alone = constrained_beam_search(BACKEND, EncodedQueries(enc.hidden[q : q + 1], enc.mask[q : q + 1]),
+                                        [s.trie], 6)
+        assert leaves[q].tolist() == alone.leaves[0].tolist()
+        np.testing.assert_allclose(together.scores[q].numpy(), alone.scores[0].numpy(), rtol=1e-5, atol=1e-5)

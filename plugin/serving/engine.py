@@ -419,10 +419,13 @@ class Engine:
         if not found:
             return []
         parts, nodes = served.locate(np.asarray([leaf for leaf, _ in found], dtype=np.int64))
+        ranks = np.empty(len(nodes), dtype=np.int64)
+        for k in np.unique(parts).tolist():
+            here = parts == k
+            ranks[here] = ns.parts[k].forest.leaf_rank(nodes[here])
         out = []
-        for k, node, (_, score) in zip(parts.tolist(), nodes.tolist(), found, strict=True):
+        for k, r, (_, score) in zip(parts.tolist(), ranks.tolist(), found, strict=True):
             part = ns.parts[k]
-            r = int(part.forest.leaf_rank(np.asarray([node]))[0])
             out.append((part.point_ids[r], part.docids[r], score))
         return out
 

@@ -150,3 +150,10 @@ def test_every_module_imports() -> None:
     for path in sources(ROOT / "kernels"):
         rel = path.relative_to(ROOT / "kernels").with_suffix("")
         importlib.import_module(".".join(["genret", "kernels", *[p for p in rel.parts if p != "__init__"]]))
+
+
+def test_the_results_index_names_every_results_file() -> None:
+    results = ROOT / "integration" / "bench" / "results"
+    index = (results / "README.md").read_text()
+    files = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file() and p.name != "README.md")
+    assert files and [f for f in files if f"`{f}`" not in index] == []

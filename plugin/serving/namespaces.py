@@ -195,33 +195,35 @@ class Namespaces:
         for ns in self.by_tenant.values():
             yield from ns.docids
 
-    def apply(self, codec: DocidCodec, tenant: str, added: Sequence[tuple[PointId, str]],
-              removed: Collection[PointId]) -> Namespaces:
-        """A new snapshot in which only ``tenant`` changed: minus ``removed`` point ids, plus ``added``
-        (point id, docid) rows. Every other tenant's namespace is shared, not copied."""
+    def changed(self, codec: DocidCodec, tenant: str, added: Sequence[tuple[PointId, str]],
+                removed: Collection[PointId]) -> Namespace | None:
+        """``tenant``'s namespace minus ``removed`` point ids plus ``added`` (point id, docid) rows; None
+        when it is left empty. Costs time in proportion to that tenant (or the change), never to others."""
         old = self.by_tenant.get(tenant)
         if old is None:
-            new = build_namespace(tenant, [p for p, _ in added], [d for _, d in added],
-                                  _encode(codec, [d for _, d in added]))
-        else:
-            new = old.apply(codec, added, removed)
+            return build_namespace(tenant, [p for p, _ in added], [d for _, d in added],
+                                   _encode(codec, [d for _, d in added]))
+        return old.apply(codec, added, removed)
+
+    def with_tenant(self, tenant: str, ns: Namespace | None) -> Namespaces:
+        """A new snapshot in which ``tenant``'s namespace is ``ns`` (None: gone); every other tenant's
+        namespace is shared, not copied."""
         by_tenant = dict(self.by_tenant)
-        if new is None:
+        if ns is None:
             by_tenant.pop(tenant, None)
         else:
-            by_tenant[tenant] = new
+            by_tenant[tenant] = ns
         return Namespaces(by_tenant)
+
+    def apply(self, codec: DocidCodec, tenant: str, added: Sequence[tuple[PointId, str]],
+              removed: Collection[PointId]) -> Namespaces:
+        """A new snapshot in which only ``tenant`` changed (see ``changed``)."""
+        return self.with_tenant(tenant, self.changed(codec, tenant, added, removed))
 
     def replace(self, codec: DocidCodec, tenant: str, entries: Sequence[tuple[PointId, str]]) -> Namespaces:
         """A new snapshot in which ``tenant`` holds exactly ``entries`` (as re-read from Qdrant), in one trie."""
-        by_tenant = dict(self.by_tenant)
-        new = build_namespace(tenant, [p for p, _ in entries], [d for _, d in entries],
-                              _encode(codec, [d for _, d in entries]))
-        if new is None:
-            by_tenant.pop(tenant, None)
-        else:
-            by_tenant[tenant] = new
-        return Namespaces(by_tenant)
+        return self.with_tenant(tenant, build_namespace(tenant, [p for p, _ in entries], [d for _, d in entries],
+                                                        _encode(codec, [d for _, d in entries])))
 
 
 def build_namespaces(codec: DocidCodec, entries: Mapping[str, Sequence[tuple[PointId, str]]]) -> Namespaces:

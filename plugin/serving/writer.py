@@ -122,10 +122,12 @@ class DocumentWriter:
         return state
 
     def _publish(self, tenant: str, added: Sequence[tuple[PointId, str]], removed: Sequence[PointId]) -> int:
-        """Apply one tenant's change to the current snapshot and publish it; its epoch."""
+        """Apply one tenant's change to the current snapshot and publish it; its epoch. The tenant's new
+        namespace is built in its lane, outside the publish lock (only this lane changes it), so a big
+        tenant's rebuild never holds up another tenant's publish."""
+        mine = self._snap.current().changed(self.codec, tenant, added, removed)
         with self._publish_lock:
-            ns = self._snap.current()
-            return self._snap.publish(ns.apply(self.codec, tenant, added, removed), tenant)
+            return self._snap.publish(self._snap.current().with_tenant(tenant, mine), tenant)
 
     def _resync(self, tenant: str, reserved: Sequence[str] = ()) -> None:
         """After a failed write: forget what we believed about the tenant and re-read it from Qdrant. Atomic
@@ -136,10 +138,11 @@ class DocumentWriter:
         except Exception:  # Qdrant unreachable: keep the old snapshot; a restart re-reads everything
             log.exception("could not re-read tenant '%s' after a failed write", tenant)
             return
+        current = self._snap.current()
+        before = {d for _, d in current.entries(tenant)}
+        mine = current.replace(self.codec, tenant, truth).get(tenant)  # built outside the publish lock
         with self._publish_lock:
-            ns = self._snap.current()
-            before = {d for _, d in ns.entries(tenant)}
-            epoch = self._snap.publish(ns.replace(self.codec, tenant, truth), tenant)
+            epoch = self._snap.publish(self._snap.current().with_tenant(tenant, mine), tenant)
         if self._pool is not None:
             held = {d for _, d in truth}
             self._pool.give_back(int(d) for d in reserved if d not in held)

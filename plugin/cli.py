@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--keys-file", help="API key file (see `genret keys add`); without it, no auth")
+    p.add_argument("--qdrant-port", type=int, help="also serve Qdrant's gRPC API (the front door) on this port; "
+                   "0 picks a free one; default off (-1)")
+    p.add_argument("--qdrant-grpc-port", type=int,
+                   help="gRPC port of the Qdrant server at --qdrant-url, for the front door (default 6334)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     p.add_argument("--keys-grace-s", type=float,
@@ -154,7 +158,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
     keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key",
             "index_dir", "device", "kernel_backend", "scoring", "host", "port", "keys_file", "tls_cert", "tls_key",
             "tenant_max_inflight", "max_inflight", "keys_grace_s", "tenant_max_new_docids", "batch_rows",
-            "write_workers", "max_write_chars", "admission_wait_s")
+            "write_workers", "max_write_chars", "admission_wait_s", "qdrant_port", "qdrant_grpc_port")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)

@@ -33,6 +33,8 @@ class Config:
     # Server
     host: str = "127.0.0.1"
     port: int = 50051
+    qdrant_port: int = -1  # the Qdrant-wire front door's port: -1 off, 0 a free one (see genret.api.qdrant_door)
+    qdrant_grpc_port: int = 6334  # the gRPC port of the Qdrant server at qdrant_url (what the front door calls)
     grace_s: float = 5.0
     max_query_chars: int = 2048
     max_top_k: int = 100

@@ -2,7 +2,8 @@
 
 Load the corpus into Qdrant (with MiniLM vectors), build the generative index (semantic docids,
 MiniLM-encoder model, training on documents and the corpus's training queries for a fixed time budget),
-start the sidecar on a free local port, and run example queries over real gRPC.
+start the sidecar on a free local port, run example queries over real gRPC, and ask one question three
+ways through the Qdrant front door with unmodified qdrant-client: dense, generative, and both fused by RRF.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from genret.config import Config
 from genret.data.beir import demo_corpus_path, load_qrels, load_queries
 from genret.devices import resolve_device
-from genret.store import QdrantStore
+from genret.store import VECTOR_NAME, QdrantStore
 
 DEMO_COLLECTION = "cranfield"
 DEMO_TENANT = "demo"
@@ -32,7 +33,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
 
     if cfg.collection == Config.collection:
         cfg = dataclasses.replace(cfg, collection=DEMO_COLLECTION)
-    cfg = dataclasses.replace(cfg, port=0)
+    cfg = dataclasses.replace(cfg, port=0, qdrant_port=0)
     data = demo_corpus_path()
     device = resolve_device(cfg.device)
     t_all = time.perf_counter()
@@ -43,10 +44,10 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
                 store.drop_collection()
             t0 = time.perf_counter()
             n = load_beir(store, data, DEMO_TENANT, with_vectors=True, device=device)
-            print(f"[1/4] loaded {n} Cranfield documents into Qdrant '{cfg.collection}' "
+            print(f"[1/5] loaded {n} Cranfield documents into Qdrant '{cfg.collection}' "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
         else:
-            print(f"[1/4] Qdrant collection '{cfg.collection}' already loaded", flush=True)
+            print(f"[1/5] Qdrant collection '{cfg.collection}' already loaded", flush=True)
 
         queries, train_qrels = load_queries(data), load_qrels(data, "train")
         try:
@@ -55,21 +56,22 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
         except (FileNotFoundError, ValueError):
             have_index = False
         if have_index:
-            print(f"[2/4] index already built in {cfg.index_dir} (use --fresh to rebuild)", flush=True)
+            print(f"[2/5] index already built in {cfg.index_dir} (use --fresh to rebuild)", flush=True)
         else:
             t0 = time.perf_counter()
             opts = IndexOptions(pairs=PairOptions(max_chunks=3),
                                 train=TrainConfig(epochs=8, max_minutes=minutes, freeze_encoder=True))
             m = build_index(store, cfg.index_dir, opts, device, TrainingQueries(queries, train_qrels))
             st = m.training["stats"]
-            print(f"[2/4] index built in {time.perf_counter() - t0:.0f}s: {sum(m.tenants.values())} semantic "
+            print(f"[2/5] index built in {time.perf_counter() - t0:.0f}s: {sum(m.tenants.values())} semantic "
                   f"docids, {st['steps']} steps ({st['epochs_done']:.1f} epochs), loss {st['final_loss']:.3f}",
                   flush=True)
 
         engine = Engine.load(cfg, store)
-        with ServerThread(cfg, engine) as server:
-            print(f"[3/4] sidecar serving on {server.target} (gRPC, health SERVING)", flush=True)
-            print("[4/4] example queries over gRPC (Cranfield training queries; * marks a judged-relevant doc)")
+        with ServerThread(cfg, engine, store.upstream()) as server:
+            print(f"[3/5] sidecar serving on {server.target} (gRPC, health SERVING), Qdrant front door on "
+                  f"{cfg.host}:{server.door_port}", flush=True)
+            print("[4/5] example queries over gRPC (Cranfield training queries; * marks a judged-relevant doc)")
             with GenretClient(server.target) as client:
                 for qid in list(train_qrels)[:EXAMPLE_QUERIES]:
                     resp = client.search(DEMO_TENANT, queries[qid], top_k=5)
@@ -84,7 +86,44 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
                 dense = client.search(DEMO_TENANT, queries[list(train_qrels)[0]], top_k=3, mode="dense")
                 print("\nsame first query, DENSE mode (Qdrant MiniLM search):")
                 print(format_hits(dense))
+            first = list(train_qrels)[0]
+            vector = [float(x) for x in engine.embed_queries([queries[first]])[0]]
+            ask_three_ways(cfg, server.door_port, queries[first], vector, set(train_qrels[first]))
     finally:
         store.close()
     print(f"\ndemo finished in {time.perf_counter() - t_all:.0f}s")
     return 0
+
+
+def ask_three_ways(cfg: Config, port: int, question: str, vector: list[float], relevant: set[str]) -> None:
+    """One question through the front door, as a Qdrant user's own code asks it (unmodified qdrant-client):
+    dense with the user's vector, generative with ``Document(model="genret")``, and both fused by RRF."""
+    from qdrant_client import QdrantClient, models
+
+    tenant = models.Filter(must=[models.FieldCondition(key=cfg.tenant_key, match=models.MatchValue(value=DEMO_TENANT))])
+    generative = models.Document(text=question, model="genret")
+    print(f"\n[5/5] the same question through the Qdrant front door ({cfg.host}:{port}), unmodified qdrant-client:")
+    print(f"  {question}")
+    client = QdrantClient(host=cfg.host, grpc_port=port, prefer_grpc=True, cloud_inference=True,
+                          check_compatibility=False)
+    try:
+        asks = {
+            "dense": dict(query=vector, using=VECTOR_NAME),
+            "generative": dict(query=generative),
+            "fused (RRF)": dict(prefetch=[models.Prefetch(query=generative, limit=10),
+                                          models.Prefetch(query=vector, using=VECTOR_NAME, limit=10)],
+                                query=models.FusionQuery(fusion=models.Fusion.RRF)),
+        }
+        found: dict[str, set[object]] = {}
+        for name, ask in asks.items():
+            points = client.query_points(cfg.collection, query_filter=tenant, limit=10, with_payload=["doc_id"],
+                                         **ask).points  # type: ignore[arg-type]
+            found[name] = {p.id for p in points}
+            print(f"  {name}:")
+            for rank, p in enumerate(points[:5], 1):
+                doc = str((p.payload or {}).get("doc_id", p.id))
+                by = "+".join(k for k in ("generative", "dense") if p.id in found[k]) if name.startswith("fused") else ""
+                note = f"  found by {by}" if by else ""
+                print(f"   {'*' if doc in relevant else ' '}{rank}. doc {doc:>5}  score {p.score:8.4f}{note}")
+    finally:
+        client.close()

@@ -91,6 +91,16 @@ class NewDocument:
     doc_id: str
     title: str
     text: str
+    payload: dict[str, Any] = field(default_factory=dict)  # more payload fields, stored as they are
+    vectors: dict[str, list[float]] = field(default_factory=dict)  # the caller's own named vectors
+
+    @property
+    def size(self) -> int:
+        """Characters the document holds (title, text and payload as JSON): what write limits count."""
+        import json
+
+        extra = len(json.dumps(self.payload, default=str)) if self.payload else 0
+        return len(self.title) + len(self.text) + extra
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,14 @@ class Upserted:
 class Deleted:
     deleted: list[str] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Synced:
+    """What a front-door write changed in a tenant's namespace: points given docids, points taken out."""
+
+    assigned: int
+    removed: int
 
 
 class SearchService(Protocol):
@@ -122,5 +140,7 @@ class SearchService(Protocol):
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]: ...
 
     def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted: ...
+
+    def sync(self, tenant: str, point_ids: Sequence[str]) -> Synced: ...
 
     def info(self, tenant: str = "") -> IndexStats: ...

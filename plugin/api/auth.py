@@ -5,10 +5,10 @@ The key file is JSON and holds only SHA-256 digests of keys, never the keys:
     {"keys": [{"name": "acme-app", "sha256": "<hex>", "tenants": ["acme"]},
               {"name": "ops", "sha256": "<hex>", "admin": true}]}
 
-A request carries its key as ``x-api-key: <key>`` or ``authorization: Bearer <key>`` metadata. A missing
-or unknown key is UNAUTHENTICATED; a known key naming a tenant it is not bound to is PERMISSION_DENIED;
-management RPCs need an admin key (which may use every tenant). The file is re-read when it changes
-(checked at most once a second) and on ``ReloadKeys``. A file that goes missing or does not parse fails
+A request carries its key as ``x-api-key: <key>``, Qdrant's ``api-key: <key>`` or ``authorization: Bearer
+<key>`` metadata. A missing or unknown key is UNAUTHENTICATED; a known key naming a tenant it is not bound
+to is PERMISSION_DENIED; management RPCs need an admin key (which may use every tenant). The file is re-read
+when it changes (checked at most once a second) and on ``ReloadKeys``. A file that goes missing or does not parse fails
 closed (``KeyRing``): ReloadKeys says why, and after a grace period no key is accepted until it is fixed.
 Keys are compared as digests with ``hmac.compare_digest`` over every entry, and never logged.
 """
@@ -30,6 +30,7 @@ from genret.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 KEY_HEADER = "x-api-key"
+QDRANT_KEY_HEADER = "api-key"  # what qdrant-client sends
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def add_key(path: str | Path, name: str, tenants: Iterable[str], admin: bool) ->
 def key_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
     for k, v in metadata:
         value = v.decode() if isinstance(v, bytes) else v
-        if k.lower() == KEY_HEADER:
+        if k.lower() in (KEY_HEADER, QDRANT_KEY_HEADER):
             return value
         if k.lower() == "authorization" and value.lower().startswith("bearer "):
             return value[7:].strip()
@@ -168,7 +169,7 @@ class KeyRing:
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Principal:
         key = key_from_metadata(metadata)
         if not key:
-            raise Unauthenticated("missing API key (x-api-key or authorization: Bearer metadata)")
+            raise Unauthenticated("missing API key (x-api-key, api-key or authorization: Bearer metadata)")
         self._maybe_reload()
         broken = self._broken
         if broken is not None and time.monotonic() - broken[0] >= self._grace:

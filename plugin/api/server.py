@@ -1,4 +1,4 @@
-"""The gRPC server: genret.v1 service, health, reflection, graceful shutdown."""
+"""The gRPC servers: genret.v1 with health and reflection, the Qdrant-wire front door, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from genret import errors
+from genret.api.qdrant_door import QdrantDoor
 from genret.api.servicer import GenRetServicer, status_for
 from genret.config import Config
 from genret.store import QdrantStore
+from genret.store.wire import Upstream
 from genret.types import SearchService
 from genret.v1 import genret_pb2 as pb
 
@@ -32,6 +34,9 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     servicer: GenRetServicer
+    door: grpc.aio.Server | None = None  # the Qdrant-wire front door, on a port of its own
+    door_port: int = 0
+    upstream: Upstream | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -41,7 +46,11 @@ class RunningServer:
 
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)
+        if self.door is not None:
+            await self.door.stop(grace)
         await self.server.stop(grace)
+        if self.upstream is not None:
+            await self.upstream.close()
         self.servicer.close()
 
 
@@ -77,8 +86,30 @@ def _refuse(code: grpc.StatusCode, message: str) -> Callable[[Any, grpc.aio.Serv
     return refuse
 
 
-def build_server(config: Config, engine: SearchService) -> RunningServer:
-    """A server bound to ``config.host:config.port`` (port 0 picks a free one); not started yet."""
+def _bind(server: grpc.aio.Server, config: Config, port: int) -> int:
+    address = f"{config.host}:{port}"
+    if config.tls_cert or config.tls_key:
+        if not (config.tls_cert and config.tls_key):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        creds = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+        bound = server.add_secure_port(address, creds)
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"could not bind {address}")
+    return bound
+
+
+def _build_door(config: Config, upstream: Upstream, servicer: GenRetServicer) -> tuple[grpc.aio.Server, int]:
+    """Qdrant's gRPC services on ``config.qdrant_port`` (0 picks a free one), with their own health."""
+    door = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    door.add_generic_rpc_handlers(tuple(QdrantDoor(config, upstream, servicer).handlers()))
+    return door, _bind(door, config, config.qdrant_port)
+
+
+def build_server(config: Config, engine: SearchService, upstream: Upstream | None = None) -> RunningServer:
+    """A server bound to ``config.host:config.port`` (port 0 picks a free one), and, with ``upstream`` and
+    ``config.qdrant_port`` >= 0, the Qdrant-wire front door; not started yet."""
     servicer = GenRetServicer(config, engine)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
                              interceptors=[_ReflectionForAdmins(servicer)])
@@ -88,23 +119,20 @@ def build_server(config: Config, engine: SearchService) -> RunningServer:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
-    address = f"{config.host}:{config.port}"
-    if config.tls_cert or config.tls_key:
-        if not (config.tls_cert and config.tls_key):
-            raise ValueError("TLS needs both tls_cert and tls_key")
-        creds = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
-        port = server.add_secure_port(address, creds)
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
-    return RunningServer(server, port, health_servicer, servicer)
+    port = _bind(server, config, config.port)
+    if upstream is None or config.qdrant_port < 0:
+        return RunningServer(server, port, health_servicer, servicer)
+    door, door_port = _build_door(config, upstream, servicer)
+    return RunningServer(server, port, health_servicer, servicer, door, door_port, upstream)
 
 
-async def start(config: Config, engine: SearchService) -> RunningServer:
+async def start(config: Config, engine: SearchService, upstream: Upstream | None = None) -> RunningServer:
     """Start serving; health turns SERVING here, after the engine (model and tries) is loaded."""
-    running = build_server(config, engine)
+    running = build_server(config, engine, upstream)
     await running.server.start()
+    if running.door is not None:
+        await running.door.start()
+        log.info("Qdrant front door for %s on %s:%d", engine.collection, config.host, running.door_port)
     await running.set_serving(True)
     log.info("genret serving %s on %s:%d", engine.collection, config.host, running.port)
     return running
@@ -117,8 +145,10 @@ async def serve(config: Config, load: Callable[[Config, QdrantStore], SearchServ
     store = QdrantStore(config)
     try:
         engine = load(config, store)
-        running = await start(config, engine)
+        running = await start(config, engine, store.upstream() if config.qdrant_port >= 0 else None)
         print(f"genret: serving on {config.host}:{running.port}", flush=True)
+        if running.door is not None:
+            print(f"genret: Qdrant front door on {config.host}:{running.door_port}", flush=True)
         if ready is not None:
             ready.set()
         stop = asyncio.Event()
@@ -135,17 +165,17 @@ async def serve(config: Config, load: Callable[[Config, QdrantStore], SearchServ
 class ServerThread:
     """Run the server on its own event loop in a background thread (demo, tests, embedding apps)."""
 
-    def __init__(self, config: Config, engine: SearchService) -> None:
+    def __init__(self, config: Config, engine: SearchService, upstream: Upstream | None = None) -> None:
         import threading
 
-        self._config, self._engine = config, engine
+        self._config, self._engine, self._upstream = config, engine, upstream
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="genret-grpc", daemon=True)
         self._running: RunningServer | None = None
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(start(self._config, self._engine), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(start(self._config, self._engine, self._upstream), self._loop)
         self._running = fut.result(timeout=60)
         return self
 
@@ -157,6 +187,12 @@ class ServerThread:
     @property
     def target(self) -> str:
         return f"{self._config.host}:{self.port}"
+
+    @property
+    def door_port(self) -> int:
+        """The Qdrant front door's port (0: not served)."""
+        assert self._running is not None
+        return self._running.door_port
 
     def stop(self, grace: float = 1.0) -> None:
         if self._running is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.json_format import ParseDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import DecodeError
 
 from genret import errors
@@ -156,6 +156,11 @@ class GenRetServicer:
             "ReloadKeys": (self.reload_keys, pb.ReloadKeysRequest)}
         return {name: (self._rpc(fn), tolerant(req.FromString)) for name, (fn, req) in table.items()}
 
+    @property
+    def has_keys(self) -> bool:
+        """Whether callers authenticate with keys from a key file."""
+        return self._keys is not None
+
     def principal(self, metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
         """The caller's principal (UNAUTHENTICATED for a missing or unknown key); without a key file every
         caller may do everything."""
@@ -193,6 +198,16 @@ class GenRetServicer:
         remaining = context.time_remaining()
         return None if remaining is None else time.monotonic() + remaining
 
+    async def generate(self, q: SearchQuery, context: grpc.aio.ServicerContext) -> list[SearchHit]:
+        """One search, admitted for its tenant and served by the fair batcher (both doors use this)."""
+        async with self._limits.admit([q.tenant]):
+            return await self._within_deadline(context, self._batcher.submit(q.tenant, q, self._deadline(context)))
+
+    async def write(self, tenant: str, fn: Callable[[], T], context: grpc.aio.ServicerContext) -> T:
+        """A write admitted for its tenant and run in the tenant's lane (both doors use this)."""
+        async with self._limits.admit([tenant]):
+            return await self._write(tenant, fn, context)
+
     async def _write(self, tenant: str, fn: Callable[[], T], context: grpc.aio.ServicerContext) -> T:
         """Run a write in the tenant's lane: after the tenant's earlier writes, beside other tenants' writes.
         A write holds its lane until it has finished, even if its caller stops waiting."""
@@ -214,9 +229,7 @@ class GenRetServicer:
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
-        q = query_from_proto(request)
-        async with self._limits.admit([q.tenant]):
-            hits = await self._within_deadline(context, self._batcher.submit(q.tenant, q, self._deadline(context)))
+        hits = await self.generate(query_from_proto(request), context)
         return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
 
     async def search_batch(self, request: pb.SearchBatchRequest, principal: Principal,
@@ -255,10 +268,10 @@ class GenRetServicer:
                      context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
-        docs = [NewDocument(d.id, d.title, d.text) for d in request.documents]
-        async with self._limits.admit([request.tenant]):
-            done = await self._write(request.tenant, lambda: self.engine.upsert(request.tenant, docs, request.index),
-                                     context)
+        docs = [NewDocument(d.id, d.title, d.text, MessageToDict(d.payload),
+                            {name: list(v.values) for name, v in d.vectors.items()}) for d in request.documents]
+        done = await self.write(request.tenant, lambda: self.engine.upsert(request.tenant, docs, request.index),
+                                context)
         return pb.UpsertResponse(
             documents=[pb.UpsertedDocument(id=u.doc_id, point_id=u.point_id, docid=u.docid, created=u.created)
                        for u in done], took_ms=(time.perf_counter() - t0) * 1e3)
@@ -268,9 +281,8 @@ class GenRetServicer:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
         ids = list(request.ids)
-        async with self._limits.admit([request.tenant]):
-            res = await self._write(request.tenant, lambda: self.engine.delete(request.tenant, ids, request.index),
-                                    context)
+        res = await self.write(request.tenant, lambda: self.engine.delete(request.tenant, ids, request.index),
+                               context)
         return pb.DeleteResponse(deleted=res.deleted, not_found=res.not_found, took_ms=(time.perf_counter() - t0) * 1e3)
 
     async def reload_keys(self, request: pb.ReloadKeysRequest, principal: Principal,

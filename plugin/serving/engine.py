@@ -44,6 +44,7 @@ from genret.types import (
     NewDocument,
     SearchHit,
     SearchQuery,
+    Synced,
     Upserted,
 )
 
@@ -241,6 +242,11 @@ class Engine:
     def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted:
         self._check_request(tenant, index)
         return self.writer.delete(tenant, doc_ids)
+
+    def sync(self, tenant: str, point_ids: Sequence[str]) -> Synced:
+        """After a write that reached Qdrant through the front door: the tenant's namespace follows it."""
+        check_tenant(tenant)
+        return self.writer.sync(tenant, point_ids)
 
     def _check_request(self, tenant: str, index: str) -> None:
         """Every request names a valid tenant and, if it names an index, the one served here."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from genret.config import Config
 from genret.data.index_dir import TrainedDocids
-from genret.docids import AtomicCodec, DocidCodec
+from genret.docids import AtomicCodec, DocidCodec, SemanticCodec
 from genret.docids.placement import TenantDocids, docid_for
 from genret.errors import InvalidArgument, ResourceExhausted
 from genret.names import check_doc_id
@@ -32,7 +32,7 @@ from genret.serving.allocation import AtomicPool
 from genret.serving.memory import return_freed_memory
 from genret.serving.namespaces import Namespaces
 from genret.store import QdrantStore, point_id_for
-from genret.types import Deleted, NewDocument, PointId, Upserted
+from genret.types import Deleted, NewDocument, PointId, Synced, Upserted
 
 log = logging.getLogger(__name__)
 _TRIM_AFTER_CHARS = 1_000_000  # writes this large hand their freed memory back to the system
@@ -90,7 +90,7 @@ class DocumentWriter:
         for i, d in enumerate(docs):
             if not d.text.strip() and not d.title.strip():
                 raise InvalidArgument(f"documents[{i}] ('{d.doc_id}') has neither title nor text")
-            size = len(d.text) + len(d.title)
+            size = d.size
             if size > self.config.max_document_chars:
                 raise InvalidArgument(f"documents[{i}] ('{d.doc_id}') has {size} characters; the limit per "
                                       f"document is {self.config.max_document_chars}")
@@ -197,15 +197,60 @@ class DocumentWriter:
             docids[i] = docid
         try:
             self.store.upsert_documents(tenant, [(d.doc_id, d.title, d.text) for d in docs],
-                                        vectors if self.store.has_vectors() else None, docids=docids)
-        except Exception:
+                                        vectors if self.store.has_vectors() else None, docids=docids,
+                                        extras=[(d.payload, d.vectors) for d in docs])
+        except Exception as exc:
             self._resync(tenant, reserved if self._pool is not None else ())
+            if isinstance(exc, ValueError):  # Qdrant refused them (a vector of the wrong size, say)
+                raise InvalidArgument(f"Qdrant refused the documents: {exc}") from exc
             raise
         if self._seed is not None and fresh:
             self._seed(reserved, vectors[fresh])
         self._publish(tenant, [(pids[i], docids[i]) for i in fresh], ())
         return [Upserted(d.doc_id, pid, docid, pid not in existing)
                 for d, pid, docid in zip(docs, pids, docids, strict=True)]
+
+    def sync(self, tenant: str, pids: Sequence[PointId]) -> Synced:
+        """Make the tenant's namespace agree with Qdrant about ``pids`` after a write that reached Qdrant
+        some other way (the Qdrant-wire front door): a point that left the tenant, was deleted or lost its
+        text leaves the namespace; a point of the tenant with text and no docid (new, or its payload
+        overwritten) gets one, written to its payload, or its own back if the namespace holds it; a point
+        whose docid the namespace already holds is left as it is."""
+        if len(pids) > self.config.max_write_batch * 64:
+            raise InvalidArgument(f"a write through the front door touches {len(pids)} points; the limit is "
+                                  f"{self.config.max_write_batch * 64}")
+        with self._lane(tenant):
+            current = self._snap.current().get(tenant)
+            held: dict[PointId, str] = {}
+            if current is not None:
+                for pid, (k, r) in current.locate(pids).items():
+                    held[pid] = current.parts[k].docids[r]
+            now = {pid: doc for pid, doc in self.store.retrieve(tenant, pids).items()
+                   if doc.title.strip() or doc.text.strip()}
+            restore = [pid for pid in held if pid in now and not now[pid].docid]  # payload overwritten
+            fresh = [pid for pid in dict.fromkeys(pids)
+                     if pid in now and pid not in restore and (not now[pid].docid or now[pid].docid != held.get(pid))]
+            removed = [pid for pid in held if pid not in now or pid in fresh]
+            state = self._state(tenant)
+            for pid in removed:
+                state.remove(held[pid], None)
+            self._check_quota(tenant, state, len(fresh))
+            docs = [NewDocument(now[pid].doc_id, now[pid].title, now[pid].text) for pid in fresh]
+            vectors = self._embed(tenant, [f"{d.title}. {d.text}" for d in docs]) if docs else np.zeros((0, 0))
+            reserved = self._reserve(state, docs, vectors) if docs else []
+            try:
+                self.store.write_docids(tenant, [*zip(fresh, reserved, strict=True), *((p, held[p]) for p in restore)])
+            except Exception:
+                self._resync(tenant, reserved if self._pool is not None else ())
+                raise
+            if self._seed is not None and fresh:
+                self._seed(reserved, vectors)
+            epoch = self._publish(tenant, list(zip(fresh, reserved, strict=True)), removed)
+            if self._pool is not None:
+                self._pool.retire((int(held[pid]) for pid in removed), epoch)
+            if removed and isinstance(self.codec, SemanticCodec):
+                self._states.pop(tenant, None)  # centroids are re-read on the next write
+            return Synced(len(fresh), len(removed))
 
     def delete(self, tenant: str, doc_ids: Sequence[str]) -> Deleted:
         self._check_ids(doc_ids, "ids")

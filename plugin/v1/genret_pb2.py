@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16genret/v1/genret.proto\x12\tgenret.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa1\x02\n\rSearchRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\tbeam_size\x18\x04 \x01(\r\x12#\n\x04mode\x18\x05 \x01(\x0e\x32\x15.genret.v1.SearchMode\x12\x1c\n\x0fscore_threshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0cwith_payload\x18\x07 \x01(\x08\x12\r\n\x05index\x18\x08 \x01(\t\x12!\n\x06\x66usion\x18\t \x01(\x0e\x32\x11.genret.v1.Fusion\x12\x1c\n\x0fmin_probability\x18\n \x01(\x02H\x01\x88\x01\x01\x42\x12\n\x10_score_thresholdB\x12\n\x10_min_probability\"8\n\x06Source\x12\x11\n\tretriever\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\"\xc0\x01\n\x03Hit\x12\x10\n\x08point_id\x18\x01 \x01(\t\x12\r\n\x05\x64ocid\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tretriever\x18\x05 \x01(\t\x12\"\n\x07sources\x18\x06 \x03(\x0b\x32\x11.genret.v1.Source\x12\x18\n\x0bprobability\x18\x07 \x01(\x02H\x00\x88\x01\x01\x42\x0e\n\x0c_probability\"?\n\x0eSearchResponse\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.genret.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x02\"@\n\x12SearchBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.genret.v1.SearchRequest\"C\n\x13SearchBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.genret.v1.SearchResponse\"%\n\x13GetIndexInfoRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"F\n\rNamespaceInfo\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x01(\x04\x12\x12\n\ntrie_nodes\x18\x03 \x01(\x04\"\xcd\x01\n\tIndexInfo\x12\r\n\x05index\x18\x01 \x01(\t\x12\x14\n\x0c\x64ocid_scheme\x18\x02 \x01(\t\x12\x18\n\x10\x64ocid_vocab_size\x18\x03 \x01(\r\x12\x18\n\x10max_docid_length\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x16\n\x0egenret_version\x18\x07 \x01(\t\x12,\n\nnamespaces\x18\x08 \x03(\x0b\x32\x18.genret.v1.NamespaceInfo\"3\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"V\n\rUpsertRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12&\n\tdocuments\x18\x02 \x03(\x0b\x32\x13.genret.v1.Document\x12\r\n\x05index\x18\x03 \x01(\t\"P\n\x10UpsertedDocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08point_id\x18\x02 \x01(\t\x12\r\n\x05\x64ocid\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\"Q\n\x0eUpsertResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.genret.v1.UpsertedDocument\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\";\n\rDeleteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\r\n\x05index\x18\x03 \x01(\t\"E\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\x12\x11\n\tnot_found\x18\x02 \x03(\t\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\"\x13\n\x11ReloadKeysRequest\"\"\n\x12ReloadKeysResponse\x12\x0c\n\x04keys\x18\x01 \x01(\r*\x8a\x01\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SEARCH_MODE_GENERATIVE\x10\x01\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x12\x14\n\x10SEARCH_MODE_AUTO\x10\x04*m\n\x06\x46usion\x12\x16\n\x12\x46USION_UNSPECIFIED\x10\x00\x12\x0e\n\nFUSION_RRF\x10\x01\x12\x12\n\x0e\x46USION_LEARNED\x10\x02\x12\x12\n\x0e\x46USION_RESCORE\x10\x03\x12\x13\n\x0f\x46USION_WEIGHTED\x10\x04\x32\xb6\x03\n\x06GenRet\x12=\n\x06Search\x12\x18.genret.v1.SearchRequest\x1a\x19.genret.v1.SearchResponse\x12L\n\x0bSearchBatch\x12\x1d.genret.v1.SearchBatchRequest\x1a\x1e.genret.v1.SearchBatchResponse\x12\x44\n\x0cGetIndexInfo\x12\x1e.genret.v1.GetIndexInfoRequest\x1a\x14.genret.v1.IndexInfo\x12\x46\n\x0fUpsertDocuments\x12\x18.genret.v1.UpsertRequest\x1a\x19.genret.v1.UpsertResponse\x12\x46\n\x0f\x44\x65leteDocuments\x12\x18.genret.v1.DeleteRequest\x1a\x19.genret.v1.DeleteResponse\x12I\n\nReloadKeys\x12\x1c.genret.v1.ReloadKeysRequest\x1a\x1d.genret.v1.ReloadKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16genret/v1/genret.proto\x12\tgenret.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa1\x02\n\rSearchRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\tbeam_size\x18\x04 \x01(\r\x12#\n\x04mode\x18\x05 \x01(\x0e\x32\x15.genret.v1.SearchMode\x12\x1c\n\x0fscore_threshold\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0cwith_payload\x18\x07 \x01(\x08\x12\r\n\x05index\x18\x08 \x01(\t\x12!\n\x06\x66usion\x18\t \x01(\x0e\x32\x11.genret.v1.Fusion\x12\x1c\n\x0fmin_probability\x18\n \x01(\x02H\x01\x88\x01\x01\x42\x12\n\x10_score_thresholdB\x12\n\x10_min_probability\"8\n\x06Source\x12\x11\n\tretriever\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\"\xc0\x01\n\x03Hit\x12\x10\n\x08point_id\x18\x01 \x01(\t\x12\r\n\x05\x64ocid\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tretriever\x18\x05 \x01(\t\x12\"\n\x07sources\x18\x06 \x03(\x0b\x32\x11.genret.v1.Source\x12\x18\n\x0bprobability\x18\x07 \x01(\x02H\x00\x88\x01\x01\x42\x0e\n\x0c_probability\"?\n\x0eSearchResponse\x12\x1c\n\x04hits\x18\x01 \x03(\x0b\x32\x0e.genret.v1.Hit\x12\x0f\n\x07took_ms\x18\x02 \x01(\x02\"@\n\x12SearchBatchRequest\x12*\n\x08requests\x18\x01 \x03(\x0b\x32\x18.genret.v1.SearchRequest\"C\n\x13SearchBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.genret.v1.SearchResponse\"%\n\x13GetIndexInfoRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"F\n\rNamespaceInfo\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x01(\x04\x12\x12\n\ntrie_nodes\x18\x03 \x01(\x04\"\xcd\x01\n\tIndexInfo\x12\r\n\x05index\x18\x01 \x01(\t\x12\x14\n\x0c\x64ocid_scheme\x18\x02 \x01(\t\x12\x18\n\x10\x64ocid_vocab_size\x18\x03 \x01(\r\x12\x18\n\x10max_docid_length\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\x12\x16\n\x0egenret_version\x18\x07 \x01(\t\x12,\n\nnamespaces\x18\x08 \x03(\x0b\x32\x18.genret.v1.NamespaceInfo\"\xd3\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x07vectors\x18\x05 \x03(\x0b\x32 .genret.v1.Document.VectorsEntry\x1a\x41\n\x0cVectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x05value\x18\x02 \x01(\x0b\x32\x11.genret.v1.Vector:\x02\x38\x01\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"V\n\rUpsertRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12&\n\tdocuments\x18\x02 \x03(\x0b\x32\x13.genret.v1.Document\x12\r\n\x05index\x18\x03 \x01(\t\"P\n\x10UpsertedDocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08point_id\x18\x02 \x01(\t\x12\r\n\x05\x64ocid\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\"Q\n\x0eUpsertResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.genret.v1.UpsertedDocument\x12\x0f\n\x07took_ms\x18\x02 \x01(\x01\";\n\rDeleteRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\r\n\x05index\x18\x03 \x01(\t\"E\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\t\x12\x11\n\tnot_found\x18\x02 \x03(\t\x12\x0f\n\x07took_ms\x18\x03 \x01(\x01\"\x13\n\x11ReloadKeysRequest\"\"\n\x12ReloadKeysResponse\x12\x0c\n\x04keys\x18\x01 \x01(\r*\x8a\x01\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SEARCH_MODE_GENERATIVE\x10\x01\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x12\x14\n\x10SEARCH_MODE_AUTO\x10\x04*m\n\x06\x46usion\x12\x16\n\x12\x46USION_UNSPECIFIED\x10\x00\x12\x0e\n\nFUSION_RRF\x10\x01\x12\x12\n\x0e\x46USION_LEARNED\x10\x02\x12\x12\n\x0e\x46USION_RESCORE\x10\x03\x12\x13\n\x0f\x46USION_WEIGHTED\x10\x04\x32\xb6\x03\n\x06GenRet\x12=\n\x06Search\x12\x18.genret.v1.SearchRequest\x1a\x19.genret.v1.SearchResponse\x12L\n\x0bSearchBatch\x12\x1d.genret.v1.SearchBatchRequest\x1a\x1e.genret.v1.SearchBatchResponse\x12\x44\n\x0cGetIndexInfo\x12\x1e.genret.v1.GetIndexInfoRequest\x1a\x14.genret.v1.IndexInfo\x12\x46\n\x0fUpsertDocuments\x12\x18.genret.v1.UpsertRequest\x1a\x19.genret.v1.UpsertResponse\x12\x46\n\x0f\x44\x65leteDocuments\x12\x18.genret.v1.DeleteRequest\x1a\x19.genret.v1.DeleteResponse\x12I\n\nReloadKeys\x12\x1c.genret.v1.ReloadKeysRequest\x1a\x1d.genret.v1.ReloadKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'genret.v1.genret_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=1627
-  _globals['_SEARCHMODE']._serialized_end=1765
-  _globals['_FUSION']._serialized_start=1767
-  _globals['_FUSION']._serialized_end=1876
+  _globals['_DOCUMENT_VECTORSENTRY']._loaded_options = None
+  _globals['_DOCUMENT_VECTORSENTRY']._serialized_options = b'8\001'
+  _globals['_SEARCHMODE']._serialized_start=1814
+  _globals['_SEARCHMODE']._serialized_end=1952
+  _globals['_FUSION']._serialized_start=1954
+  _globals['_FUSION']._serialized_end=2063
   _globals['_SEARCHREQUEST']._serialized_start=68
   _globals['_SEARCHREQUEST']._serialized_end=357
   _globals['_SOURCE']._serialized_start=359
@@ -54,22 +56,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NAMESPACEINFO']._serialized_end=921
   _globals['_INDEXINFO']._serialized_start=924
   _globals['_INDEXINFO']._serialized_end=1129
-  _globals['_DOCUMENT']._serialized_start=1131
-  _globals['_DOCUMENT']._serialized_end=1182
-  _globals['_UPSERTREQUEST']._serialized_start=1184
-  _globals['_UPSERTREQUEST']._serialized_end=1270
-  _globals['_UPSERTEDDOCUMENT']._serialized_start=1272
-  _globals['_UPSERTEDDOCUMENT']._serialized_end=1352
-  _globals['_UPSERTRESPONSE']._serialized_start=1354
-  _globals['_UPSERTRESPONSE']._serialized_end=1435
-  _globals['_DELETEREQUEST']._serialized_start=1437
-  _globals['_DELETEREQUEST']._serialized_end=1496
-  _globals['_DELETERESPONSE']._serialized_start=1498
-  _globals['_DELETERESPONSE']._serialized_end=1567
-  _globals['_RELOADKEYSREQUEST']._serialized_start=1569
-  _globals['_RELOADKEYSREQUEST']._serialized_end=1588
-  _globals['_RELOADKEYSRESPONSE']._serialized_start=1590
-  _globals['_RELOADKEYSRESPONSE']._serialized_end=1624
-  _globals['_GENRET']._serialized_start=1879
-  _globals['_GENRET']._serialized_end=2317
+  _globals['_DOCUMENT']._serialized_start=1132
+  _globals['_DOCUMENT']._serialized_end=1343
+  _globals['_DOCUMENT_VECTORSENTRY']._serialized_start=1278
+  _globals['_DOCUMENT_VECTORSENTRY']._serialized_end=1343
+  _globals['_VECTOR']._serialized_start=1345
+  _globals['_VECTOR']._serialized_end=1369
+  _globals['_UPSERTREQUEST']._serialized_start=1371
+  _globals['_UPSERTREQUEST']._serialized_end=1457
+  _globals['_UPSERTEDDOCUMENT']._serialized_start=1459
+  _globals['_UPSERTEDDOCUMENT']._serialized_end=1539
+  _globals['_UPSERTRESPONSE']._serialized_start=1541
+  _globals['_UPSERTRESPONSE']._serialized_end=1622
+  _globals['_DELETEREQUEST']._serialized_start=1624
+  _globals['_DELETEREQUEST']._serialized_end=1683
+  _globals['_DELETERESPONSE']._serialized_start=1685
+  _globals['_DELETERESPONSE']._serialized_end=1754
+  _globals['_RELOADKEYSREQUEST']._serialized_start=1756
+  _globals['_RELOADKEYSREQUEST']._serialized_end=1775
+  _globals['_RELOADKEYSRESPONSE']._serialized_start=1777
+  _globals['_RELOADKEYSRESPONSE']._serialized_end=1811
+  _globals['_GENRET']._serialized_start=2066
+  _globals['_GENRET']._serialized_end=2504
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,7 @@ from qdrant_client import QdrantClient, models
 from genret.config import Config
 from genret.errors import Unavailable
 from genret.names import check_doc_id, check_tenant
+from genret.store.wire import EmbeddedUpstream, ServerUpstream, Upstream
 from genret.turns import TurnLock
 from genret.types import PointId
 
@@ -37,6 +38,11 @@ def qdrant_client_version() -> str:
         return version("qdrant-client")
     except PackageNotFoundError:  # pragma: no cover - metadata missing in odd installs
         return "unknown"
+
+
+def qdrant_id(pid: PointId) -> int | str:
+    """A point id as Qdrant takes it: genret carries ids as strings, Qdrant's unsigned integers as digits."""
+    return int(pid) if pid.isdigit() else pid
 
 
 def point_id_for(tenant: str, doc_id: str) -> PointId:
@@ -82,6 +88,13 @@ class QdrantStore:
 
     def close(self) -> None:
         self.client.close()
+
+    def upstream(self) -> Upstream:
+        """Qdrant's gRPC API for the front door: the server's port, or the embedded Qdrant taking turns
+        with this store's own calls."""
+        if self.config.qdrant_url:
+            return ServerUpstream(self.config.qdrant_url, self.config.qdrant_api_key, self.config.qdrant_grpc_port)
+        return EmbeddedUpstream(self.client, self._lock)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -129,10 +142,14 @@ class QdrantStore:
 
     def upsert_documents(self, tenant: str, docs: Sequence[tuple[str, str, str]], vectors: np.ndarray | None,
                          batch_size: int = 256, docids: Sequence[str] | None = None,
-                         batch_chars: int = 250_000) -> list[PointId]:
+                         batch_chars: int = 250_000,
+                         extras: Sequence[tuple[dict[str, Any], dict[str, list[float]]]] | None = None
+                         ) -> list[PointId]:
         """Write (doc_id, title, text) documents of one tenant (with their docids, when given); returns
         their point ids. Point ids derive from tenant and document id, so no tenant can touch another's.
-        Each Qdrant call carries at most ``batch_size`` points and, past the first, ``batch_chars`` characters."""
+        ``extras`` gives each document more payload fields and the caller's own vectors by name ("": the
+        unnamed vector); genret's own fields win a clash. Each Qdrant call carries at most ``batch_size``
+        points and, past the first, ``batch_chars`` characters."""
         ids = [point_id_for(tenant, d[0]) for d in docs]
         points: list[models.PointStruct] = []
         chars = 0
@@ -140,11 +157,16 @@ class QdrantStore:
             if points and (len(points) >= batch_size or chars + len(title) + len(text) > batch_chars):
                 self._call(self.client.upsert, self.collection, points=points, wait=True)
                 points, chars = [], 0
-            payload = {self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
+            extra_payload, own_vectors = extras[i] if extras is not None else ({}, {})
+            payload = {**extra_payload, self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
                        self.config.title_key: title, self.config.text_key: text}
             if docids is not None:
                 payload[DOCID_KEY] = docids[i]
-            vec = {VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {}
+            vec: Any = {**own_vectors, **({VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {})}
+            if "" in vec:
+                if len(vec) > 1:
+                    raise ValueError("a document's unnamed vector cannot go with named ones")
+                vec = vec[""]
             points.append(models.PointStruct(id=ids[i], vector=vec, payload=payload))
             chars += len(title) + len(text)
         if points:
@@ -210,7 +232,7 @@ class QdrantStore:
             return []
         keys: bool | list[str] = with_payload if with_payload is True else \
             sorted({self.config.tenant_key, *(with_payload or [])})
-        records = self._call(self.client.retrieve, self.collection, ids=list(ids), with_payload=keys,
+        records = self._call(self.client.retrieve, self.collection, ids=[qdrant_id(i) for i in ids], with_payload=keys,
                              with_vectors=[VECTOR_NAME] if with_vectors else False)
         return [r for r in records if (r.payload or {}).get(self.config.tenant_key) == tenant]
 
@@ -241,7 +263,7 @@ class QdrantStore:
         if only is None:
             stage: dict[str, Any] = {"query_filter": self.tenant_filter(tenant)}
         else:
-            picked = self.tenant_filter(tenant, models.HasIdCondition(has_id=list(only)))
+            picked = self.tenant_filter(tenant, models.HasIdCondition(has_id=[qdrant_id(i) for i in only]))
             stage = {"prefetch": models.Prefetch(filter=picked, limit=max(1, len(only)))}
         res = self._call(self.client.query_points, self.collection, query=vector.tolist(), using=VECTOR_NAME,
                          limit=limit, with_payload=True, **stage)
@@ -275,6 +297,7 @@ class QdrantStore:
             foreign = [pid for pid in ids if pid not in owned]
             if foreign:
                 raise ValueError(f"{len(foreign)} point(s) are not in tenant '{tenant}', e.g. {foreign[0]}")
-            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload={DOCID_KEY: docid}, points=[pid]))
+            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload={DOCID_KEY: docid},
+                                                                            points=[qdrant_id(pid)]))
                    for pid, docid in batch]
             self._call(self.client.batch_update_points, self.collection, update_operations=ops, wait=True)

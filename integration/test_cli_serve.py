@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from qdrant_client import QdrantClient
 
 from .conftest import small_corpus
 
@@ -35,7 +36,8 @@ def test_cli_load_index_serve_search_sigterm(tmp_path: Path) -> None:
     bad = genret("eval", "--data", str(tmp_path / "missing"), env=env)
     assert bad.returncode == 2 and "not found" in bad.stderr
 
-    proc = subprocess.Popen([sys.executable, "-m", "genret.cli", "serve", "--port", "0"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "genret.cli", "serve", "--port", "0"],
+                            env={**env, "GENRET_QDRANT_PORT": "0"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -43,6 +45,12 @@ def test_cli_load_index_serve_search_sigterm(tmp_path: Path) -> None:
         match = re.search(r"serving on ([\d.]+):(\d+)", line)
         assert match, line + (proc.stderr.read() if proc.stderr else "")
         target = f"{match.group(1)}:{match.group(2)}"
+        door = re.search(r"Qdrant front door on [\d.]+:(\d+)", proc.stdout.readline())
+        assert door, "the front door was not announced"
+        qdrant = QdrantClient(host="127.0.0.1", grpc_port=int(door.group(1)), prefer_grpc=True,
+                              check_compatibility=False)
+        assert qdrant.count("cli").count == 12  # unmodified qdrant-client, through the door
+        qdrant.close()
         with grpc.insecure_channel(target) as ch:
             health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     p.add_argument("--tenant", default="default")
     p.add_argument("--no-vectors", action="store_true", help="skip MiniLM dense vectors")
+    p.add_argument("--payload-fields", help="JSONL of {\"_id\": ..., field: value}: more payload fields to filter on")
     p.add_argument("--limit", type=int, default=None)
 
     p = sub.add_parser("index", help="assign docids and train the generative index")
@@ -226,7 +227,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             from genret.data.loader import load_beir
 
             n = load_beir(store, args.data, args.tenant, not args.no_vectors, resolve_device(cfg.device),
-                          args.limit)
+                          args.limit, args.payload_fields)
             print(f"loaded {n} documents into '{cfg.collection}' (tenant '{args.tenant}')")
         elif args.command == "index":
             _index(args, cfg, store)

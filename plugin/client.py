@@ -54,7 +54,8 @@ def points_from(resp: pb.SearchResponse) -> list[ScoredPoint]:
 
 def search_request(tenant: str, query: str, limit: int = 10, mode: str = "generative", fusion: str = "default",
                    beam_size: int = 0, with_payload: bool = True, score_threshold: float | None = None,
-                   min_probability: float | None = None) -> pb.SearchRequest:
+                   min_probability: float | None = None, filter: dict[str, Any] | None = None) -> pb.SearchRequest:
+    """``filter``: Qdrant's filter model as its REST API writes it (applied inside decoding)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if fusion not in FUSIONS:
@@ -65,6 +66,8 @@ def search_request(tenant: str, query: str, limit: int = 10, mode: str = "genera
         req.score_threshold = score_threshold
     if min_probability is not None:
         req.min_probability = min_probability
+    if filter is not None:
+        req.filter.update(filter)
     return req
 
 

@@ -12,13 +12,21 @@ import dataclasses
 import time
 
 from genret.config import Config
-from genret.data.beir import demo_corpus_path, load_qrels, load_queries
+from genret.data.beir import Document, demo_corpus_path, load_qrels, load_queries
 from genret.devices import resolve_device
 from genret.store import VECTOR_NAME, QdrantStore
 
 DEMO_COLLECTION = "cranfield"
 DEMO_TENANT = "demo"
 EXAMPLE_QUERIES = 4
+
+
+SHORT_WORDS = 100  # the demo's filter: documents of at most this many words
+
+
+def demo_fields(doc: Document) -> dict[str, int]:
+    """The demo corpus's one filterable payload field: a document's length in words."""
+    return {"words": len(doc.text.split())}
 
 
 def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
@@ -43,7 +51,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
             if store.exists():
                 store.drop_collection()
             t0 = time.perf_counter()
-            n = load_beir(store, data, DEMO_TENANT, with_vectors=True, device=device)
+            n = load_beir(store, data, DEMO_TENANT, with_vectors=True, device=device, derive=demo_fields)
             print(f"[1/5] loaded {n} Cranfield documents into Qdrant '{cfg.collection}' "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
         else:
@@ -113,10 +121,14 @@ def ask_three_ways(cfg: Config, port: int, question: str, vector: list[float], r
             "fused (RRF)": dict(prefetch=[models.Prefetch(query=generative, limit=10),
                                           models.Prefetch(query=vector, using=VECTOR_NAME, limit=10)],
                                 query=models.FusionQuery(fusion=models.Fusion.RRF)),
+            f"generative, only documents of at most {SHORT_WORDS} words (filtered inside decoding)": dict(
+                query=generative, query_filter=models.Filter(must=[*(tenant.must or []), models.FieldCondition(
+                    key="words", range=models.Range(lte=SHORT_WORDS))])),
         }
         found: dict[str, set[object]] = {}
         for name, ask in asks.items():
-            points = client.query_points(cfg.collection, query_filter=tenant, limit=10, with_payload=["doc_id"],
+            ask.setdefault("query_filter", tenant)
+            points = client.query_points(cfg.collection, limit=10, with_payload=["doc_id", "words"],
                                          **ask).points  # type: ignore[arg-type]
             found[name] = {p.id for p in points}
             print(f"  {name}:")
@@ -124,6 +136,8 @@ def ask_three_ways(cfg: Config, port: int, question: str, vector: list[float], r
                 doc = str((p.payload or {}).get("doc_id", p.id))
                 by = "+".join(k for k in ("generative", "dense") if p.id in found[k]) if name.startswith("fused") else ""
                 note = f"  found by {by}" if by else ""
-                print(f"   {'*' if doc in relevant else ' '}{rank}. doc {doc:>5}  score {p.score:8.4f}{note}")
+                words = (p.payload or {}).get("words")
+                print(f"   {'*' if doc in relevant else ' '}{rank}. doc {doc:>5}  score {p.score:8.4f}"
+                      f"{f'  {words} words' if words is not None else ''}{note}")
     finally:
         client.close()

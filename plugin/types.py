@@ -53,6 +53,7 @@ class SearchQuery:
     index: str = ""
     fusion: Fusion = Fusion.DEFAULT
     min_probability: float | None = None
+    filter: dict[str, Any] | None = None  # Qdrant's filter model, as its REST API writes it
 
 
 @dataclass(frozen=True)

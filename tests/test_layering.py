@@ -9,9 +9,9 @@
     data       -> base
     base       =  the top-level modules (types, config, errors, names, turns, devices, docids, store)
     kernels    -> genret.kernels only
-Only ``genret.store`` talks to Qdrant; ``api/`` may import Qdrant's wire messages (``qdrant_client.grpc``), as
-it imports genret's own (``genret.v1``); ``demo`` plays a Qdrant user's own code. ``cli``, ``demo`` and
-``client`` sit above everything.
+Only ``genret.store`` talks to Qdrant; ``api/`` may import Qdrant's wire messages and their conversions
+(``qdrant_client.grpc``, ``qdrant_client.conversions``), as it imports genret's own (``genret.v1``);
+``demo`` plays a Qdrant user's own code. ``cli``, ``demo`` and ``client`` sit above everything.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def _may_import_qdrant(path: Path, module: str, repo: Path) -> bool:
     plugin = repo / "plugin"
     if plugin / "store" in path.parents or path == plugin / "demo.py":  # the demo plays a user's own code
         return True
-    return plugin / "api" in path.parents and (module == "qdrant_client.grpc" or module.startswith("qdrant_client.grpc."))
+    wire = ("qdrant_client.grpc", "qdrant_client.conversions")
+    return plugin / "api" in path.parents and any(module == m or module.startswith(m + ".") for m in wire)
 
 
 def qdrant_violations(repo: Path = ROOT) -> list[str]:

@@ -34,6 +34,7 @@ from typing import Any
 import grpc
 import qdrant_client.grpc as qg
 from google.protobuf.message import DecodeError, Message
+from qdrant_client.conversions.conversion import GrpcToRest
 from qdrant_client.grpc import collections_service_pb2, points_service_pb2, qdrant_pb2, snapshots_service_pb2
 
 from genret import errors
@@ -251,12 +252,13 @@ class QdrantDoor:
             tenant = next(iter(tenants))
             principal.check_tenant(tenant)
             beams = doc.options[BEAM_OPTION].integer_value if BEAM_OPTION in doc.options else 0
-            hits = await self.genret.generate(SearchQuery(tenant, doc.text, limit, int(beams), Mode.GENERATIVE),
-                                              context)
+            rest = GrpcToRest.convert_filter(flt).model_dump(mode="json", exclude_none=True) if flt is not None else None
+            hits = await self.genret.generate(SearchQuery(tenant, doc.text, limit, int(beams), Mode.GENERATIVE,
+                                                          filter=rest), context)
             if not hits:
                 return []
             ids = [point_id(h.point_id) for h in hits]
-            # the merged filter decides, in Qdrant: no point outside it (or deleted since) is returned
+            # decoding kept to the filter; Qdrant checks the hits again (a point changed since is dropped)
             kept = await self._matching(flt, ids, forward)
             return [(pid, h.score) for pid, h in zip(ids, hits, strict=True) if key_of(pid) in kept]
 

@@ -60,6 +60,39 @@ _FUSIONS = {pb.FUSION_UNSPECIFIED: Fusion.DEFAULT, pb.FUSION_RRF: Fusion.RRF, pb
             pb.FUSION_RESCORE: Fusion.RESCORE, pb.FUSION_WEIGHTED: Fusion.WEIGHTED}
 
 
+def _integral(value: Any) -> Any:
+    """A Struct's numbers are doubles: whole ones back to ints (Qdrant matches ints, not 2000.0)."""
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def filter_from_proto(req: pb.SearchRequest) -> dict[str, Any] | None:
+    return _integral(MessageToDict(req.filter)) if req.HasField("filter") else None
+
+
+def check_tenant_conditions(flt: Any, tenant: str, tenant_key: str) -> None:
+    """A filter may name only the request's own tenant in conditions on the tenant field (the tenant is
+    ANDed in anyway; a condition naming another is a mistake or a probe, and is refused as such)."""
+    if isinstance(flt, list):
+        for item in flt:
+            check_tenant_conditions(item, tenant, tenant_key)
+    elif isinstance(flt, dict):
+        if flt.get("key") == tenant_key and isinstance(flt.get("match"), dict):
+            match = flt["match"]
+            named = [match["value"]] if "value" in match else list(match.get("any") or match.get("except") or [])
+            others = sorted({str(v) for v in named} - {tenant})
+            if others:
+                raise errors.PermissionDenied(f"the filter names tenant '{others[0]}'; this request is tenant "
+                                              f"'{tenant}''s")
+        for value in flt.values():
+            check_tenant_conditions(value, tenant, tenant_key)
+
+
 def query_from_proto(req: pb.SearchRequest) -> SearchQuery:
     if req.mode not in _MODES:
         raise errors.InvalidArgument(f"unknown search mode {req.mode}")
@@ -68,7 +101,7 @@ def query_from_proto(req: pb.SearchRequest) -> SearchQuery:
     threshold = req.score_threshold if req.HasField("score_threshold") else None
     min_prob = req.min_probability if req.HasField("min_probability") else None
     return SearchQuery(req.tenant, req.query, req.top_k, req.beam_size, _MODES[req.mode], threshold,
-                       req.with_payload, req.index, _FUSIONS[req.fusion], min_prob)
+                       req.with_payload, req.index, _FUSIONS[req.fusion], min_prob, filter_from_proto(req))
 
 
 def hits_to_proto(hits: Sequence[SearchHit], took_ms: float) -> pb.SearchResponse:
@@ -229,7 +262,9 @@ class GenRetServicer:
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
-        hits = await self.generate(query_from_proto(request), context)
+        q = query_from_proto(request)
+        check_tenant_conditions(q.filter, q.tenant, self.config.tenant_key)
+        hits = await self.generate(q, context)
         return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
 
     async def search_batch(self, request: pb.SearchBatchRequest, principal: Principal,
@@ -242,6 +277,8 @@ class GenRetServicer:
             raise errors.InvalidArgument(f"batch has {n} requests; the limit is {self.config.max_batch}")
         self._authorize(principal, [r.tenant for r in request.requests])
         qs = [query_from_proto(r) for r in request.requests]
+        for q in qs:
+            check_tenant_conditions(q.filter, q.tenant, self.config.tenant_key)
         deadline = self._deadline(context)
 
         async def one(i: int, q: SearchQuery) -> list[SearchHit]:

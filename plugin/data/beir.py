@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+_CORE = frozenset({"_id", "title", "text"})
 
 
 @dataclass(frozen=True)
@@ -14,6 +17,7 @@ class Document:
     doc_id: str
     title: str
     text: str
+    fields: dict[str, Any] = field(default_factory=dict)  # every other field of the corpus record
 
 
 def demo_corpus_path() -> Path:
@@ -33,8 +37,22 @@ def load_corpus(folder: str | Path) -> list[Document]:
             row = json.loads(line)
             if "_id" not in row:
                 raise ValueError(f"{path}:{n}: a corpus line needs an _id")
-            docs.append(Document(str(row["_id"]), row.get("title") or "", row.get("text") or ""))
+            docs.append(Document(str(row["_id"]), row.get("title") or "", row.get("text") or "",
+                                 {k: v for k, v in row.items() if k not in _CORE}))
     return docs
+
+
+def read_payload_fields(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A JSONL file of ``{"_id": ..., <field>: <value>, ...}``: more payload fields by document id."""
+    out: dict[str, dict[str, Any]] = {}
+    with Path(path).open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row, dict) or "_id" not in row:
+                    raise ValueError(f"{path}:{n}: a payload-fields line is an object with an _id")
+                out[str(row["_id"])] = {k: v for k, v in row.items() if k != "_id"}
+    return out
 
 
 def load_queries(folder: str | Path) -> dict[str, str]:

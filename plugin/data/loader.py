@@ -1,13 +1,19 @@
-"""Load a BEIR corpus into the Qdrant collection under one tenant, optionally with MiniLM vectors."""
+"""Load a BEIR corpus into the Qdrant collection under one tenant, optionally with MiniLM vectors.
+
+Every field of a corpus record other than ``_id``, ``title`` and ``text`` (BEIR's ``metadata``, say) is kept
+in the point's payload, with more fields from a ``payload_fields`` JSONL file or a ``derive`` function;
+genret's own payload fields win a clash."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from genret.data.beir import load_corpus
+from genret.data.beir import Document, load_corpus, read_payload_fields
 from genret.data.embed import EMBED_DIM, TextEncoder
 from genret.store import QdrantStore
 
@@ -15,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def load_beir(store: QdrantStore, folder: str | Path, tenant: str, with_vectors: bool = True,
-              device: torch.device | None = None, limit: int | None = None) -> int:
+              device: torch.device | None = None, limit: int | None = None,
+              payload_fields: str | Path | None = None,
+              derive: Callable[[Document], dict[str, Any]] | None = None) -> int:
     """Upsert the corpus (idempotent: point ids derive from tenant and document id). Returns the count."""
     if not tenant:
         raise ValueError("a tenant name is required")
@@ -27,6 +35,9 @@ def load_beir(store: QdrantStore, folder: str | Path, tenant: str, with_vectors:
     vectors = None
     if with_vectors:
         vectors = TextEncoder(device=device).encode([f"{d.title}. {d.text}" for d in docs], progress=True)
-    store.upsert_documents(tenant, [(d.doc_id, d.title, d.text) for d in docs], vectors)
+    more = read_payload_fields(payload_fields) if payload_fields else {}
+    payloads = [{**d.fields, **more.get(d.doc_id, {}), **(derive(d) if derive else {})} for d in docs]
+    store.upsert_documents(tenant, [(d.doc_id, d.title, d.text) for d in docs], vectors,
+                           extras=[(p, {}) for p in payloads])
     log.info("loaded %d documents into %s (tenant %s)", len(docs), store.collection, tenant)
     return len(docs)

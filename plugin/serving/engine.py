@@ -10,7 +10,7 @@ import gc
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +20,8 @@ import torch
 
 from genret.config import Config
 from genret.data.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
-from genret.decoding.beam import Trie, constrained_beam_search, score_docids
+from genret.decoding.beam import constrained_beam_search, score_docids
 from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend, Seq2SeqBackend, load_trained
-from genret.decoding.trie import TrieForest, join_forests
 from genret.devices import resolve_device
 from genret.docids import AtomicCodec, DocidCodec
 from genret.errors import FailedPrecondition, GenretError, InvalidArgument, NotFound
@@ -30,9 +29,11 @@ from genret.kernels import BACKENDS, SCORING
 from genret.names import check_tenant
 from genret.ranking.calibration import DENSE, GENERATIVE, Calibration, read_calibration
 from genret.ranking.modes import Answer, Scorer, answer
+from genret.serving.filtered import FilteredTries
 from genret.serving.namespaces import Namespace, Namespaces, load_namespaces
+from genret.serving.served import ServedTrie, packed, served_trie
 from genret.serving.writer import DocumentWriter, Snapshots
-from genret.store import DOCID_KEY, QdrantStore
+from genret.store import DOCID_KEY, QdrantStore, parse_filter
 from genret.turns import TenantTurns
 from genret.types import (
     Checkpoint,
@@ -58,62 +59,6 @@ class _Live:
     epoch: int
 
 
-@dataclass(frozen=True)
-class ServedTrie:
-    """One tenant's trie as decoding reads it, and where each of its nodes is in the namespace's parts."""
-
-    trie: Trie
-    locate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # node -> (part, node in that part)
-    host: TrieForest | None = None  # a small one-part trie on the host: packed with others per batch
-
-
-PACK_NODES = 65_536  # one-part tries up to this size share one forest (and kernel call) within a batch
-
-
-def served_trie(ns: Namespace, device: torch.device, atomic: bool) -> ServedTrie:
-    """A tenant's namespace made ready for decoding on ``device``: its parts joined into one forest with
-    a root each, and on an atomic index the tokens that are its own documents."""
-    own = torch.from_numpy(ns.first_tokens()).to(device) if atomic else None
-    if ns.delta is None:
-        f = ns.base.forest
-        host = f if own is None and f.num_nodes <= PACK_NODES else None
-        return ServedTrie(Trie(f.to_device(device), (0,), own), lambda n: (np.zeros_like(n), n), host)
-    joined = join_forests([p.forest for p in ns.parts])
-    return ServedTrie(Trie(joined.arrays.to_device(device), tuple(range(len(ns.parts))), own), joined.locate)
-
-
-def packed(served: Sequence[ServedTrie], device: torch.device
-           ) -> tuple[list[Trie], Callable[[np.ndarray], np.ndarray]]:
-    """The tries to decode a batch's queries with: the small one-part tries of different tenants packed
-    into one forest with a root each (so the batch takes one kernel call per step for all of them, each
-    query still decoded from its own tenant's root only), and a map from the decoded leaves (queries,
-    beams) back to nodes of each query's own trie."""
-    slot: dict[int, int] = {}
-    hosts: list[TrieForest] = []
-    for s in served:
-        if s.host is not None and id(s.host) not in slot:
-            slot[id(s.host)] = len(hosts)
-            hosts.append(s.host)
-    if len(hosts) < 2:
-        return [s.trie for s in served], lambda leaves: leaves
-    joined = join_forests(hosts)
-    forest = joined.arrays.to_device(device)
-    tries = [Trie(forest, (slot[id(s.host)],)) if s.host is not None else s.trie for s in served]
-    mine = np.asarray([s.host is not None for s in served])
-
-    def unpack(leaves: np.ndarray) -> np.ndarray:
-        out = leaves.copy()
-        rows = mine[:, None] & (leaves >= 0)
-        part, node = joined.locate(leaves[rows])
-        want = np.asarray([slot[id(s.host)] if s.host is not None else -1 for s in served])
-        if not (part == np.broadcast_to(want[:, None], leaves.shape)[rows]).all():
-            raise RuntimeError("decoded a docid outside the caller's namespace")
-        out[rows] = node
-        return out
-
-    return tries, unpack
-
-
 class Engine:
     def __init__(self, config: Config, store: QdrantStore, backend: Seq2SeqBackend, codec: DocidCodec,
                  namespaces: Namespaces, manifest: Manifest) -> None:
@@ -135,6 +80,7 @@ class Engine:
         self._embed_turns = TenantTurns()
         self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
         atomic = isinstance(codec, AtomicCodec)
+        self._filtered = FilteredTries(store, lambda: self.backend.device, atomic)
         trained = trained_docids(config.index_dir)
         self.writer = DocumentWriter(config, store, codec, self.embed_documents,
                                      Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
@@ -289,8 +235,18 @@ class Engine:
             raise FailedPrecondition(f"{q.fusion.name} fusion needs a calibrated index (run `genret calibrate`)")
         if not self.namespaces.has(q.tenant):
             raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
+        if q.filter is not None:
+            parse_filter(q.filter)  # INVALID_ARGUMENT with the reason, before any work
         return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index,
-                           q.fusion, q.min_probability)
+                           q.fusion, q.min_probability, q.filter)
+
+    def _view(self, q: SearchQuery, live: _Live) -> tuple[Namespace | None, ServedTrie | None]:
+        """The namespace and trie a query decodes in: its tenant's, cut down to its filter's points."""
+        ns = live.namespaces.get(q.tenant)
+        if ns is None or q.filter is None:
+            return ns, live.tries.get(q.tenant)
+        cut = self._filtered.get(ns, q.filter, live.epoch)
+        return cut.ns, cut.served
 
     # --- search --------------------------------------------------------------------------------
     def search(self, queries: Sequence[SearchQuery], deadline: float | None = None,
@@ -330,7 +286,7 @@ class Engine:
         Qdrant's cosine under the tenant filter, and the model's log-probability of each point's docid
         decoded from the tenant's root, as beam search would score it (``enc``: the query already encoded)."""
         snap = live or self._live
-        return {DENSE: lambda ids: self._dense_scores(q.tenant, vector, ids),
+        return {DENSE: lambda ids: self._dense_scores(q, vector, ids),
                 GENERATIVE: lambda ids: self._generative_scores(q, ids, snap, deadline, enc, checkpoint)}
 
     def _keep(self, q: SearchQuery, a: Answer) -> bool:
@@ -342,11 +298,11 @@ class Engine:
                           checkpoint: Checkpoint | None = None
                           ) -> tuple[dict[int, list[tuple[str, str, float]]], dict[int, EncodedQueries]]:
         """Each decoded query's candidates, and its encoder output (reused to score other candidates)."""
-        ns = live.namespaces
+        views = {i: self._view(q, live) for i, q in enumerate(queries) if q.mode != Mode.DENSE}
         groups: dict[int, list[int]] = {}
-        for i, q in enumerate(queries):
-            if q.mode != Mode.DENSE and q.tenant in live.tries:  # a tenant emptied meanwhile has no hits
-                groups.setdefault(q.beams, []).append(i)
+        for i, (_, trie) in views.items():
+            if trie is not None:  # a tenant emptied meanwhile, or no point matching the filter: no hits
+                groups.setdefault(queries[i].beams, []).append(i)
         out: dict[int, list[tuple[str, str, float]]] = {}
         encoded: dict[int, EncodedQueries] = {}
         for beams, idx in groups.items():
@@ -355,15 +311,15 @@ class Engine:
             enc = self.backend.encode([queries[i].text for i in idx])
             encoded.update({i: EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
                             for row, i in enumerate(idx)})
-            served = [live.tries[queries[i].tenant] for i in idx]
+            served = [t for i in idx if (t := views[i][1]) is not None]  # every one has a trie (grouped so)
             width = max(beams, *(len(s.trie.roots) for s in served))  # a beam per part's root at least
             tries, unpack = packed(served, self.backend.device)
             res = constrained_beam_search(self.backend, enc, tries, width, deadline, self.config.kernel_backend,
                                           self.config.scoring, checkpoint)
             leaves, scores = unpack(res.leaves[:, :beams].cpu().numpy()), res.scores[:, :beams].cpu().tolist()
             for row, i in enumerate(idx):
-                tenant_ns = ns.get(queries[i].tenant)
-                assert tenant_ns is not None  # a tenant with a trie has a namespace in the same snapshot
+                tenant_ns = views[i][0]
+                assert tenant_ns is not None  # a view with a trie has its namespace
                 out[i] = self._candidates(tenant_ns, served[row], leaves[row], scores[row])
         return out, encoded
 
@@ -377,23 +333,28 @@ class Engine:
         for i in idx:
             q = queries[i]
             depth = q.top_k if q.mode == Mode.DENSE else max(q.top_k, q.beams)
-            out[i] = [(h.point_id, h.score) for h in self.store.dense_search(q.tenant, vectors[i], depth, False)]
+            hits = self.store.dense_search(q.tenant, vectors[i], depth, False, flt=self._filter(q))
+            out[i] = [(h.point_id, h.score) for h in hits]
         return out, vectors
 
-    def _dense_scores(self, tenant: str, vec: Any, ids: Sequence[str]) -> dict[str, float]:
-        hits = self.store.dense_search(tenant, vec, len(ids), False, only=ids) if ids else []
+    @staticmethod
+    def _filter(q: SearchQuery) -> Any:
+        return parse_filter(q.filter) if q.filter is not None else None
+
+    def _dense_scores(self, q: SearchQuery, vec: Any, ids: Sequence[str]) -> dict[str, float]:
+        hits = self.store.dense_search(q.tenant, vec, len(ids), False, only=ids, flt=self._filter(q)) if ids else []
         return {h.point_id: h.score for h in hits}
 
     def _generative_scores(self, q: SearchQuery, ids: Sequence[str], live: _Live, deadline: float | None,
                            enc: EncodedQueries | None, checkpoint: Checkpoint | None = None) -> dict[str, float]:
-        ns = live.namespaces.get(q.tenant)
-        where = ns.locate(ids) if ns is not None else {}  # only the tenant's own docids are scored
-        if ns is None or not where:
+        ns, served = self._view(q, live)
+        where = ns.locate(ids) if ns is not None else {}  # only the tenant's own (matching) docids are scored
+        if ns is None or served is None or not where:
             return {}
         tokens = np.stack([ns.parts[k].tokens[r] for k, r in where.values()]).astype(np.int64)
         roots = torch.tensor([k for k, _ in where.values()], dtype=torch.long)  # part k's root is node k
         enc = enc if enc is not None else self.backend.encode([q.text])
-        scores = score_docids(self.backend, enc, live.tries[q.tenant].trie, torch.from_numpy(tokens).unsqueeze(0),
+        scores = score_docids(self.backend, enc, served.trie, torch.from_numpy(tokens).unsqueeze(0),
                               self.config.scoring, deadline, checkpoint, self.config.kernel_backend, roots)[0].tolist()
         return {pid: s for pid, s in zip(where, scores, strict=True) if math.isfinite(s)}
 

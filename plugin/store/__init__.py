@@ -17,7 +17,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from genret.config import Config
-from genret.errors import Unavailable
+from genret.errors import InvalidArgument, Unavailable
 from genret.names import check_doc_id, check_tenant
 from genret.store.wire import EmbeddedUpstream, ServerUpstream, Upstream
 from genret.turns import TurnLock
@@ -26,6 +26,7 @@ from genret.types import PointId
 DOCID_KEY = "genret_docid"
 DOC_ID_KEY = "doc_id"
 VECTOR_NAME = "dense"
+MAX_FILTER_IDS = 10_000  # point ids one filter's has_id conditions may list
 _POINT_NAMESPACE = uuid.UUID("6f1c1f4e-9d55-4a0b-9c51-0d2f2b6f3a11")
 
 
@@ -43,6 +44,41 @@ def qdrant_client_version() -> str:
 def qdrant_id(pid: PointId) -> int | str:
     """A point id as Qdrant takes it: genret carries ids as strings, Qdrant's unsigned integers as digits."""
     return int(pid) if pid.isdigit() else pid
+
+
+def _where(loc: Sequence[Any]) -> str:
+    """A pydantic error location as a person reads it: ``must[0].range``, union branches left out."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" not in str(part) and not str(part)[:1].isupper():
+            out += f".{part}" if out else str(part)
+    return out or "filter"
+
+
+def _has_ids(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(len(v) if k == "has_id" and isinstance(v, list) else _has_ids(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_has_ids(v) for v in value)
+    return 0
+
+
+def parse_filter(raw: dict[str, Any]) -> models.Filter:
+    """A filter in Qdrant's model (as its REST API writes it), checked; INVALID_ARGUMENT says what is wrong."""
+    if _has_ids(raw) > MAX_FILTER_IDS:
+        raise InvalidArgument(f"the filter's has_id conditions list {_has_ids(raw)} point ids; the limit is "
+                              f"{MAX_FILTER_IDS}")
+    try:
+        return models.Filter.model_validate(raw)
+    except ValueError as exc:
+        errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
+        deepest = max((len(e.get("loc", ())) for e in errors), default=0)  # the union branch that got furthest
+        picked = [e for e in errors if len(e.get("loc", ())) == deepest]
+        picked = [e for e in picked if e.get("type") == "extra_forbidden"] or picked
+        reasons = list(dict.fromkeys(f"{_where(e.get('loc', ()))}: {e.get('msg')}" for e in picked))[:3]
+        raise InvalidArgument(f"bad filter: {'; '.join(reasons) or exc}") from exc
 
 
 def point_id_for(tenant: str, doc_id: str) -> PointId:
@@ -108,7 +144,7 @@ class QdrantStore:
             raise Unavailable(f"Qdrant call {getattr(fn, '__name__', fn)} failed: {exc}") from exc
 
     # --- filters -------------------------------------------------------------------------------
-    def tenant_filter(self, tenant: str, *extra: models.Condition) -> models.Filter:
+    def tenant_filter(self, tenant: str, *extra: models.Condition | models.Filter) -> models.Filter:
         cond = models.FieldCondition(key=self.config.tenant_key, match=models.MatchValue(value=tenant))
         return models.Filter(must=[cond, *extra])
 
@@ -207,7 +243,7 @@ class QdrantStore:
         while True:
             records, offset = self._call(
                 self.client.scroll, self.collection, scroll_filter=flt, limit=page, offset=offset,
-                with_payload=keys, with_vectors=[VECTOR_NAME] if with_vectors else False)
+                with_payload=keys or False, with_vectors=[VECTOR_NAME] if with_vectors else False)
             yield from records
             if offset is None:
                 return
@@ -255,15 +291,21 @@ class QdrantStore:
                 out.setdefault(tenant, []).append((str(rec.id), docid))
         return out
 
+    def matching(self, tenant: str, flt: models.Filter) -> set[PointId]:
+        """The tenant's points that match ``flt`` (ids only, paged)."""
+        return {str(r.id) for r in self._scroll(self.tenant_filter(tenant, flt), [], with_vectors=False)}
+
     def dense_search(self, tenant: str, vector: np.ndarray, limit: int, with_payload: bool,
-                     only: Sequence[PointId] | None = None) -> list[DenseHit]:
-        """Qdrant's nearest neighbours of ``vector`` in ``tenant``; with ``only``, Qdrant scores just those
-        points: a prefetch selects them (a has_id condition next to the tenant filter) and the query ranks
-        what it returns, which is how generative candidates are rescored."""
+                     only: Sequence[PointId] | None = None, flt: models.Filter | None = None) -> list[DenseHit]:
+        """Qdrant's nearest neighbours of ``vector`` in ``tenant`` (and ``flt``, ANDed with the tenant's);
+        with ``only``, Qdrant scores just those points: a prefetch selects them (a has_id condition next to
+        the tenant filter) and the query ranks what it returns, which is how generative candidates are
+        rescored."""
+        extra = (flt,) if flt is not None else ()
         if only is None:
-            stage: dict[str, Any] = {"query_filter": self.tenant_filter(tenant)}
+            stage: dict[str, Any] = {"query_filter": self.tenant_filter(tenant, *extra)}
         else:
-            picked = self.tenant_filter(tenant, models.HasIdCondition(has_id=[qdrant_id(i) for i in only]))
+            picked = self.tenant_filter(tenant, models.HasIdCondition(has_id=[qdrant_id(i) for i in only]), *extra)
             stage = {"prefetch": models.Prefetch(filter=picked, limit=max(1, len(only)))}
         res = self._call(self.client.query_points, self.collection, query=vector.tolist(), using=VECTOR_NAME,
                          limit=limit, with_payload=True, **stage)

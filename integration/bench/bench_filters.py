@@ -1,0 +1,128 @@
+"""Filters inside decoding against a post-filtered beam and Qdrant's filtered dense search, on real queries.
+
+    python integration/bench/bench_filters.py --qdrant-path genret-data/qdrant --index-dir genret-data/index \
+        --collection cranfield --tenant demo --data ../shared/data/cranfield --split test \
+        [--beam 20] [--out integration/bench/results/cranfield/filters/filters-cpu.json]
+
+A synthetic payload field ``bucket`` (a stable hash of the document id, 0..999) is written to every point;
+filters ``bucket < 500, 100, 10, 1`` keep 50%, 10%, 1% and 0.1% of the documents. For each, over the
+split's judged queries that have a relevant document passing the filter (qrels restricted to it):
+
+* (a) generative search with the filter inside decoding (beam ``--beam``, top 10);
+* (b) the unfiltered beam of the same width, post-filtered, top 10;
+* (c) dense search (Qdrant, MiniLM) with the filter.
+
+Quality (Hits@10, nDCG@10) is set against the unfiltered generative search on the full qrels. Latency of
+(a), one query per call, against the unfiltered search, both in this run; the first query under a filter
+pays for resolving it in Qdrant and building its trie (reported apart), later ones reuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import environment, percentile, print_table, write_json
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+CUTS = {"50%": 500, "10%": 100, "1%": 10, "0.1%": 1}
+TOP = 10
+
+
+def bucket(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little") % 1000
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--qdrant-path", required=True)
+    p.add_argument("--index-dir", required=True)
+    p.add_argument("--collection", default="cranfield")
+    p.add_argument("--tenant", default="demo")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--out", default="integration/bench/results/cranfield/filters/filters-cpu.json")
+    args = p.parse_args()
+
+    from qdrant_client import models
+
+    from genret.config import Config, force_offline
+    from genret.data.beir import load_qrels, load_queries
+    from genret.evaluation.evaluate import score_run
+    from genret.serving.engine import Engine
+    from genret.store import QdrantStore
+    from genret.types import Mode, SearchQuery
+
+    force_offline()
+    cfg = Config(qdrant_path=args.qdrant_path, index_dir=args.index_dir, collection=args.collection, device="cpu")
+    store = QdrantStore(cfg)
+    records, _ = store.client.scroll(args.collection, scroll_filter=store.tenant_filter(args.tenant), limit=1_000_000,
+                                     with_payload=["doc_id"])
+    doc_of = {str(r.id): str((r.payload or {})["doc_id"]) for r in records}
+    store.client.batch_update_points(args.collection, [
+        models.SetPayloadOperation(set_payload=models.SetPayload(payload={"bucket": bucket(d)}, points=[r.id]))
+        for r, d in ((r, doc_of[str(r.id)]) for r in records)])
+    engine = Engine.load(cfg, store)
+    queries, qrels = load_queries(args.data), load_qrels(args.data, args.split)
+    qids = [q for q in qrels if q in queries]
+
+    def run(mode: Mode, k: int, flt: dict[str, Any] | None) -> tuple[dict[str, dict[str, float]], list[float]]:
+        out: dict[str, dict[str, float]] = {}
+        times = []
+        for q in qids:
+            t0 = time.perf_counter()
+            hits = engine.search([SearchQuery(args.tenant, queries[q], k, args.beam if mode != Mode.DENSE else 0,
+                                              mode, filter=flt)])[0]
+            times.append(time.perf_counter() - t0)
+            out[q] = {doc_of[h.point_id]: h.score for h in hits}
+        return out, times
+
+    engine.search([SearchQuery(args.tenant, queries[qids[0]], TOP, args.beam)])  # warm-up
+    plain, plain_t = run(Mode.GENERATIVE, TOP, None)
+    wide, _ = run(Mode.GENERATIVE, args.beam, None)
+    base = score_run(qrels, plain)
+    rows: list[dict[str, Any]] = []
+    for name, cut in CUTS.items():
+        flt = {"must": [{"key": "bucket", "range": {"lt": cut}}]}
+        kept = {d for d in doc_of.values() if bucket(d) < cut}
+        fq = {q: {d: r for d, r in qrels[q].items() if d in kept} for q in qids}
+        fq = {q: r for q, r in fq.items() if any(v > 0 for v in r.values())}
+        inside, inside_t = run(Mode.GENERATIVE, TOP, flt)
+        post = {q: dict(list({d: s for d, s in hits.items() if d in kept}.items())[:TOP]) for q, hits in wide.items()}
+        dense, _ = run(Mode.DENSE, TOP, flt)
+        row: dict[str, Any] = {"filter": name, "documents": len(kept), "queries": len(fq)}
+        for label, r in (("a_inside", inside), ("b_post", post), ("c_dense", dense)):
+            m = score_run(fq, {q: r[q] for q in fq}) if fq else {"Hits@10": float("nan"), "nDCG@10": float("nan")}
+            row[f"{label}_hits10"], row[f"{label}_ndcg10"] = m["Hits@10"], m["nDCG@10"]
+        row["a_keeps"] = row["a_inside_ndcg10"] / base["nDCG@10"] if base["nDCG@10"] else float("nan")
+        row["b_keeps"] = row["b_post_ndcg10"] / base["nDCG@10"] if base["nDCG@10"] else float("nan")
+        row["a_first_ms"] = inside_t[0] * 1e3
+        row["a_p50_ms"] = percentile(inside_t[1:], 50) * 1e3
+        row["unfiltered_p50_ms"] = percentile(plain_t, 50) * 1e3
+        row["a_vs_unfiltered_p50"] = row["a_p50_ms"] / row["unfiltered_p50_ms"]
+        rows.append(row)
+    store.close()
+    print(f"unfiltered generative (full qrels, {len(qids)} queries): Hits@10 {base['Hits@10']:.3f} "
+          f"nDCG@10 {base['nDCG@10']:.3f}, p50 {percentile(plain_t, 50) * 1e3:.1f} ms")
+    table = print_table(rows, ["filter", "documents", "queries", "a_inside_ndcg10", "b_post_ndcg10", "c_dense_ndcg10",
+                               "a_inside_hits10", "b_post_hits10", "c_dense_hits10", "a_keeps", "b_keeps",
+                               "a_first_ms", "a_p50_ms", "unfiltered_p50_ms", "a_vs_unfiltered_p50"])
+    write_json(args.out, {"environment": environment(torch.device("cpu")), "args": vars(args),
+                          "unfiltered": {**base, "queries": len(qids), "p50_ms": percentile(plain_t, 50) * 1e3},
+                          "rows": rows, "table": table, "config": dataclasses.asdict(cfg) | {"qdrant_api_key": ""},
+                          "nan_means": "no judged query has a relevant document passing the filter",
+                          "numpy": np.__version__})
+
+
+if __name__ == "__main__":
+    main()

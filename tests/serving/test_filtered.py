@@ -1,0 +1,80 @@
+"""A namespace restricted to a filter's points: exactly their docids, the tenant's normaliser, any parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genret.decoding.beam import constrained_beam_search
+from genret.decoding.model import HFSeq2SeqBackend
+from genret.docids import AtomicCodec, SemanticCodec
+from genret.errors import InvalidArgument
+from genret.indexing.models import build_tiny_model
+from genret.serving import namespaces
+from genret.serving.filtered import restrict
+from genret.serving.namespaces import build_namespaces
+from genret.store import MAX_FILTER_IDS, parse_filter
+
+CODEC = SemanticCodec(4, 3)
+ALL = [f"{a}-{b}-{c}" for a in range(4) for b in range(4) for c in range(4)]
+MODEL, TOKENIZER, SPEC = build_tiny_model(CODEC.vocab_size, seed=5)
+BACKEND = HFSeq2SeqBackend(MODEL, TOKENIZER, SPEC, torch.device("cpu"))
+
+
+def _decoded(served, ns, beams: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    res = constrained_beam_search(BACKEND, BACKEND.encode(["a query"]), [served.trie], beams)
+    found = {}
+    for leaf, score in zip(res.leaves[0].tolist(), res.scores[0].tolist(), strict=True):
+        if leaf >= 0 and np.isfinite(score):
+            part, node = served.locate(np.asarray([leaf]))
+            p = ns.parts[int(part[0])]
+            found[p.point_ids[int(p.forest.leaf_rank(node)[0])]] = round(score, 5)
+    return found
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sets(st.integers(0, 39), max_size=40), st.booleans())
+def test_the_restricted_trie_holds_exactly_the_matching_docids_scored_as_before(keep: set[int], delta: bool) -> None:
+    base = build_namespaces(CODEC, {"t": [(f"p{i}", ALL[i]) for i in range(30)]})
+    ns = base.get("t")
+    if delta:  # a tenant with a delta part (and a deleted docid in its base)
+        old = namespaces.SMALL
+        namespaces.SMALL = 8
+        try:
+            ns = base.apply(CODEC, "t", [(f"p{i}", ALL[i]) for i in range(30, 40)], ["p3"]).get("t")
+        finally:
+            namespaces.SMALL = old
+    assert ns is not None
+    match = {f"p{i}" for i in keep}
+    cut = restrict(ns, match, torch.device("cpu"), atomic=False)
+    live = {p for p, _ in ns.entries()}
+    if not match & live:
+        assert cut.ns is None and cut.served is None
+        return
+    assert cut.ns is not None and cut.served is not None
+    assert {p for p, _ in cut.ns.entries()} == match & live
+    everything = _decoded(restrict(ns, live, torch.device("cpu"), atomic=False).served, ns, 64)
+    assert _decoded(cut.served, cut.ns, 64) == {p: s for p, s in everything.items() if p in match}
+
+
+def test_an_atomic_restriction_keeps_the_tenants_tokens_as_its_normaliser() -> None:
+    codec = AtomicCodec(16)
+    ns = build_namespaces(codec, {"t": [(f"p{i}", str(i)) for i in range(10)]}).get("t")
+    assert ns is not None
+    cut = restrict(ns, {"p2", "p5"}, torch.device("cpu"), atomic=True)
+    assert cut.served is not None and cut.served.trie.own_tokens is not None
+    assert sorted(cut.served.trie.own_tokens.tolist()) == sorted(ns.first_tokens().tolist())
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ({"must": [{"key": "n", "rnge": {"gte": 1}}]}, "must[0].rnge"),
+    ({"must": [{"key": "n", "range": {"gte": "ten"}}]}, "must[0].range.gte"),
+    ({"must": [{"has_id": list(range(MAX_FILTER_IDS + 1))}]}, "has_id"),
+    ({"maybe": []}, "maybe"),
+])
+def test_a_bad_filter_says_where(raw: dict, says: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(InvalidArgument, match=says.replace("[", r"\[").replace("]", r"\]")):
+        parse_filter(raw)

@@ -13,8 +13,14 @@ split's judged queries that have a relevant document passing the filter (qrels r
 * (c) dense search (Qdrant, MiniLM) with the filter.
 
 Quality (Hits@10, nDCG@10) is set against the unfiltered generative search on the full qrels. Latency of
-(a), one query per call, against the unfiltered search, both in this run; the first query under a filter
-pays for resolving it in Qdrant and building its trie (reported apart), later ones reuse it.
+(a), one query per call, against the unfiltered search, each query run both ways one after the other; the
+first query under a filter pays for resolving it in Qdrant and building its trie (reported apart), later
+ones reuse it.
+
+``--synthetic 100000,1000000`` also times building a restricted trie (``genret.serving.filtered.restrict``)
+for one tenant of that many synthetic semantic docids (6 base-10 digits) at each selectivity, against
+building the whole tenant's trie (``build_namespace`` + ``served_trie``): what the first query under a new
+filter pays on top of Qdrant's resolution.
 """
 
 from __future__ import annotations
@@ -42,6 +48,33 @@ def bucket(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little") % 1000
 
 
+def restriction_costs(sizes: list[int]) -> list[dict[str, Any]]:
+    from common import synthetic_docids
+
+    from genret.serving.filtered import restrict
+    from genret.serving.namespaces import build_namespace
+    from genret.serving.served import served_trie
+
+    rows = []
+    for n in sizes:
+        toks = synthetic_docids(n, 6, 10, seed=0)
+        docids = ["-".join(str(t - 2) for t in row[:6]) for row in toks.tolist()]
+        pids = [f"p{i}" for i in range(n)]
+        t0 = time.perf_counter()
+        ns = build_namespace("t", pids, docids, toks)
+        assert ns is not None
+        served_trie(ns, torch.device("cpu"), atomic=False)
+        whole = time.perf_counter() - t0
+        rng = np.random.default_rng(0)
+        for name, cut in CUTS.items():
+            match = {pids[i] for i in np.flatnonzero(rng.random(n) < cut / 1000).tolist()}
+            t0 = time.perf_counter()
+            restrict(ns, match, torch.device("cpu"), atomic=False)
+            rows.append({"docids": n, "filter": name, "matching": len(match),
+                         "restrict_ms": (time.perf_counter() - t0) * 1e3, "whole_trie_ms": whole * 1e3})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--qdrant-path", required=True)
@@ -51,6 +84,7 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--beam", type=int, default=20)
+    p.add_argument("--synthetic", default="100000,1000000", help="tenant sizes for the restriction cost ('' skips)")
     p.add_argument("--out", default="integration/bench/results/cranfield/filters/filters-cpu.json")
     args = p.parse_args()
 
@@ -107,8 +141,14 @@ def main() -> None:
         row["a_keeps"] = row["a_inside_ndcg10"] / base["nDCG@10"] if base["nDCG@10"] else float("nan")
         row["b_keeps"] = row["b_post_ndcg10"] / base["nDCG@10"] if base["nDCG@10"] else float("nan")
         row["a_first_ms"] = inside_t[0] * 1e3
-        row["a_p50_ms"] = percentile(inside_t[1:], 50) * 1e3
-        row["unfiltered_p50_ms"] = percentile(plain_t, 50) * 1e3
+        both: dict[str, list[float]] = {"plain": [], "inside": []}
+        for q in qids:  # latency: the same query unfiltered and filtered, one after the other
+            for label, f in (("plain", None), ("inside", flt)):
+                t0 = time.perf_counter()
+                engine.search([SearchQuery(args.tenant, queries[q], TOP, args.beam, filter=f)])
+                both[label].append(time.perf_counter() - t0)
+        row["a_p50_ms"] = percentile(both["inside"], 50) * 1e3
+        row["unfiltered_p50_ms"] = percentile(both["plain"], 50) * 1e3
         row["a_vs_unfiltered_p50"] = row["a_p50_ms"] / row["unfiltered_p50_ms"]
         rows.append(row)
     store.close()
@@ -117,7 +157,11 @@ def main() -> None:
     table = print_table(rows, ["filter", "documents", "queries", "a_inside_ndcg10", "b_post_ndcg10", "c_dense_ndcg10",
                                "a_inside_hits10", "b_post_hits10", "c_dense_hits10", "a_keeps", "b_keeps",
                                "a_first_ms", "a_p50_ms", "unfiltered_p50_ms", "a_vs_unfiltered_p50"])
+    costs = restriction_costs([int(x) for x in args.synthetic.split(",") if x])
+    if costs:
+        print_table(costs, ["docids", "filter", "matching", "restrict_ms", "whole_trie_ms"])
     write_json(args.out, {"environment": environment(torch.device("cpu")), "args": vars(args),
+                          "restriction": costs,
                           "unfiltered": {**base, "queries": len(qids), "p50_ms": percentile(plain_t, 50) * 1e3},
                           "rows": rows, "table": table, "config": dataclasses.asdict(cfg) | {"qdrant_api_key": ""},
                           "nan_means": "no judged query has a relevant document passing the filter",

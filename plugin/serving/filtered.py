@@ -8,14 +8,17 @@ normaliser (on an atomic index, the tenant's tokens), so a matching document sco
 unfiltered. Rows of one batch may carry different filters: each is a trie of its own, and small tries are
 packed into one forest per batch as tenants' are. Kernels are unchanged: the trie is the mask.
 
-Restricted tries are cached per (tenant, filter, snapshot epoch) in a bounded LRU: a write publishes a
-new epoch, so no cached trie outlives the documents it was built from.
+Restricted tries are cached per (tenant, filter, snapshot epoch) in a bounded LRU for at most
+``CACHE_TTL_S``: a write through the sidecar publishes a new epoch, so no cached trie outlives the
+documents it was built from, and a payload change made in Qdrant directly shows within the TTL.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from genret.store import QdrantStore, parse_filter
 from genret.types import PointId
 
 CACHE_SIZE = 64
+CACHE_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,13 @@ class Restricted:
     ns: Namespace | None
     served: ServedTrie | None
     matching: int
+    built: float = 0.0  # time.monotonic() when it was built
 
 
 def _rows(part: Part, match: set[PointId]) -> np.ndarray:
-    live = part.live_rows()
-    return np.asarray([r for r in live.tolist() if part.point_ids[r] in match], dtype=np.int64)
+    """The part's live rows among ``match``, in leaf order: O(matching points), not O(tenant)."""
+    rows = [r for pid in match if (r := part.row(pid)) is not None]
+    return np.sort(np.asarray(rows, dtype=np.int64))
 
 
 def restrict(ns: Namespace, match: set[PointId], device: torch.device, atomic: bool) -> Restricted:
@@ -63,7 +69,8 @@ def restrict(ns: Namespace, match: set[PointId], device: torch.device, atomic: b
 
 
 class FilteredTries:
-    """Restricted tries by (tenant, filter, epoch), the ``CACHE_SIZE`` most recently used kept."""
+    """Restricted tries by (tenant, filter, epoch), the ``CACHE_SIZE`` most recently used kept, each for
+    at most ``CACHE_TTL_S``."""
 
     def __init__(self, store: QdrantStore, device: Callable[[], torch.device], atomic: bool) -> None:
         self._store = store
@@ -76,11 +83,12 @@ class FilteredTries:
         key = (ns.tenant, json.dumps(flt, sort_keys=True), epoch)
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None:
+            if hit is not None and time.monotonic() - hit.built < CACHE_TTL_S:
                 self._cache.move_to_end(key)
                 return hit
+        now = time.monotonic()
         match = self._store.matching(ns.tenant, parse_filter(flt))
-        out = restrict(ns, match, self._device(), self._atomic)
+        out = dataclasses.replace(restrict(ns, match, self._device(), self._atomic), built=now)
         with self._lock:
             self._cache[key] = out
             while len(self._cache) > CACHE_SIZE:

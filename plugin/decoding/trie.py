@@ -93,6 +93,26 @@ class TrieForest:
             live[path] -= 1
         return replace(self, live=live)
 
+    def leaf_nodes(self) -> np.ndarray:
+        """Every leaf node, in leaf-rank order (node order)."""
+        bits = np.unpackbits(self.leaf_words.view(np.uint8), bitorder="little")[: self.num_nodes]
+        return np.flatnonzero(bits)
+
+    def counted(self, ranks: np.ndarray) -> TrieForest:
+        """This forest with only the leaves of ``ranks`` live: each node's ``live`` becomes the number of those
+        leaves below it, so every subtree without one is dead to decoding (the structure is shared). Nodes
+        are numbered depth-major, so one vectorised pass per depth, deepest first, sums children into parents."""
+        live = np.zeros(self.num_nodes, dtype=np.int64)
+        live[self.leaf_nodes()[np.asarray(ranks, dtype=np.int64)]] = 1
+        levels = [(0, self.num_roots)]
+        while levels[-1][1] > levels[-1][0]:
+            lo, hi = levels[-1]
+            levels.append((int(self.row_ptr[lo]) + self.num_roots, int(self.row_ptr[hi]) + self.num_roots))
+        for lo, hi in reversed(levels[1:-1]):
+            parents = np.searchsorted(self.row_ptr, np.arange(lo, hi) - self.num_roots, side="right") - 1
+            np.add.at(live, parents, live[lo:hi])
+        return replace(self, live=live.astype(self.live.dtype))
+
     def leaf_rank(self, nodes: np.ndarray) -> np.ndarray:
         """Rank of each leaf node (index into the rows ``build_forest`` returned); -1 for other nodes."""
         nodes = np.asarray(nodes, dtype=np.int64)

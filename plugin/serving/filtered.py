@@ -1,12 +1,14 @@
 """Filters inside decoding: a query's tenant namespace restricted to the points that match its filter.
 
 A filter is resolved in Qdrant to the tenant's matching points (one paged scroll of ids, the tenant
-condition ANDed in), and the tenant's trie is rebuilt over only their docids: a trie with no path to a
-document outside the filter, so beam search never expands a prefix that has no matching document below
-it, and every beam is spent on matching documents. The restricted trie decodes with the tenant's own
-normaliser (on an atomic index, the tenant's tokens), so a matching document scores exactly as it does
-unfiltered. Rows of one batch may carry different filters: each is a trie of its own, and small tries are
-packed into one forest per batch as tenants' are. Kernels are unchanged: the trie is the mask.
+condition ANDed in), and the tenant's trie is restricted to their docids: either rebuilt over only them
+(selective filters) or kept with its live counts recounted under the filter (broad ones), so beam search
+never expands a prefix that has no matching document below it, and every beam is spent on matching
+documents. The restricted trie decodes with the tenant's own normaliser (on an atomic index, the
+tenant's tokens), so a matching document scores exactly as it does unfiltered (with vocab scoring).
+Rows of one batch may carry different filters: each decodes in a trie of its own, and small tries are
+packed into one forest per batch as tenants' are. The kernels read the restricted trie's live counts as
+they read any trie's: the trie is the per-row mask.
 
 Restricted tries are cached per (tenant, filter, snapshot epoch) in a bounded LRU for at most
 ``CACHE_TTL_S``: a write through the sidecar publishes a new epoch, so no cached trie outlives the
@@ -34,6 +36,7 @@ from genret.types import PointId
 
 CACHE_SIZE = 64
 CACHE_TTL_S = 5.0
+COUNT_SHARE = 0.05  # filters keeping at least this share of a tenant recount live counts instead of rebuilding
 
 
 @dataclass(frozen=True)
@@ -52,20 +55,34 @@ def _rows(part: Part, match: set[PointId]) -> np.ndarray:
     return np.sort(np.asarray(rows, dtype=np.int64))
 
 
-def restrict(ns: Namespace, match: set[PointId], device: torch.device, atomic: bool) -> Restricted:
-    """``ns`` cut down to the points in ``match``, ready for decoding."""
-    pids: list[PointId] = []
-    docids: list[str] = []
-    tokens: list[np.ndarray] = []
-    for part in ns.parts:
-        rows = _rows(part, match)
-        pids += [part.point_ids[r] for r in rows.tolist()]
-        docids += [part.docids[r] for r in rows.tolist()]
-        tokens.append(part.tokens[rows])
-    sub = build_namespace(ns.tenant, pids, docids, np.concatenate(tokens)) if pids else None
-    if sub is None:
+def restrict(ns: Namespace, match: set[PointId], device: torch.device, atomic: bool, how: str = "auto") -> Restricted:
+    """``ns`` cut down to the points in ``match``, ready for decoding, one of two ways (``how``):
+
+    * ``rebuild``: a new trie over only the matching docids, in proportion to the matching points;
+    * ``count``: the same tries with their live counts recounted under the filter (subtree counts of the
+      matching leaves, ``TrieForest.counted``), in proportion to the tenant's trie, vectorised;
+
+    ``auto`` rebuilds when fewer than ``COUNT_SHARE`` of the tenant's documents match, and recounts
+    otherwise (the crossover measured by ``integration/bench/bench_filters.py --synthetic``)."""
+    rows = [_rows(part, match) for part in ns.parts]
+    matching = sum(len(r) for r in rows)
+    if matching == 0:
         return Restricted(None, None, 0)
-    return Restricted(sub, served_trie(sub, device, atomic, own_tokens=ns.first_tokens()), len(pids))
+    if how == "auto":
+        how = "count" if matching >= COUNT_SHARE * len(ns) else "rebuild"
+    if how == "count":
+        parts = []
+        for part, r in zip(ns.parts, rows, strict=True):
+            alive = np.zeros_like(part.alive)
+            alive[r] = True
+            parts.append(Part(part.forest.counted(r), part.point_ids, part.docids, part.tokens, alive, part.index))
+        sub: Namespace | None = Namespace(ns.tenant, parts[0], parts[1] if len(parts) > 1 else None)
+    else:
+        sub = build_namespace(ns.tenant, [p.point_ids[i] for p, r in zip(ns.parts, rows, strict=True) for i in r.tolist()],
+                              [p.docids[i] for p, r in zip(ns.parts, rows, strict=True) for i in r.tolist()],
+                              np.concatenate([p.tokens[r] for p, r in zip(ns.parts, rows, strict=True)]))
+    assert sub is not None
+    return Restricted(sub, served_trie(sub, device, atomic, own_tokens=ns.first_tokens()), matching)
 
 
 class FilteredTries:

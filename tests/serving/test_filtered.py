@@ -36,8 +36,9 @@ def _decoded(served, ns, beams: int) -> dict[str, float]:  # type: ignore[no-unt
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.sets(st.integers(0, 39), max_size=40), st.booleans())
-def test_the_restricted_trie_holds_exactly_the_matching_docids_scored_as_before(keep: set[int], delta: bool) -> None:
+@given(st.sets(st.integers(0, 39), max_size=40), st.booleans(), st.sampled_from(["rebuild", "count", "auto"]))
+def test_the_restricted_trie_holds_exactly_the_matching_docids_scored_as_before(keep: set[int], delta: bool,
+                                                                                how: str) -> None:
     base = build_namespaces(CODEC, {"t": [(f"p{i}", ALL[i]) for i in range(30)]})
     ns = base.get("t")
     if delta:  # a tenant with a delta part (and a deleted docid in its base)
@@ -49,7 +50,7 @@ def test_the_restricted_trie_holds_exactly_the_matching_docids_scored_as_before(
             namespaces.SMALL = old
     assert ns is not None
     match = {f"p{i}" for i in keep}
-    cut = restrict(ns, match, torch.device("cpu"), atomic=False)
+    cut = restrict(ns, match, torch.device("cpu"), atomic=False, how=how)
     live = {p for p, _ in ns.entries()}
     if not match & live:
         assert cut.ns is None and cut.served is None
@@ -58,6 +59,17 @@ def test_the_restricted_trie_holds_exactly_the_matching_docids_scored_as_before(
     assert {p for p, _ in cut.ns.entries()} == match & live
     everything = _decoded(restrict(ns, live, torch.device("cpu"), atomic=False).served, ns, 64)
     assert _decoded(cut.served, cut.ns, 64) == {p: s for p, s in everything.items() if p in match}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.integers(0, 63), max_size=64))
+def test_recounted_live_counts_equal_deleting_every_other_docid(keep: set[int]) -> None:
+    ns = build_namespaces(CODEC, {"t": [(f"p{i}", d) for i, d in enumerate(ALL)]}).get("t")
+    assert ns is not None
+    forest, tokens = ns.base.forest, ns.base.tokens.astype(np.int64)
+    ranks = np.asarray(sorted(keep), dtype=np.int64)
+    others = np.setdiff1d(np.arange(len(ALL)), ranks)
+    assert (forest.counted(ranks).live == forest.without(tokens[others]).live).all()
 
 
 def test_an_atomic_restriction_keeps_the_tenants_tokens_as_its_normaliser() -> None:

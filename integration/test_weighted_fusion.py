@@ -105,3 +105,22 @@ def test_calibration_report_on_held_out_queries(calibrated: Stack, tmp_path: Pat
         assert kept == sorted(kept, reverse=True) and kept[0] <= 12
     assert Path(report["png"]).stat().st_size > 0
     assert json.loads((tmp_path / "out" / "held-out-calibration.json").read_text())["depth"] == 3
+
+
+def test_weighted_fusion_and_min_probability_under_a_filter(calibrated: Stack) -> None:
+    """A filter narrows both retrievers' candidates; every kept point's fused score and calibrated
+    probability are what they are without the filter, and min_probability still cuts by them."""
+    engine = calibrated.engine
+    keep = sorted(calibrated.titles)[::2]
+    flt = {"must": [{"key": "doc_id", "match": {"any": keep}}]}
+    q = SearchQuery(TENANT, QUERY, len(keep), N_DOCS, Mode.HYBRID, fusion=Fusion.WEIGHTED, with_payload=True,
+                    filter=flt)
+    hits = engine.search([q])[0]
+    assert hits and all(h.payload["doc_id"] in keep for h in hits)
+    plain = {h.point_id: h for h in engine.search([dataclasses.replace(q, filter=None, top_k=N_DOCS)])[0]}
+    for h in hits:
+        assert round(h.score, 5) == round(plain[h.point_id].score, 5)
+        assert h.probability is not None and abs(h.probability - (plain[h.point_id].probability or 0)) < 1e-6
+    cut = sorted(h.probability or 0.0 for h in hits)[len(hits) // 2]
+    kept = engine.search([dataclasses.replace(q, min_probability=cut)])[0]
+    assert kept and {h.point_id for h in kept} == {h.point_id for h in hits if (h.probability or 0) >= cut}

@@ -140,6 +140,13 @@ def _script(client: Any, docs: list[dict[str, Any]]) -> list[Any]:
     out.append(client.set_payload(name, {"reviewed": True}, points=[docs[0]["id"]]))
     out.append(client.overwrite_payload(name, {"org": "acme", "body": "x"}, points=[docs[1]["id"]]))
     out.append(client.delete_payload(name, ["year"], points=[docs[2]["id"]]))
+    out.append(client.batch_update_points(name, [
+        models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(
+            id=90, vector=docs[0]["vector"], payload={"org": "acme", "body": "batch", "year": 1})])),
+        models.SetPayloadOperation(set_payload=models.SetPayload(payload={"year": 2}, filter=models.Filter(
+            must=[models.FieldCondition(key="body", match=models.MatchValue(value="batch"))]))),
+        models.DeleteOperation(delete=models.PointIdsList(points=[docs[4]["id"]]))]))
+    out.append(client.retrieve(name, [90, docs[4]["id"]]))
     out.append(client.delete(name, points_selector=models.FilterSelector(filter=models.Filter(
         must=[models.FieldCondition(key="org", match=models.MatchValue(value="globex"))]))))
     out.append(client.count(name))
@@ -441,6 +448,16 @@ def test_writes_reach_qdrant_first_then_the_namespace(door: Door) -> None:
     assert 77 not in {int(p) for p, _ in door.engine.namespaces.entries("acme")}
     res = door.qdrant.query_points(COLLECTION, query=generative(new["heading"]), query_filter=acme(), limit=20)
     assert 77 not in {p.id for p in res.points}
+    body = {"heading": "batched note on wing flutter", "body": "wing flutter in one batch", "year": 1990}
+    door.qdrant.batch_update_points(COLLECTION, [  # an upsert, then a filter that selects what it wrote
+        models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(
+            id=88, vector=[0.3] * DIM, payload={"org": "acme", **body})])),
+        models.SetPayloadOperation(set_payload=models.SetPayload(payload={"org": "globex"}, filter=models.Filter(
+            must=[models.FieldCondition(key="year", match=models.MatchValue(value=1990))])))])
+    assert 88 not in {int(p) for p, _ in door.engine.namespaces.entries("acme")}
+    assert 88 in {int(p) for p, _ in door.engine.namespaces.entries("globex")}
+    door.qdrant.batch_update_points(COLLECTION, [models.DeleteOperation(delete=models.PointIdsList(points=[88]))])
+    assert 88 not in {int(p) for p, _ in door.engine.namespaces.entries("globex")}
     door.qdrant.set_payload(COLLECTION, {"org": "globex"}, points=[door.docs[3]["id"]])  # moves tenant
     try:
         assert door.docs[3]["id"] not in {int(p) for p, _ in door.engine.namespaces.entries("acme")}

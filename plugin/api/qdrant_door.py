@@ -10,8 +10,9 @@ or error comes back as Qdrant gave it. genret steps in for:
   ``DeletePayload``, ``ClearPayload``, ``UpdateVectors``, ``DeleteVectors``): Qdrant first, with ``wait``
   set, then the namespaces of every tenant the touched points were or are in follow Qdrant
   (``SearchService.sync``). A write Qdrant refuses changes nothing. A selector by filter is resolved to
-  point ids first, so genret follows exactly the points written. ``UpdateBatch`` on the served collection
-  is UNIMPLEMENTED (send its operations one by one).
+  point ids first, so genret follows exactly the points written. ``UpdateBatch`` keeps its filters (Qdrant
+  applies each after the operations before it) and genret follows the points they select before and after
+  the batch, with every other operation's points (its deprecated operation kinds are UNIMPLEMENTED).
 
 Keys. Without a key file every caller may do everything, and a genret leaf's tenant is the one its filter
 names with a ``must`` match on the tenant field. With a key file (keys also as Qdrant's ``api-key``):
@@ -57,6 +58,9 @@ WRITES: dict[str, type[Message]] = {
     "DeleteVectors": qg.DeletePointVectors, "UpdateBatch": qg.UpdateBatchPoints}
 SELECTOR_FIELD = {"Delete": "points", "SetPayload": "points_selector", "OverwritePayload": "points_selector",
                   "DeletePayload": "points_selector", "ClearPayload": "points", "DeleteVectors": "points_selector"}
+BATCH_OPERATIONS = {"upsert": "Upsert", "update_vectors": "UpdateVectors", "set_payload": "SetPayload",
+                    "overwrite_payload": "OverwritePayload", "delete_payload": "DeletePayload",
+                    "delete_vectors": "DeleteVectors", "delete_points": "Delete", "clear_payload": "ClearPayload"}
 TENANT_READS: dict[str, type[Message]] = {"Scroll": qg.ScrollPoints, "Count": qg.CountPoints,
                                           "Facet": qg.FacetCounts}
 OPEN_TO_TENANT_KEYS = {(ROOT, "HealthCheck"), (COLLECTIONS, "CollectionExists")}
@@ -126,7 +130,7 @@ class QdrantDoor:
     # --- routing -------------------------------------------------------------------------------
     async def _route(self, service: str, method: str, request: bytes, principal: Principal,
                      metadata: Sequence[tuple[str, str | bytes]], context: grpc.aio.ServicerContext) -> bytes:
-        forward = self._forwarder(metadata)
+        forward = self._forwarder(metadata, context)
         if service == POINTS and method in ("Query", "QueryBatch", "QueryGroups"):
             return await self._query(method, request, principal, forward, context)
         if service == POINTS and method in WRITES:
@@ -144,11 +148,13 @@ class QdrantDoor:
             return await self._get_own(request, principal, forward)
         raise errors.PermissionDenied(f"{service}/{method} through the front door needs an admin key")
 
-    def _forwarder(self, metadata: Sequence[tuple[str, str | bytes]]) -> Forward:
+    def _forwarder(self, metadata: Sequence[tuple[str, str | bytes]],
+                   context: grpc.aio.ServicerContext) -> Forward:
+        """Calls to Qdrant for one request, within its deadline."""
         passed = () if self.genret.has_keys else tuple(metadata)  # a genret key is never passed on
 
         async def forward(service: str, method: str, request: bytes) -> bytes:
-            return await self.upstream.call(service, method, request, passed)
+            return await self.upstream.call(service, method, request, passed, context.time_remaining())
 
         return forward
 
@@ -338,15 +344,24 @@ class QdrantDoor:
             if not principal.admin:
                 self._own_collection(req.collection_name)
             return await forward(POINTS, method, request)
-        if method == "UpdateBatch":
-            raise errors.Unimplemented(f"UpdateBatch on '{self.collection}', which genret serves, is not supported: "
-                                       "send its operations one by one")
-        ids = await self._write_ids(method, req, principal, forward)
+        ops = self._operations(req) if method == "UpdateBatch" else [(method, req)]
+        batch = method == "UpdateBatch"
+        found: dict[Any, qg.PointId] = {}
+        for name, msg in ops:
+            for pid in await self._write_ids(name, msg, principal, forward, keep_filter=batch):
+                found.setdefault(key_of(pid), pid)
+        ids = list(found.values())
         before = await self._tenants_of(ids, forward)
         if not principal.admin:
-            self._check_tenant_write(method, req, principal, ids, before)
+            for name, msg in ops:
+                self._check_tenant_write(name, msg, principal, ids, before)
         req.wait = True
         response = await forward(POINTS, method, req.SerializeToString())
+        if batch:  # a later operation's filter is Qdrant's to apply after the earlier ones: follow both sides
+            for name, msg in ops:
+                for pid in await self._write_ids(name, msg, principal, forward, keep_filter=True):
+                    found.setdefault(key_of(pid), pid)
+            ids = list(found.values())
         after = await self._tenants_of(ids, forward)
         touched = sorted({t for t in (*before.values(), *after.values()) if t})
         names = [id_text(pid) for pid in ids]
@@ -359,9 +374,22 @@ class QdrantDoor:
                 context.set_trailing_metadata((("genret-unindexed", str(exc)),))
         return response
 
-    async def _write_ids(self, method: str, req: Any, principal: Principal,
-                         forward: Forward) -> list[qg.PointId]:
-        """The points a write touches; a selector by filter is replaced by the ids it selects now."""
+    @staticmethod
+    def _operations(req: qg.UpdateBatchPoints) -> list[tuple[str, Any]]:
+        """An UpdateBatch's operations as the single writes they are: (method, its message)."""
+        out = []
+        for i, op in enumerate(req.operations):
+            kind = op.WhichOneof("operation")
+            if kind not in BATCH_OPERATIONS:
+                raise errors.Unimplemented(f"operations[{i}]: '{kind}' is not supported on the collection genret "
+                                           "serves (use delete_points or clear_payload)")
+            out.append((BATCH_OPERATIONS[kind], getattr(op, kind)))
+        return out
+
+    async def _write_ids(self, method: str, req: Any, principal: Principal, forward: Forward,
+                         keep_filter: bool = False) -> list[qg.PointId]:
+        """The points a write touches; a selector by filter is replaced by the ids it selects now (unless
+        ``keep_filter``: then it only gets a tenant key's condition)."""
         if method in ("Upsert", "UpdateVectors"):
             return [p.id for p in req.points]
         field = SELECTOR_FIELD[method]
@@ -376,7 +404,7 @@ class QdrantDoor:
                 flt.must.append(self._tenant_condition(named or principal.tenants))
             ids = await self._resolve(flt, forward)
             # the write touches exactly the points genret follows (no point selected: the filter stays)
-            getattr(req, field).CopyFrom(qg.PointsSelector(points=qg.PointsIdsList(ids=ids)) if ids
+            getattr(req, field).CopyFrom(qg.PointsSelector(points=qg.PointsIdsList(ids=ids)) if ids and not keep_filter
                                          else qg.PointsSelector(filter=flt))
             return ids
         return list(selector.points.ids)

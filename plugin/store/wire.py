@@ -43,7 +43,8 @@ class WireError(Exception):
 
 
 class Upstream(Protocol):
-    async def call(self, service: str, method: str, request: bytes, metadata: Metadata = ()) -> bytes: ...
+    async def call(self, service: str, method: str, request: bytes, metadata: Metadata = (),
+                   timeout: float | None = None) -> bytes: ...
 
     async def close(self) -> None: ...
 
@@ -67,7 +68,8 @@ class ServerUpstream:
                              if self._secure else grpc.aio.insecure_channel(self._target, options))
         return self._channel
 
-    async def call(self, service: str, method: str, request: bytes, metadata: Metadata = ()) -> bytes:
+    async def call(self, service: str, method: str, request: bytes, metadata: Metadata = (),
+                   timeout: float | None = None) -> bytes:
         path = f"/{service}/{method}"
         fn = self._calls.get(path)
         if fn is None:
@@ -76,7 +78,7 @@ class ServerUpstream:
         if self._api_key:
             passed.append(("api-key", self._api_key))
         try:
-            return bytes(await fn(request, metadata=passed))
+            return bytes(await fn(request, metadata=passed, timeout=timeout))
         except grpc.aio.AioRpcError as exc:
             raise WireError(exc.code(), exc.details() or "") from exc
 
@@ -153,6 +155,12 @@ def _update_vectors(c: QdrantClient, r: qg.UpdatePointVectors) -> Message:
 def _delete_vectors(c: QdrantClient, r: qg.DeletePointVectors) -> Message:
     return _update(c, c.delete_vectors(r.collection_name, list(r.vectors.names), _selector(r.points_selector),
                                        wait=True))
+
+
+def _update_batch(c: QdrantClient, r: qg.UpdateBatchPoints) -> Message:
+    ops = [GrpcToRest.convert_points_update_operation(o) for o in r.operations]
+    res = c.batch_update_points(r.collection_name, ops, wait=True)
+    return qg.UpdateBatchResponse(result=[RestToGrpc.convert_update_result(x) for x in res])
 
 
 def _scroll(c: QdrantClient, r: qg.ScrollPoints) -> Message:
@@ -269,6 +277,7 @@ EMBEDDED_METHODS: dict[tuple[str, str], tuple[type[Message], Handler]] = {
     (POINTS, "DeleteVectors"): (qg.DeletePointVectors, _delete_vectors),
     (POINTS, "CreateFieldIndex"): (qg.CreateFieldIndexCollection, _create_index),
     (POINTS, "DeleteFieldIndex"): (qg.DeleteFieldIndexCollection, _delete_index),
+    (POINTS, "UpdateBatch"): (qg.UpdateBatchPoints, _update_batch),
     (POINTS, "Scroll"): (qg.ScrollPoints, _scroll),
     (POINTS, "Count"): (qg.CountPoints, _count),
     (POINTS, "Query"): (qg.QueryPoints, _query),
@@ -318,7 +327,9 @@ class EmbeddedUpstream:
             out.time = time.perf_counter() - t0  # type: ignore[attr-defined]
         return out.SerializeToString()
 
-    async def call(self, service: str, method: str, request: bytes, metadata: Metadata = ()) -> bytes:
+    async def call(self, service: str, method: str, request: bytes, metadata: Metadata = (),
+                   timeout: float | None = None) -> bytes:
+        """``timeout`` is not enforced here: a local call, once started, runs to its end."""
         entry = EMBEDDED_METHODS.get((service, method))
         if entry is None:
             raise WireError(grpc.StatusCode.UNIMPLEMENTED,

@@ -168,3 +168,14 @@ def test_the_results_index_names_every_results_file() -> None:
     index = (results / "README.md").read_text()
     files = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file() and p.name != "README.md")
     assert files and [f for f in files if f"`{f}`" not in index] == []
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject lists packages by name: a new subpackage missing there would be absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    plugin = ROOT / "plugin"
+    found = {".".join(["genret", *p.parent.relative_to(plugin).parts]) for p in plugin.rglob("__init__.py")
+             if "__pycache__" not in p.parts}
+    assert sorted(found - listed) == []

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys-file", help="API key file (see `genret keys add`); without it, no auth")
     p.add_argument("--qdrant-port", type=int, help="also serve Qdrant's gRPC API (the front door) on this port; "
                    "0 picks a free one; default off (-1)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one); "
+                   "default off (-1)")
+    p.add_argument("--metrics-tenant-labels", type=int, help="tenants named in metric labels (default 100); "
+                   "the rest are counted as 'other'")
     p.add_argument("--qdrant-grpc-port", type=int,
                    help="gRPC port of the Qdrant server at --qdrant-url, for the front door (default 6334)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only")
@@ -159,7 +163,8 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
     keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key",
             "index_dir", "device", "kernel_backend", "scoring", "host", "port", "keys_file", "tls_cert", "tls_key",
             "tenant_max_inflight", "max_inflight", "keys_grace_s", "tenant_max_new_docids", "batch_rows",
-            "write_workers", "max_write_chars", "admission_wait_s", "qdrant_port", "qdrant_grpc_port")
+            "write_workers", "max_write_chars", "admission_wait_s", "qdrant_port", "qdrant_grpc_port", "metrics_port",
+            "metrics_tenant_labels")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)

@@ -35,6 +35,8 @@ class Config:
     port: int = 50051
     qdrant_port: int = -1  # the Qdrant-wire front door's port: -1 off, 0 a free one (see genret.api.qdrant_door)
     qdrant_grpc_port: int = 6334  # the gRPC port of the Qdrant server at qdrant_url (what the front door calls)
+    metrics_port: int = -1  # Prometheus /metrics over HTTP: -1 off, 0 a free port (see genret.metrics)
+    metrics_tenant_labels: int = 100  # tenants named in metric labels; the rest are "other"
     grace_s: float = 5.0
     max_query_chars: int = 2048
     max_top_k: int = 100

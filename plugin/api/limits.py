@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from genret.errors import ResourceExhausted
+from genret.metrics import INFLIGHT, REJECTIONS, TENANTS
 
 
 class TenantLimiter:
@@ -72,16 +73,24 @@ class TenantLimiter:
     async def admit(self, tenants: Sequence[str]) -> AsyncIterator[None]:
         """Hold one slot of each tenant the request names, and one of the server."""
         if self._all + 1 > self.total:
+            for t in set(tenants):
+                REJECTIONS.labels(TENANTS(t)).inc()
             raise ResourceExhausted(f"the server is at its limit of {self.total} requests in flight; retry later")
         self._all += 1
         held: list[str] = []
         try:
             deadline = asyncio.get_running_loop().time() + self.wait_s
             for t in sorted(set(tenants)):  # one order for everyone: two batches cannot wait on each other
-                await self._acquire(t, deadline)
+                try:
+                    await self._acquire(t, deadline)
+                except ResourceExhausted:
+                    REJECTIONS.labels(TENANTS(t)).inc()
+                    raise
                 held.append(t)
+                INFLIGHT.labels(TENANTS(t)).inc()
             yield
         finally:
             for t in held:
                 self._release(t)
+                INFLIGHT.labels(TENANTS(t)).dec()
             self._all -= 1

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from genret import errors
 from genret.api.qdrant_door import QdrantDoor
 from genret.api.servicer import GenRetServicer, status_for
 from genret.config import Config
+from genret.metrics import RPC_SECONDS, RPCS, serve_metrics
 from genret.store import QdrantStore
 from genret.store.wire import Upstream
 from genret.types import SearchService
@@ -79,6 +81,33 @@ class _ReflectionForAdmins(grpc.aio.ServerInterceptor):
         return await continuation(details)
 
 
+class _Measured(grpc.aio.ServerInterceptor):
+    """Each unary RPC's latency and status code, into ``genret_rpc_seconds`` and ``genret_rpcs``."""
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        inner = handler.unary_unary
+
+        async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            t0, code = time.perf_counter(), "OK"
+            try:
+                return await inner(request, context)
+            except BaseException:
+                found = context.code()
+                code = found.name if isinstance(found, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                RPC_SECONDS.labels(service, method, code).observe(time.perf_counter() - t0)
+                RPCS.labels(service, method, code).inc()
+
+        return grpc.unary_unary_rpc_method_handler(measured, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+
+
 def _refuse(code: grpc.StatusCode, message: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]:
     async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(code, message)
@@ -102,7 +131,8 @@ def _bind(server: grpc.aio.Server, config: Config, port: int) -> int:
 
 def _build_door(config: Config, upstream: Upstream, servicer: GenRetServicer) -> tuple[grpc.aio.Server, int]:
     """Qdrant's gRPC services on ``config.qdrant_port`` (0 picks a free one), with their own health."""
-    door = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    door = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+                           interceptors=[_Measured()])
     door.add_generic_rpc_handlers(tuple(QdrantDoor(config, upstream, servicer).handlers()))
     return door, _bind(door, config, config.qdrant_port)
 
@@ -112,7 +142,7 @@ def build_server(config: Config, engine: SearchService, upstream: Upstream | Non
     ``config.qdrant_port`` >= 0, the Qdrant-wire front door; not started yet."""
     servicer = GenRetServicer(config, engine)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-                             interceptors=[_ReflectionForAdmins(servicer)])
+                             interceptors=[_ReflectionForAdmins(servicer), _Measured()])
     server.add_generic_rpc_handlers((_genret_handler(servicer),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -142,6 +172,9 @@ async def serve(config: Config, load: Callable[[Config, QdrantStore], SearchServ
                 ready: asyncio.Event | None = None) -> None:
     """`genret serve`: ``load`` the engine (index and namespaces), serve until SIGTERM/SIGINT, then drain."""
     log.info("config: %s", json.dumps(config.redacted(), sort_keys=True))
+    if config.metrics_port >= 0:
+        port = serve_metrics(config.metrics_port, config.host, config.metrics_tenant_labels)
+        print(f"genret: metrics on http://{config.host}:{port}/metrics", flush=True)
     store = QdrantStore(config)
     try:
         engine = load(config, store)

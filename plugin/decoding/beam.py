@@ -29,6 +29,7 @@ from genret.decoding.model import DocidHead, EncodedQueries, Seq2SeqBackend
 from genret.decoding.trie import DeviceForest
 from genret.errors import DeadlineExceeded
 from genret.kernels import SCORING, StepResult, row_topk, row_topk_children, trie_beam_step, trie_beam_step_children
+from genret.metrics import DECODE_STEPS
 from genret.types import Checkpoint
 
 EOS = 1
@@ -72,6 +73,7 @@ def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, starts: Sequence[Seque
             checkpoint()
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded("deadline passed during decoding")
+        DECODE_STEPS.inc()
         features = backend.step(state, tokens)  # (rows, H)
         res = step_fn(features, scores, nodes, done)
         backend.reorder(state, (base + res.parents).view(rows))

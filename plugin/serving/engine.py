@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from genret.devices import resolve_device
 from genret.docids import AtomicCodec, DocidCodec
 from genret.errors import FailedPrecondition, GenretError, InvalidArgument, NotFound
 from genret.kernels import BACKENDS, SCORING
+from genret.metrics import BATCH_ROWS, NAMESPACE_DOCS, OTHER, PUBLISHES, SEARCH_SECONDS, TENANTS
 from genret.names import check_tenant
 from genret.ranking.calibration import DENSE, GENERATIVE, Calibration, read_calibration
 from genret.ranking.modes import Answer, Scorer, answer
@@ -129,6 +131,10 @@ class Engine:
         old one or the new one."""
         live = self._live
         self._live = self._snapshot(namespaces, live.tries, (tenant,), live.epoch + 1)
+        PUBLISHES.inc()
+        label = TENANTS(tenant)
+        if label != OTHER:
+            NAMESPACE_DOCS.labels(label).set(namespaces.counts.get(tenant, 0))
         return self._live.epoch
 
     @contextmanager
@@ -262,8 +268,14 @@ class Engine:
                 checked.append(self._normalise(q))
             except GenretError as exc:
                 raise type(exc)(f"queries[{i}]: {exc}" if len(queries) > 1 else str(exc)) from exc
+        t0 = time.perf_counter()
         with self._pinned() as live:  # one snapshot for the whole batch
-            return self._search(checked, live, deadline, checkpoint)
+            out = self._search(checked, live, deadline, checkpoint)
+        took = time.perf_counter() - t0
+        BATCH_ROWS.observe(len(checked))
+        for q in checked:
+            SEARCH_SECONDS.labels(q.mode.name.lower(), q.fusion.name.lower()).observe(took)
+        return out
 
     def _search(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None,
                 checkpoint: Checkpoint | None) -> list[list[SearchHit]]:

@@ -27,6 +27,7 @@ from genret.data.index_dir import TrainedDocids
 from genret.docids import AtomicCodec, DocidCodec, SemanticCodec
 from genret.docids.placement import TenantDocids, docid_for
 from genret.errors import InvalidArgument, ResourceExhausted
+from genret.metrics import TENANTS, WRITES
 from genret.names import check_doc_id
 from genret.serving.allocation import AtomicPool
 from genret.serving.memory import return_freed_memory
@@ -207,6 +208,7 @@ class DocumentWriter:
         if self._seed is not None and fresh:
             self._seed(reserved, vectors[fresh])
         self._publish(tenant, [(pids[i], docids[i]) for i in fresh], ())
+        WRITES.labels(TENANTS(tenant), "upsert").inc(len(docs))
         return [Upserted(d.doc_id, pid, docid, pid not in existing)
                 for d, pid, docid in zip(docs, pids, docids, strict=True)]
 
@@ -250,6 +252,7 @@ class DocumentWriter:
                 self._pool.retire((int(held[pid]) for pid in removed), epoch)
             if removed and isinstance(self.codec, SemanticCodec):
                 self._states.pop(tenant, None)  # centroids are re-read on the next write
+            WRITES.labels(TENANTS(tenant), "sync").inc(len(pids))
             return Synced(len(fresh), len(removed))
 
     def delete(self, tenant: str, doc_ids: Sequence[str]) -> Deleted:
@@ -271,5 +274,6 @@ class DocumentWriter:
                     state.remove(doc.docid or "", doc.vector)
             if self._pool is not None:
                 self._pool.retire((int(doc.docid or 0) for doc in freed), epoch)
+            WRITES.labels(TENANTS(tenant), "delete").inc(len(gone))
             return Deleted([d for d, p in zip(doc_ids, pids, strict=True) if p in existing],
                            [d for d, p in zip(doc_ids, pids, strict=True) if p not in existing])

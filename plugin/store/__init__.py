@@ -8,6 +8,7 @@ keys or on the embedded mode's behaviour.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from qdrant_client import QdrantClient, models
 
 from genret.config import Config
 from genret.errors import InvalidArgument, Unavailable
+from genret.metrics import QDRANT_SECONDS
 from genret.names import check_doc_id, check_tenant
 from genret.store.wire import EmbeddedUpstream, ServerUpstream, Upstream
 from genret.turns import TurnLock
@@ -133,15 +135,20 @@ class QdrantStore:
         return EmbeddedUpstream(self.client, self._lock)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        name, outcome, t0 = getattr(fn, "__name__", "call"), "ok", time.perf_counter()
         try:
             if self._lock is None:
                 return fn(*args, **kwargs)
             with self._lock:
                 return fn(*args, **kwargs)
         except (ValueError, KeyError):
+            outcome = "refused"
             raise
         except Exception as exc:  # network or server failure
-            raise Unavailable(f"Qdrant call {getattr(fn, '__name__', fn)} failed: {exc}") from exc
+            outcome = "unavailable"
+            raise Unavailable(f"Qdrant call {name} failed: {exc}") from exc
+        finally:
+            QDRANT_SECONDS.labels(name, outcome).observe(time.perf_counter() - t0)
 
     # --- filters -------------------------------------------------------------------------------
     def tenant_filter(self, tenant: str, *extra: models.Condition | models.Filter) -> models.Filter:

@@ -1,0 +1,67 @@
+"""Prometheus metrics, scraped over HTTP after real RPCs; tenant labels stay bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+
+import grpc
+import pytest
+
+from genret.api.limits import TenantLimiter
+from genret.metrics import OTHER, REGISTRY, TENANTS, TenantLabels, serve_metrics
+from genret.v1 import genret_pb2 as pb
+
+from .conftest import TENANT, Stack
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def test_metrics_after_a_few_rpcs(stack: Stack) -> None:
+    port = serve_metrics(0)
+    stack.stub.Search(pb.SearchRequest(tenant=TENANT, query="wing flutter", top_k=3))
+    stack.stub.Search(pb.SearchRequest(tenant=TENANT, query="heat transfer", top_k=3, mode=pb.SEARCH_MODE_HYBRID))
+    with pytest.raises(grpc.RpcError):
+        stack.stub.Search(pb.SearchRequest(tenant="nobody", query="x"))
+    text = _scrape(port)
+    ok = re.search(r'genret_rpcs_total\{code="OK",method="Search",service="genret.v1.GenRet"\} (\d+)', text)
+    assert ok and int(float(ok.group(1))) >= 2
+    assert re.search(r'genret_rpcs_total\{code="NOT_FOUND",method="Search",service="genret.v1.GenRet"\} 1', text)
+    assert 'genret_rpc_seconds_bucket{code="OK",le="0.5",method="Search",service="genret.v1.GenRet"}' in text
+    assert re.search(r'genret_search_seconds_count\{fusion="default",mode="hybrid"\} \d', text)
+    assert re.search(r"genret_batch_rows_count \d", text) and re.search(r"genret_decode_steps_total [1-9]", text)
+    assert re.search(r'genret_qdrant_seconds_count\{operation="retrieve",outcome="ok"\} [1-9]', text)
+    assert f'genret_inflight{{tenant="{TENANT}"}} 0.0' in text
+
+
+def test_ten_thousand_tenants_make_a_bounded_number_of_series() -> None:
+    labels = TenantLabels(limit=50)
+    assert len({labels(f"tenant-{i}") for i in range(10_000)}) == 51
+    assert labels("tenant-3") == "tenant-3" and labels("tenant-9999") == OTHER
+
+    async def flood() -> None:
+        limiter = TenantLimiter(per_tenant=1, total=100_000)
+        for i in range(10_000):
+            async with limiter.admit([f"flood-{i}"]):
+                pass
+
+    asyncio.run(flood())
+    series = [s for m in REGISTRY.collect() if m.name == "genret_inflight" for s in m.samples]
+    assert len(series) <= TENANTS.limit + 1
+    assert any(s.labels["tenant"] == OTHER for s in series)
+
+
+def test_the_grafana_dashboard_reads_only_metrics_genret_exports() -> None:
+    import json
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).parent / "grafana" / "genret-dashboard.json").read_text())
+    exported = {m.name for m in REGISTRY.collect()}
+    used = {name for p in dash["panels"] for t in p["targets"]
+            for name in re.findall(r"genret_[a-z_]+", t["expr"])}
+    base = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in used}
+    assert used and base <= exported, base - exported

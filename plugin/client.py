@@ -1,15 +1,23 @@
 """Python clients for the sidecar: sync and async, typed results in the shape qdrant-client users know.
 
 ``query`` returns ``ScoredPoint``s (id, score, payload, plus docid, retriever, sources and calibrated
-probability). Each call has a deadline (``timeout_s``); a call answered UNAVAILABLE (server restarting,
-network blip) is retried with exponential backoff while the deadline allows. Every other status is
-raised at once as ``grpc.RpcError``.
+probability). Retries, backoff, waiting and load balancing are gRPC's own, set by a service config
+(``service_config``), the same for the sync and the async client:
+
+* each call has a deadline (``timeout_s``);
+* a call answered UNAVAILABLE is retried by gRPC (``retries`` more attempts, at most 4, exponential backoff
+  from ``backoff_s``) while the deadline allows;
+* with ``wait_for_ready`` (the default) a call made while no sidecar is reachable (one restarting) waits
+  for one until its deadline instead of failing at once; reconnection is tried every 0.2 s to 2 s;
+* ``target`` may list several sidecars (``"10.0.0.1:50051,10.0.0.2:50051"``, IP addresses) or name a DNS
+  host with several addresses; calls are spread over them round-robin.
+
+Every other status is raised at once as ``grpc.RpcError``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,19 +83,44 @@ def upsert_request(tenant: str, docs: Sequence[tuple[str, str, str]]) -> pb.Upse
     return pb.UpsertRequest(tenant=tenant, documents=[pb.Document(id=i, title=t, text=x) for i, t, x in docs])
 
 
-def _channel_args(target: str, tls_ca: str) -> tuple[str, grpc.ChannelCredentials | None]:
-    return target, grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes()) if tls_ca else None
+SERVICE = pb.DESCRIPTOR.services_by_name["GenRet"].full_name
+MAX_ATTEMPTS = 5  # gRPC's own cap on attempts per call
+
+
+def service_config(retries: int, backoff_s: float, wait_for_ready: bool) -> str:
+    """The gRPC service config of both clients: round-robin over the target's addresses, UNAVAILABLE retried."""
+    return json.dumps({
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{
+            "name": [{"service": SERVICE}],
+            "waitForReady": wait_for_ready,
+            "retryPolicy": {"maxAttempts": max(2, min(MAX_ATTEMPTS, retries + 1)),
+                            "initialBackoff": f"{max(backoff_s, 0.001):.3f}s", "maxBackoff": "5s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+def _channel_args(target: str, tls_ca: str, retries: int, backoff_s: float,
+                  wait_for_ready: bool) -> tuple[str, grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """The channel target (``ipv4:`` for a list of addresses), credentials and options."""
+    if "," in target and not target.startswith(("ipv4:", "ipv6:", "dns:", "unix:")):
+        target = "ipv4:" + target  # several host:port addresses: gRPC's static resolver
+    creds = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes()) if tls_ca else None
+    options = [("grpc.service_config", service_config(retries, backoff_s, wait_for_ready)),
+               ("grpc.enable_retries", 1), ("grpc.initial_reconnect_backoff_ms", 200),
+               ("grpc.min_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000)]
+    return target, creds, options
 
 
 class GenretClient:
     """Sync client. ``api_key`` goes out as ``x-api-key`` metadata; ``tls_ca`` (PEM path) turns on TLS."""
 
     def __init__(self, target: str, timeout_s: float = 30.0, api_key: str = "", tls_ca: str = "",
-                 retries: int = 3, backoff_s: float = 0.2) -> None:
-        _, creds = _channel_args(target, tls_ca)
-        self.channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+                 retries: int = 3, backoff_s: float = 0.2, wait_for_ready: bool = True) -> None:
+        target, creds, options = _channel_args(target, tls_ca, retries, backoff_s, wait_for_ready)
+        self.channel = (grpc.secure_channel(target, creds, options) if creds
+                        else grpc.insecure_channel(target, options))
         self.stub = pb_grpc.GenRetStub(self.channel)
-        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.timeout_s = timeout_s
         self._metadata = (("x-api-key", api_key),) if api_key else ()
 
     def close(self) -> None:
@@ -100,17 +133,7 @@ class GenretClient:
         self.close()
 
     def _call(self, method: Callable[..., T], request: Any) -> T:
-        deadline = time.monotonic() + self.timeout_s
-        for attempt in range(self.retries + 1):
-            try:
-                return method(request, timeout=max(0.0, deadline - time.monotonic()), metadata=self._metadata)
-            except grpc.RpcError as exc:
-                pause = self.backoff_s * 2**attempt
-                if (exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries
-                        or time.monotonic() + pause >= deadline):
-                    raise
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        return method(request, timeout=self.timeout_s, metadata=self._metadata)
 
     def query(self, tenant: str, query: str, limit: int = 10, mode: str = "generative", **kw: Any) -> list[ScoredPoint]:
         return points_from(self._call(self.stub.Search, search_request(tenant, query, limit, mode, **kw)))
@@ -145,11 +168,12 @@ class AsyncGenretClient:
     """The same calls for asyncio applications (grpc.aio)."""
 
     def __init__(self, target: str, timeout_s: float = 30.0, api_key: str = "", tls_ca: str = "",
-                 retries: int = 3, backoff_s: float = 0.2) -> None:
-        _, creds = _channel_args(target, tls_ca)
-        self.channel = grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)
+                 retries: int = 3, backoff_s: float = 0.2, wait_for_ready: bool = True) -> None:
+        target, creds, options = _channel_args(target, tls_ca, retries, backoff_s, wait_for_ready)
+        self.channel = (grpc.aio.secure_channel(target, creds, options) if creds
+                        else grpc.aio.insecure_channel(target, options))
         self.stub = pb_grpc.GenRetStub(self.channel)
-        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.timeout_s = timeout_s
         self._metadata = (("x-api-key", api_key),) if api_key else ()
 
     async def close(self) -> None:
@@ -162,17 +186,7 @@ class AsyncGenretClient:
         await self.close()
 
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        deadline = time.monotonic() + self.timeout_s
-        for attempt in range(self.retries + 1):
-            try:
-                return await method(request, timeout=max(0.0, deadline - time.monotonic()), metadata=self._metadata)
-            except grpc.aio.AioRpcError as exc:
-                pause = self.backoff_s * 2**attempt
-                if (exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries
-                        or time.monotonic() + pause >= deadline):
-                    raise
-                await asyncio.sleep(pause)
-        raise AssertionError("unreachable")
+        return await method(request, timeout=self.timeout_s, metadata=self._metadata)
 
     async def query(self, tenant: str, query: str, limit: int = 10, mode: str = "generative",
                     **kw: Any) -> list[ScoredPoint]:

@@ -75,3 +75,28 @@ def test_the_grafana_dashboard_reads_only_metrics_genret_exports() -> None:
             for name in re.findall(r"genret_[a-z_]+", t["expr"])}
     base = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in used}
     assert used and base <= exported, base - exported
+
+
+def test_one_access_line_per_rpc_with_the_callers_request_id_and_no_secrets(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    from genret.api.access_log import JsonFormatter
+
+    caplog.set_level(logging.INFO, logger="genret.access")
+    secret = "gr_not-a-real-key-but-never-logged"
+    _, call = stack.stub.Search.with_call(pb.SearchRequest(tenant=TENANT, query="flutter of delta wings", top_k=2),
+                                          metadata=(("x-request-id", "req-42"), ("x-api-key", secret)))
+    assert ("x-request-id", "req-42") in tuple(call.trailing_metadata())
+    with pytest.raises(grpc.RpcError) as err:
+        stack.stub.Search(pb.SearchRequest(tenant=TENANT, query=""))
+    assert any(k == "x-request-id" and v for k, v in err.value.trailing_metadata())
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "genret.access"]
+    mine = [x for x in lines if x.get("request_id") == "req-42"]
+    assert len(mine) == 1
+    assert {k: mine[0][k] for k in ("service", "method", "tenant", "mode", "status")} == {
+        "service": "genret.v1.GenRet", "method": "Search", "tenant": TENANT, "mode": "generative", "status": "OK"}
+    assert mine[0]["latency_ms"] > 0 and "query" not in mine[0]
+    assert any(x["status"] == "INVALID_ARGUMENT" for x in lines)
+    assert all(secret not in r.getMessage() and "delta wings" not in r.getMessage() for r in caplog.records)

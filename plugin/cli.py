@@ -29,6 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scoring", choices=["vocab", "children"],
                    help="vocab: log-softmax over all docid tokens; children: only over the trie's allowed ones")
     g.add_argument("-v", "--verbose", action="store_true")
+    g.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per log line")
 
 
 def _index_args(p: argparse.ArgumentParser) -> None:
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default off (-1)")
     p.add_argument("--metrics-tenant-labels", type=int, help="tenants named in metric labels (default 100); "
                    "the rest are counted as 'other'")
+    p.add_argument("--log-queries", action="store_true", default=None,
+                   help="put query texts in the access log (off: tenant, mode, status and latency only)")
     p.add_argument("--qdrant-grpc-port", type=int,
                    help="gRPC port of the Qdrant server at --qdrant-url, for the front door (default 6334)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS only")
@@ -164,7 +167,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
             "index_dir", "device", "kernel_backend", "scoring", "host", "port", "keys_file", "tls_cert", "tls_key",
             "tenant_max_inflight", "max_inflight", "keys_grace_s", "tenant_max_new_docids", "batch_rows",
             "write_workers", "max_write_chars", "admission_wait_s", "qdrant_port", "qdrant_grpc_port", "metrics_port",
-            "metrics_tenant_labels")
+            "metrics_tenant_labels", "log_format", "log_queries")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)
@@ -175,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if load_config({"log_format": getattr(args, "log_format", None)}).log_format == "json":
+        from genret.api.access_log import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging

@@ -37,6 +37,8 @@ class Config:
     qdrant_grpc_port: int = 6334  # the gRPC port of the Qdrant server at qdrant_url (what the front door calls)
     metrics_port: int = -1  # Prometheus /metrics over HTTP: -1 off, 0 a free port (see genret.metrics)
     metrics_tenant_labels: int = 100  # tenants named in metric labels; the rest are "other"
+    log_format: str = "text"  # text | json (one JSON object per line; an access line per RPC)
+    log_queries: bool = False  # put query texts in the access log (never keys)
     grace_s: float = 5.0
     max_query_chars: int = 2048
     max_top_k: int = 100

@@ -39,6 +39,7 @@ from qdrant_client.conversions.conversion import GrpcToRest
 from qdrant_client.grpc import collections_service_pb2, points_service_pb2, qdrant_pb2, snapshots_service_pb2
 
 from genret import errors
+from genret.api import access_log
 from genret.api.auth import Principal
 from genret.api.qdrant_query import QueryPlan, Scored, genret_text, has_genret, key_of, with_ids
 from genret.api.servicer import GenRetServicer, status_for
@@ -257,6 +258,7 @@ class QdrantDoor:
                                              f"query needs one (a MatchValue on '{self.tenant_key}')")
             tenant = next(iter(tenants))
             principal.check_tenant(tenant)
+            access_log.note(tenant=tenant, mode="generative", query=doc.text)
             beams = doc.options[BEAM_OPTION].integer_value if BEAM_OPTION in doc.options else 0
             rest = GrpcToRest.convert_filter(flt).model_dump(mode="json", exclude_none=True) if flt is not None else None
             hits = await self.genret.generate(SearchQuery(tenant, doc.text, limit, int(beams), Mode.GENERATIVE,
@@ -371,7 +373,8 @@ class QdrantDoor:
             except errors.ResourceExhausted as exc:
                 # Qdrant holds the write; its new points wait for `genret index --add` to be found generatively
                 log.warning("front-door write to tenant '%s': %s", tenant, exc)
-                context.set_trailing_metadata((("genret-unindexed", str(exc)),))
+                context.set_trailing_metadata((("genret-unindexed", str(exc)),
+                                               (access_log.REQUEST_ID, access_log.current_id() or "")))
         return response
 
     @staticmethod

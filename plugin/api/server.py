@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from genret import errors
+from genret.api import access_log
 from genret.api.qdrant_door import QdrantDoor
 from genret.api.servicer import GenRetServicer, status_for
 from genret.config import Config
@@ -82,7 +83,11 @@ class _ReflectionForAdmins(grpc.aio.ServerInterceptor):
 
 
 class _Measured(grpc.aio.ServerInterceptor):
-    """Each unary RPC's latency and status code, into ``genret_rpc_seconds`` and ``genret_rpcs``."""
+    """Each unary RPC's latency and status code, into ``genret_rpc_seconds`` and ``genret_rpcs``, and its
+    access log line (``genret.api.access_log``) under its request id."""
+
+    def __init__(self, log_queries: bool = False) -> None:
+        self._log_queries = log_queries
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -94,6 +99,8 @@ class _Measured(grpc.aio.ServerInterceptor):
 
         async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             t0, code = time.perf_counter(), "OK"
+            fields = access_log.start(access_log.request_id(tuple(context.invocation_metadata() or ())))
+            context.set_trailing_metadata(((access_log.REQUEST_ID, fields["request_id"]),))
             try:
                 return await inner(request, context)
             except BaseException:
@@ -101,8 +108,10 @@ class _Measured(grpc.aio.ServerInterceptor):
                 code = found.name if isinstance(found, grpc.StatusCode) else "UNKNOWN"
                 raise
             finally:
-                RPC_SECONDS.labels(service, method, code).observe(time.perf_counter() - t0)
+                took = time.perf_counter() - t0
+                RPC_SECONDS.labels(service, method, code).observe(took)
                 RPCS.labels(service, method, code).inc()
+                access_log.finish(fields, service, method, code, took, self._log_queries)
 
         return grpc.unary_unary_rpc_method_handler(measured, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
@@ -132,7 +141,7 @@ def _bind(server: grpc.aio.Server, config: Config, port: int) -> int:
 def _build_door(config: Config, upstream: Upstream, servicer: GenRetServicer) -> tuple[grpc.aio.Server, int]:
     """Qdrant's gRPC services on ``config.qdrant_port`` (0 picks a free one), with their own health."""
     door = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-                           interceptors=[_Measured()])
+                           interceptors=[_Measured(config.log_queries)])
     door.add_generic_rpc_handlers(tuple(QdrantDoor(config, upstream, servicer).handlers()))
     return door, _bind(door, config, config.qdrant_port)
 
@@ -142,7 +151,7 @@ def build_server(config: Config, engine: SearchService, upstream: Upstream | Non
     ``config.qdrant_port`` >= 0, the Qdrant-wire front door; not started yet."""
     servicer = GenRetServicer(config, engine)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-                             interceptors=[_ReflectionForAdmins(servicer), _Measured()])
+                             interceptors=[_ReflectionForAdmins(servicer), _Measured(config.log_queries)])
     server.add_generic_rpc_handlers((_genret_handler(servicer),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

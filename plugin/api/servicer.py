@@ -21,6 +21,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import DecodeError
 
 from genret import errors
+from genret.api import access_log
 from genret.api.auth import OPEN, KeyRing, Principal
 from genret.api.batcher import FairBatcher
 from genret.api.limits import TenantLimiter
@@ -263,6 +264,7 @@ class GenRetServicer:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
         q = query_from_proto(request)
+        access_log.note(tenant=q.tenant, mode=q.mode.name.lower(), query=q.text)
         check_tenant_conditions(q.filter, q.tenant, self.config.tenant_key)
         hits = await self.generate(q, context)
         return hits_to_proto(hits, (time.perf_counter() - t0) * 1e3)
@@ -277,6 +279,8 @@ class GenRetServicer:
             raise errors.InvalidArgument(f"batch has {n} requests; the limit is {self.config.max_batch}")
         self._authorize(principal, [r.tenant for r in request.requests])
         qs = [query_from_proto(r) for r in request.requests]
+        access_log.note(tenant=",".join(sorted({q.tenant for q in qs})),
+                        mode=",".join(sorted({q.mode.name.lower() for q in qs})))
         for q in qs:
             check_tenant_conditions(q.filter, q.tenant, self.config.tenant_key)
         deadline = self._deadline(context)
@@ -305,6 +309,7 @@ class GenRetServicer:
                      context: grpc.aio.ServicerContext) -> pb.UpsertResponse:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
+        access_log.note(tenant=request.tenant)
         docs = [NewDocument(d.id, d.title, d.text, MessageToDict(d.payload),
                             {name: list(v.values) for name, v in d.vectors.items()}) for d in request.documents]
         done = await self.write(request.tenant, lambda: self.engine.upsert(request.tenant, docs, request.index),
@@ -317,6 +322,7 @@ class GenRetServicer:
                      context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
         t0 = time.perf_counter()
         self._authorize(principal, [request.tenant])
+        access_log.note(tenant=request.tenant)
         ids = list(request.ids)
         res = await self.write(request.tenant, lambda: self.engine.delete(request.tenant, ids, request.index),
                                context)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.request
+from typing import Any
 
 import grpc
 import pytest
@@ -92,11 +94,16 @@ def test_one_access_line_per_rpc_with_the_callers_request_id_and_no_secrets(
     with pytest.raises(grpc.RpcError) as err:
         stack.stub.Search(pb.SearchRequest(tenant=TENANT, query=""))
     assert any(k == "x-request-id" and v for k, v in err.value.trailing_metadata())
-    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "genret.access"]
-    mine = [x for x in lines if x.get("request_id") == "req-42"]
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "genret.access"]
+
+    waited = time.monotonic() + 5  # an aborted call's status reaches the caller before its line is written
+    while not any(x["status"] == "INVALID_ARGUMENT" for x in lines()) and time.monotonic() < waited:
+        time.sleep(0.05)
+    mine = [x for x in lines() if x.get("request_id") == "req-42"]
     assert len(mine) == 1
     assert {k: mine[0][k] for k in ("service", "method", "tenant", "mode", "status")} == {
         "service": "genret.v1.GenRet", "method": "Search", "tenant": TENANT, "mode": "generative", "status": "OK"}
     assert mine[0]["latency_ms"] > 0 and "query" not in mine[0]
-    assert any(x["status"] == "INVALID_ARGUMENT" for x in lines)
+    assert any(x["status"] == "INVALID_ARGUMENT" for x in lines())
     assert all(secret not in r.getMessage() and "delta wings" not in r.getMessage() for r in caplog.records)

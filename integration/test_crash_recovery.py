@@ -65,8 +65,8 @@ def _stream_kill_restart(env: dict[str, str], proc: subprocess.Popen[str], targe
     done = threading.Event()
     failures: list[grpc.RpcError] = []
 
-    def stream() -> None:
-        with GenretClient(target, timeout_s=30) as client:
+    def stream() -> None:  # fails at the kill (no waiting for a sidecar to come back)
+        with GenretClient(target, timeout_s=30, wait_for_ready=False) as client:
             for i in range(500):
                 doc = f"u{i}"
                 try:

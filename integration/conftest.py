@@ -52,6 +52,18 @@ def small_corpus(tmp: Path, n: int, start: int = 0, name: str = "corpus") -> Pat
     return folder
 
 
+def trained_engine(store: QdrantStore, cfg: Config, titles: dict[str, str], scheme: str, epochs: int,
+                   branching: int = 4) -> Engine:
+    """A tiny model trained on the documents and on each title as a query for its document; its engine."""
+    tq = TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles})
+    opts = IndexOptions(scheme=scheme, branching=branching, model="tiny", pairs=PairOptions(max_chunks=1),
+                        train=TrainConfig(epochs=epochs, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3,
+                                          progress=False, seed=0))
+    torch.manual_seed(0)
+    build_index(store, cfg.index_dir, opts, torch.device("cpu"), tq)
+    return Engine.load(cfg, store)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
@@ -63,13 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     load_beir(store, corpus, OTHER, with_vectors=True, limit=6)  # same texts, another namespace
     docs = load_corpus(corpus)
     titles = {d.doc_id: d.title for d in docs}
-    tq = TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles})
-    opts = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=PairOptions(max_chunks=1),
-                        train=TrainConfig(epochs=60, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3,
-                                          progress=False, seed=0))
-    torch.manual_seed(0)
-    build_index(store, cfg.index_dir, opts, torch.device("cpu"), tq)
-    engine = Engine.load(cfg, store)
+    engine = trained_engine(store, cfg, titles, "semantic", epochs=60)
     server = ServerThread(cfg, engine).__enter__()
     channel = grpc.insecure_channel(server.target)
     try:

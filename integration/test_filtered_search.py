@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 import pytest
-import torch
 from google.protobuf.struct_pb2 import Struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,9 +24,6 @@ from qdrant_client import models
 from genret.api.server import ServerThread
 from genret.config import Config
 from genret.data.beir import load_corpus
-from genret.indexing.indexer import IndexOptions, TrainingQueries, build_index
-from genret.indexing.training import TrainConfig
-from genret.indexing.training_data import PairOptions
 from genret.ranking.calibration import GENERATIVE
 from genret.serving.engine import Engine
 from genret.store import QdrantStore, parse_filter
@@ -35,7 +31,7 @@ from genret.types import SearchQuery
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
 
-from .conftest import TENANT, Stack, small_corpus
+from .conftest import TENANT, Stack, small_corpus, trained_engine
 
 N = 24
 COLORS = ("red", "green", "blue")
@@ -64,14 +60,8 @@ def filtered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filtered]:
     for tenant, some in (("acme", docs), ("globex", docs[:8])):
         store.upsert_documents(tenant, [(d.doc_id, d.title, d.text) for d in some], None,
                                extras=[(payloads[d.doc_id], {}) for d in some])
-    tq = TrainingQueries({f"q{d.doc_id}": d.title for d in docs}, {f"q{d.doc_id}": {d.doc_id: 1} for d in docs})
     # exactness under filters does not depend on how well the model is trained: a short training will do
-    opts = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=PairOptions(max_chunks=1),
-                        train=TrainConfig(epochs=3, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3,
-                                          progress=False, seed=0))
-    torch.manual_seed(0)
-    build_index(store, cfg.index_dir, opts, torch.device("cpu"), tq)
-    engine = Engine.load(cfg, store)
+    engine = trained_engine(store, cfg, {d.doc_id: d.title for d in docs}, "semantic", epochs=3)
     with ServerThread(cfg, engine) as server, grpc.insecure_channel(server.target) as channel:
         yield Filtered(engine, store, pb_grpc.GenRetStub(channel), [d.title for d in docs], payloads)
     store.close()

@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
@@ -28,14 +27,13 @@ from genret.api.auth import add_key
 from genret.api.server import ServerThread
 from genret.config import Config
 from genret.data.beir import demo_corpus_path
-from genret.indexing.indexer import IndexOptions, TrainingQueries, build_index
-from genret.indexing.training import TrainConfig
-from genret.indexing.training_data import PairOptions
 from genret.serving.engine import Engine
 from genret.store import DOCID_KEY, QdrantStore
 from genret.store.wire import ServerUpstream
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
+
+from .conftest import trained_engine
 
 COLLECTION = "articles"
 DIM = 16
@@ -86,14 +84,7 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     cfg = Config(qdrant_path=str(tmp / "qdrant"), collection=COLLECTION, index_dir=str(tmp / "index"), port=0,
                  device="cpu", tenant_key="org", text_key="body", title_key="heading", qdrant_port=0)
     store = QdrantStore(cfg)
-    titles = {str(d["id"]): d["heading"] for d in docs}
-    tq = TrainingQueries({f"q{i}": t for i, t in titles.items()}, {f"q{i}": {i: 1} for i in titles})
-    opts = IndexOptions(scheme="atomic", model="tiny", pairs=PairOptions(max_chunks=1),
-                        train=TrainConfig(epochs=20, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3,
-                                          progress=False, seed=0))
-    torch.manual_seed(0)
-    build_index(store, cfg.index_dir, opts, torch.device("cpu"), tq)
-    engine = Engine.load(cfg, store)
+    engine = trained_engine(store, cfg, {str(d["id"]): d["heading"] for d in docs}, "atomic", epochs=20)
     server = ServerThread(cfg, engine, store.upstream()).__enter__()
     channel = grpc.insecure_channel(server.target)
     qdrant = _client(server.door_port)

@@ -35,6 +35,7 @@ from genret.store import QdrantStore, parse_filter
 from genret.types import PointId
 
 CACHE_SIZE = 64
+TENANT_SHARE = 16  # cached filters one tenant may hold: its own many filters evict its own, not everyone's
 CACHE_TTL_S = 5.0
 COUNT_SHARE = 0.05  # filters keeping at least this share of a tenant recount live counts instead of rebuilding
 
@@ -86,8 +87,8 @@ def restrict(ns: Namespace, match: set[PointId], device: torch.device, atomic: b
 
 
 class FilteredTries:
-    """Restricted tries by (tenant, filter, epoch), the ``CACHE_SIZE`` most recently used kept, each for
-    at most ``CACHE_TTL_S``."""
+    """Restricted tries by (tenant, filter, epoch), the ``CACHE_SIZE`` most recently used kept (at most
+    ``TENANT_SHARE`` of one tenant's), each for at most ``CACHE_TTL_S``."""
 
     def __init__(self, store: QdrantStore, device: Callable[[], torch.device], atomic: bool) -> None:
         self._store = store
@@ -108,6 +109,9 @@ class FilteredTries:
         out = dataclasses.replace(restrict(ns, match, self._device(), self._atomic), built=now)
         with self._lock:
             self._cache[key] = out
+            mine = [k for k in self._cache if k[0] == ns.tenant]
+            for old in mine[: max(0, len(mine) - TENANT_SHARE)]:
+                del self._cache[old]
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,22 @@ def test_an_atomic_restriction_keeps_the_tenants_tokens_as_its_normaliser() -> N
 def test_a_bad_filter_says_where(raw: dict, says: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidArgument, match=says.replace("[", r"\[").replace("]", r"\]")):
         parse_filter(raw)
+
+
+def test_one_tenants_many_filters_evict_only_its_own_cached_tries(tmp_path: Path) -> None:
+    from genret.config import Config
+    from genret.serving import filtered
+    from genret.store import QdrantStore
+
+    store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c"))
+    store.ensure_collection(None)
+    ns = build_namespaces(CODEC, {t: [(f"p{i}", ALL[i]) for i in range(5)] for t in ("a", "b")})
+    cache = filtered.FilteredTries(store, lambda: torch.device("cpu"), atomic=False)
+    try:
+        cache.get(ns.get("b"), {"must": []}, 0)  # type: ignore[arg-type]
+        for i in range(filtered.CACHE_SIZE):
+            cache.get(ns.get("a"), {"must": [{"key": "n", "match": {"value": i}}]}, 0)  # type: ignore[arg-type]
+    finally:
+        store.close()
+    tenants = [k[0] for k in cache._cache]
+    assert tenants.count("a") == filtered.TENANT_SHARE and tenants.count("b") == 1

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default off (-1)")
     p.add_argument("--metrics-tenant-labels", type=int, help="tenants named in metric labels (default 100); "
                    "the rest are counted as 'other'")
+    p.add_argument("--otel-exporter", choices=["otlp", "console"],
+                   help="OpenTelemetry traces (needs genret[tracing]): otlp sends them to OTEL_EXPORTER_OTLP_ENDPOINT "
+                   "(default localhost:4317), console prints them; default off")
     p.add_argument("--log-queries", action="store_true", default=None,
                    help="put query texts in the access log (off: tenant, mode, status and latency only)")
     p.add_argument("--qdrant-grpc-port", type=int,
@@ -167,7 +170,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
             "index_dir", "device", "kernel_backend", "scoring", "host", "port", "keys_file", "tls_cert", "tls_key",
             "tenant_max_inflight", "max_inflight", "keys_grace_s", "tenant_max_new_docids", "batch_rows",
             "write_workers", "max_write_chars", "admission_wait_s", "qdrant_port", "qdrant_grpc_port", "metrics_port",
-            "metrics_tenant_labels", "log_format", "log_queries")
+            "metrics_tenant_labels", "log_format", "log_queries", "otel_exporter")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)

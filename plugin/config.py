@@ -39,7 +39,9 @@ class Config:
     metrics_tenant_labels: int = 100  # tenants named in metric labels; the rest are "other"
     log_format: str = "text"  # text | json (one JSON object per line; an access line per RPC)
     log_queries: bool = False  # put query texts in the access log (never keys)
+    otel_exporter: str = ""  # OpenTelemetry traces: "" off, "otlp" (OTEL_EXPORTER_OTLP_ENDPOINT), "console"
     grace_s: float = 5.0
+    health_interval_s: float = 1.0  # how often Qdrant is probed; health is NOT_SERVING while it does not answer
     max_query_chars: int = 2048
     max_top_k: int = 100
     max_beam: int = 200

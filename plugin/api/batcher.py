@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from genret import tracing
 from genret.errors import DeadlineExceeded, GenretError
 from genret.types import Checkpoint
 
@@ -39,6 +40,7 @@ class _Row(Generic[Q, R]):
     deadline: float | None
     future: asyncio.Future[R]
     loop: asyncio.AbstractEventLoop
+    trace: Any = None  # the caller's trace context (None while tracing is off)
 
     def settle(self, result: R | None = None, error: BaseException | None = None) -> None:
         """Hand the outcome to the waiting caller, on its own event loop."""
@@ -83,7 +85,7 @@ class FairBatcher(Generic[Q, R]):
         with self._cond:
             if self._closed:
                 raise RuntimeError("the server is shutting down")
-            row: _Row[Q, R] = _Row(tenant, item, deadline, loop.create_future(), loop)
+            row: _Row[Q, R] = _Row(tenant, item, deadline, loop.create_future(), loop, tracing.capture())
             self._pending[tenant] = self._pending.get(tenant, 0) + 1
             self._queues.setdefault(tenant, deque()).append(row)
             self._cond.notify_all()
@@ -157,7 +159,8 @@ class FairBatcher(Generic[Q, R]):
         batch_deadline = None if any(d is None for d in deadlines) else max(d for d in deadlines if d)
         self._in_progress.append({r.tenant for r in live})
         try:
-            results: list[Any] = self._run([r.item for r in live], batch_deadline, self._checkpoint)
+            with tracing.batch([r.trace for r in live], len(live)):
+                results: list[Any] = self._run([r.item for r in live], batch_deadline, self._checkpoint)
         except GenretError as exc:  # one row's request is bad: answer each row on its own
             if len(live) == 1:
                 live[0].settle(error=exc)
@@ -177,7 +180,8 @@ class FairBatcher(Generic[Q, R]):
     def _decode_one(self, row: _Row[Q, R]) -> None:
         self._in_progress.append({row.tenant})
         try:
-            row.settle(self._run([row.item], row.deadline, self._checkpoint)[0])
+            with tracing.batch([row.trace], 1):
+                row.settle(self._run([row.item], row.deadline, self._checkpoint)[0])
         except Exception as exc:
             row.settle(error=exc)
         finally:

@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from genret import errors
+from genret import errors, tracing
 from genret.api import access_log
 from genret.api.qdrant_door import QdrantDoor
 from genret.api.servicer import GenRetServicer, status_for
@@ -40,6 +40,7 @@ class RunningServer:
     door: grpc.aio.Server | None = None  # the Qdrant-wire front door, on a port of its own
     door_port: int = 0
     upstream: Upstream | None = None
+    watcher: asyncio.Task[None] | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -48,6 +49,8 @@ class RunningServer:
             await self.health.set(name, status)
 
     async def stop(self, grace: float) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
         await self.set_serving(False)
         if self.door is not None:
             await self.door.stop(grace)
@@ -99,14 +102,21 @@ class _Measured(grpc.aio.ServerInterceptor):
 
         async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             t0, code = time.perf_counter(), "OK"
-            fields = access_log.start(access_log.request_id(tuple(context.invocation_metadata() or ())))
+            metadata = tuple(context.invocation_metadata() or ())
+            fields = access_log.start(access_log.request_id(metadata))
             context.set_trailing_metadata(((access_log.REQUEST_ID, fields["request_id"]),))
+            attributes = {"rpc.service": service, "rpc.method": method, "genret.request_id": fields["request_id"]}
             try:
-                return await inner(request, context)
-            except BaseException:
-                found = context.code()
-                code = found.name if isinstance(found, grpc.StatusCode) else "UNKNOWN"
-                raise
+                with tracing.rpc_span(f"{service}/{method}", metadata, **attributes) as span:
+                    try:
+                        return await inner(request, context)
+                    except BaseException:
+                        found = context.code()
+                        code = found.name if isinstance(found, grpc.StatusCode) else "UNKNOWN"
+                        raise
+                    finally:
+                        if span is not None:
+                            span.set_attribute("rpc.grpc.status_code", code)
             finally:
                 took = time.perf_counter() - t0
                 RPC_SECONDS.labels(service, method, code).observe(took)
@@ -165,26 +175,46 @@ def build_server(config: Config, engine: SearchService, upstream: Upstream | Non
     return RunningServer(server, port, health_servicer, servicer, door, door_port, upstream)
 
 
+async def _watch_qdrant(running: RunningServer, engine: SearchService, interval: float) -> None:
+    """Health follows Qdrant: NOT_SERVING while it does not answer, SERVING again (no restart) when it does."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval)
+        up = await asyncio.to_thread(engine.ping)
+        if up != serving:
+            serving = up
+            await running.set_serving(up)
+            if up:
+                log.warning("Qdrant answers again: serving")
+            else:
+                log.error("Qdrant does not answer: health NOT_SERVING, requests UNAVAILABLE until it does")
+
+
 async def start(config: Config, engine: SearchService, upstream: Upstream | None = None) -> RunningServer:
-    """Start serving; health turns SERVING here, after the engine (model and tries) is loaded."""
+    """Start serving; health turns SERVING here, after the engine (model and tries) is loaded, and then
+    follows Qdrant (probed every ``config.health_interval_s``)."""
     running = build_server(config, engine, upstream)
     await running.server.start()
     if running.door is not None:
         await running.door.start()
         log.info("Qdrant front door for %s on %s:%d", engine.collection, config.host, running.door_port)
     await running.set_serving(True)
+    if config.health_interval_s > 0:
+        running.watcher = asyncio.create_task(_watch_qdrant(running, engine, config.health_interval_s))
     log.info("genret serving %s on %s:%d", engine.collection, config.host, running.port)
     return running
 
 
 async def serve(config: Config, load: Callable[[Config, QdrantStore], SearchService],
-                ready: asyncio.Event | None = None) -> None:
-    """`genret serve`: ``load`` the engine (index and namespaces), serve until SIGTERM/SIGINT, then drain."""
+                ready: asyncio.Event | None = None, store: QdrantStore | None = None) -> None:
+    """`genret serve`: ``load`` the engine (index and namespaces) on ``store`` (default: the one ``config``
+    names), serve until SIGTERM/SIGINT, then drain."""
     log.info("config: %s", json.dumps(config.redacted(), sort_keys=True))
+    tracing.configure(config.otel_exporter)
     if config.metrics_port >= 0:
         port = serve_metrics(config.metrics_port, config.host, config.metrics_tenant_labels)
         print(f"genret: metrics on http://{config.host}:{port}/metrics", flush=True)
-    store = QdrantStore(config)
+    store = store or QdrantStore(config)
     try:
         engine = load(config, store)
         running = await start(config, engine, store.upstream() if config.qdrant_port >= 0 else None)

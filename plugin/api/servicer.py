@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import DecodeError
 
-from genret import errors
+from genret import errors, tracing
 from genret.api import access_log
 from genret.api.auth import OPEN, KeyRing, Principal
 from genret.api.batcher import FairBatcher
@@ -246,6 +246,7 @@ class GenRetServicer:
         """Run a write in the tenant's lane: after the tenant's earlier writes, beside other tenants' writes.
         A write holds its lane until it has finished, even if its caller stops waiting."""
         deadline = self._deadline(context)
+        traced = tracing.carry(fn)
         lane = self._lanes.get(tenant)
         if lane is None:
             lane = self._lanes[tenant] = asyncio.Lock()
@@ -254,7 +255,7 @@ class GenRetServicer:
             async with lane:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise errors.DeadlineExceeded("deadline passed while the write was queued")
-                return await asyncio.get_running_loop().run_in_executor(self._writes, fn)
+                return await asyncio.get_running_loop().run_in_executor(self._writes, traced)
 
         return await self._within_deadline(context, asyncio.shield(asyncio.ensure_future(in_lane())))
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genret import tracing
 from genret.config import Config
 from genret.data.index_dir import MODEL_DIR, Manifest, TrainedDocids, read_manifest, trained_docids
 from genret.decoding.beam import constrained_beam_search, score_docids
@@ -186,6 +187,13 @@ class Engine:
         """Whether the model runs on a GPU (where large batches cost little more than small ones)."""
         return self.backend.device.type != "cpu"
 
+    def ping(self) -> bool:
+        """Whether Qdrant answers; when it does again, tenants a failed write left unsure of are re-read."""
+        if not self.store.ping():
+            return False
+        self.writer.resync_stale()
+        return True
+
     # --- writes --------------------------------------------------------------------------------
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]:
         self._check_request(tenant, index)
@@ -263,11 +271,13 @@ class Engine:
         query's mode combines them, and hits are filled in from Qdrant under the query's tenant filter.
         ``checkpoint`` is called between decoding steps (where the scheduler may run another batch)."""
         checked = []
-        for i, q in enumerate(queries):
-            try:
-                checked.append(self._normalise(q))
-            except GenretError as exc:
-                raise type(exc)(f"queries[{i}]: {exc}" if len(queries) > 1 else str(exc)) from exc
+        with tracing.span("validate", queries=len(queries)):
+            for i, q in enumerate(queries):
+                try:
+                    checked.append(self._normalise(q))
+                except GenretError as exc:
+                    raise type(exc)(f"queries[{i}]: {exc}" if len(queries) > 1 else str(exc)) from exc
+        self.store.check_available()  # every answer needs Qdrant: fail before decoding when it is down
         t0 = time.perf_counter()
         with self._pinned() as live:  # one snapshot for the whole batch
             out = self._search(checked, live, deadline, checkpoint)
@@ -288,7 +298,8 @@ class Engine:
         for i, q in enumerate(queries):
             lists = {GENERATIVE: [(pid, s) for pid, _, s in gen.get(i, [])], DENSE: dense.get(i, [])}
             scorers = self.scorers(q, vectors.get(i), live, deadline, encoded.get(i), checkpoint)
-            answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, scorers) if self._keep(q, a)]
+            with tracing.span("fusion", mode=q.mode.name.lower(), fusion=q.fusion.name.lower()):
+                answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, scorers) if self._keep(q, a)]
             answers[i] = answers[i][: q.top_k]
         return self._hydrate(queries, answers, docid_of)
 
@@ -320,14 +331,16 @@ class Engine:
         for beams, idx in groups.items():
             if checkpoint is not None:
                 checkpoint()
-            enc = self.backend.encode([queries[i].text for i in idx])
+            with tracing.span("encode", rows=len(idx)):
+                enc = self.backend.encode([queries[i].text for i in idx])
             encoded.update({i: EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
                             for row, i in enumerate(idx)})
             served = [t for i in idx if (t := views[i][1]) is not None]  # every one has a trie (grouped so)
             width = max(beams, *(len(s.trie.roots) for s in served))  # a beam per part's root at least
             tries, unpack = packed(served, self.backend.device)
-            res = constrained_beam_search(self.backend, enc, tries, width, deadline, self.config.kernel_backend,
-                                          self.config.scoring, checkpoint)
+            with tracing.span("decode", rows=len(idx), beams=width):
+                res = constrained_beam_search(self.backend, enc, tries, width, deadline, self.config.kernel_backend,
+                                              self.config.scoring, checkpoint)
             leaves, scores = unpack(res.leaves[:, :beams].cpu().numpy()), res.scores[:, :beams].cpu().tolist()
             for row, i in enumerate(idx):
                 tenant_ns = views[i][0]
@@ -340,7 +353,8 @@ class Engine:
         idx = [i for i, q in enumerate(queries) if q.mode != Mode.GENERATIVE]
         if not idx:
             return {}, {}
-        vectors = dict(zip(idx, self.embed_queries([queries[i].text for i in idx]), strict=True))
+        with tracing.span("encode", rows=len(idx), model="dense"):
+            vectors = dict(zip(idx, self.embed_queries([queries[i].text for i in idx]), strict=True))
         out = {}
         for i in idx:
             q = queries[i]

@@ -69,6 +69,7 @@ class DocumentWriter:
         self._locks_lock = threading.Lock()
         self._tenant_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, TenantDocids] = {}
+        self._stale: set[str] = set()  # tenants whose re-read failed (Qdrant down): re-read when it returns
         self._pool = (AtomicPool(codec.size, (int(d) for d in snapshots.current().docids()))
                       if isinstance(codec, AtomicCodec) else None)
 
@@ -108,6 +109,8 @@ class DocumentWriter:
         with self._locks_lock:
             lock = self._tenant_locks.setdefault(tenant, threading.Lock())
         with lock:
+            if tenant in self._stale:
+                self._resync(tenant)
             yield
 
     def _state(self, tenant: str) -> TenantDocids:
@@ -136,9 +139,12 @@ class DocumentWriter:
         self._states.pop(tenant, None)
         try:
             truth = self.store.docids_of_tenant(tenant)
-        except Exception:  # Qdrant unreachable: keep the old snapshot; a restart re-reads everything
-            log.exception("could not re-read tenant '%s' after a failed write", tenant)
+        except Exception as exc:  # Qdrant unreachable: keep the old snapshot until Qdrant is back
+            log.warning("could not re-read tenant '%s' after a failed write (%s); will when Qdrant is back",
+                        tenant, exc)
+            self._stale.add(tenant)
             return
+        self._stale.discard(tenant)
         current = self._snap.current()
         before = {d for _, d in current.entries(tenant)}
         mine = current.replace(self.codec, tenant, truth).get(tenant)  # built outside the publish lock
@@ -148,6 +154,12 @@ class DocumentWriter:
             held = {d for _, d in truth}
             self._pool.give_back(int(d) for d in reserved if d not in held)
             self._pool.retire((int(d) for d in before - held), epoch)
+
+    def resync_stale(self) -> None:
+        """Re-read every tenant a failed write left unsure of (called when Qdrant answers again)."""
+        for tenant in list(self._stale):
+            with self._lane(tenant):
+                pass
 
     def _check_quota(self, tenant: str, state: TenantDocids, count: int) -> None:
         quota = self.config.tenant_max_new_docids

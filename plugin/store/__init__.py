@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from genret import tracing
 from genret.config import Config
 from genret.errors import InvalidArgument, Unavailable
 from genret.metrics import QDRANT_SECONDS
@@ -29,6 +30,7 @@ DOCID_KEY = "genret_docid"
 DOC_ID_KEY = "doc_id"
 VECTOR_NAME = "dense"
 MAX_FILTER_IDS = 10_000  # point ids one filter's has_id conditions may list
+RETRY_AFTER_S = 1.0  # after Qdrant fails, calls fail at once for this long; the next one tries again
 _POINT_NAMESPACE = uuid.UUID("6f1c1f4e-9d55-4a0b-9c51-0d2f2b6f3a11")
 
 
@@ -123,6 +125,7 @@ class QdrantStore:
         # order they arrive, so one tenant's long run of calls cannot keep another's waiting.
         self._lock = TurnLock() if not config.qdrant_url else None
         self._has_vectors: bool | None = None
+        self._failed: tuple[float, str] | None = None  # (when, why) of the last failure while Qdrant is down
 
     def close(self) -> None:
         self.client.close()
@@ -134,18 +137,43 @@ class QdrantStore:
             return ServerUpstream(self.config.qdrant_url, self.config.qdrant_api_key, self.config.qdrant_grpc_port)
         return EmbeddedUpstream(self.client, self._lock)
 
+    def check_available(self) -> None:
+        """Unavailable at once while Qdrant is known to be down: for ``RETRY_AFTER_S`` after a failed call
+        every call fails without waiting on Qdrant; the first one after that tries again."""
+        failed = self._failed
+        if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S:
+            raise Unavailable(f"Qdrant is unavailable ({failed[1]}); retry shortly")
+
+    def ping(self) -> bool:
+        """Whether Qdrant answers now (a cheap collection lookup that bypasses the fast failure)."""
+        self._failed = None
+        try:
+            self.exists()
+        except Unavailable:
+            return False
+        return True
+
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         name, outcome, t0 = getattr(fn, "__name__", "call"), "ok", time.perf_counter()
         try:
-            if self._lock is None:
-                return fn(*args, **kwargs)
-            with self._lock:
-                return fn(*args, **kwargs)
+            self.check_available()
+            with tracing.span(f"qdrant.{name}"):
+                if self._lock is None:
+                    result = fn(*args, **kwargs)
+                else:
+                    with self._lock:
+                        result = fn(*args, **kwargs)
+            self._failed = None
+            return result
         except (ValueError, KeyError):
             outcome = "refused"
             raise
+        except Unavailable:
+            outcome = "unavailable"
+            raise
         except Exception as exc:  # network or server failure
             outcome = "unavailable"
+            self._failed = (time.monotonic(), f"{name}: {exc}")
             raise Unavailable(f"Qdrant call {name} failed: {exc}") from exc
         finally:
             QDRANT_SECONDS.labels(name, outcome).observe(time.perf_counter() - t0)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from genret.config import Config, force_offline, load_config
+from genret.config import Config, force_offline, launcher_ranks, load_config
 from genret.docids import SCHEMES
 from genret.errors import GenretError
 
@@ -237,6 +237,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(cfg, minutes=args.minutes, fresh=args.fresh)
 
+    if args.command == "index" and launcher_ranks()[1] > 1:
+        return _index_ranked(args, cfg)
     store = QdrantStore(cfg)
     try:
         if args.command == "load":
@@ -261,13 +263,35 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
+def _index_ranked(args: argparse.Namespace, cfg: Config) -> int:
+    """`genret index` as one rank of several started by torchrun: rank 0 alone opens Qdrant."""
+    from genret.devices import resolve_device
+    from genret.indexing.distributed import Ranks, start, stop
+    from genret.store import QdrantStore
+
+    if args.add:
+        raise ValueError("--add trains in one process; run it without torchrun")
+    ranks = Ranks(*launcher_ranks())
+    device = start(ranks, resolve_device(cfg.device))
+    store = QdrantStore(cfg) if ranks.main else None
+    try:
+        _index(args, cfg, store, ranks, device)
+    finally:
+        if store is not None:
+            store.close()
+        stop(ranks)
+    return 0
+
+
+def _index(args: argparse.Namespace, cfg: Config, store: Any, ranks: Any = None, device: Any = None) -> None:
     from genret.data.beir import load_qrels, load_queries
     from genret.devices import resolve_device
+    from genret.indexing.distributed import SINGLE
     from genret.indexing.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
     from genret.indexing.training import TrainConfig
     from genret.indexing.training_data import PairOptions
 
+    ranks = ranks or SINGLE
     tq = None
     if args.queries_from:
         tq = TrainingQueries(load_queries(args.queries_from), load_qrels(args.queries_from, args.queries_split))
@@ -278,7 +302,7 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     pairs = PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
                         generated_queries=args.generated_queries, query_samples=args.query_samples,
                         query_generator=args.query_generator, query_ranker=args.query_ranker)
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     if args.add:
         m = add_documents(store, cfg.index_dir, AddOptions(args.replay, pairs, args.query_cache, train_cfg), device, tq)
         stats = m.training["additions"][-1]["stats"]
@@ -287,7 +311,10 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any) -> None:
                             model=args.model, docid_init=args.docid_init, spare_docids=args.spare_docids,
                             pairs=pairs, query_cache=args.query_cache,
                             train=train_cfg)
-        m = build_index(store, cfg.index_dir, opts, device, tq)
+        built = build_index(store, cfg.index_dir, opts, device, tq, ranks)
+        if built is None:  # a rank other than 0: rank 0 writes the index and reports
+            return
+        m = built
         stats = m.training["stats"]
     print(f"index written to {cfg.index_dir}: {sum(m.tenants.values())} docids in {len(m.tenants)} tenant(s), "
           f"{stats['steps']} steps, {stats['examples_per_s']:.1f} examples/s, loss {stats['final_loss']:.3f}")

@@ -103,6 +103,12 @@ def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str]
     return dataclasses.replace(base, **values)
 
 
+def launcher_ranks(environ: dict[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) as ``torchrun`` sets them; (0, 1, 0) in a process started alone."""
+    env = dict(os.environ) if environ is None else environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
 def force_offline() -> None:
     """No code path may reach a model hub: make Hugging Face libraries offline."""
     os.environ["HF_HUB_OFFLINE"] = "1"

@@ -70,6 +70,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
             opts = IndexOptions(pairs=PairOptions(max_chunks=3),
                                 train=TrainConfig(epochs=8, max_minutes=minutes, freeze_encoder=True))
             m = build_index(store, cfg.index_dir, opts, device, TrainingQueries(queries, train_qrels))
+            assert m is not None  # one process builds it
             st = m.training["stats"]
             print(f"[2/5] index built in {time.perf_counter() - t0:.0f}s: {sum(m.tenants.values())} semantic "
                   f"docids, {st['steps']} steps ({st['epochs_done']:.1f} epochs), loss {st['final_loss']:.3f}",

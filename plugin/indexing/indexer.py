@@ -40,6 +40,7 @@ from genret.decoding.model import load_trained, seed_docid_embeddings
 from genret.docids import PLACED_BY_VECTOR, AtomicCodec, DocidCodec, assign_docids, build_codec
 from genret.docids.keywords import vocabulary
 from genret.docids.placement import TenantDocids, docid_for
+from genret.indexing.distributed import SINGLE, Ranks, share
 from genret.indexing.models import build_default_model, build_tiny_model, grow_docid_vocab, load_checkpoint_for_docids
 from genret.indexing.pairs import KINDS
 from genret.indexing.training import TrainConfig, TrainStats, train
@@ -101,18 +102,32 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def train_state_path(index_dir: str | Path) -> Path:
+    """Where a build keeps its training state between epochs (resumed by a rerun, removed when published)."""
+    target = Path(index_dir)
+    return target.with_name(target.name + ".train-state.pt")
+
+
 def _train(model: Any, tokenizer: Any, spec: ModelSpec, codec: DocidCodec, texts: list[str], docids: list[str],
-           cfg: TrainConfig, device: torch.device, staging: Path) -> TrainStats:
+           cfg: TrainConfig, device: torch.device, staging: Path | None, index_dir: str | Path,
+           ranks: Ranks = SINGLE) -> TrainStats:
     labels = codec.encode_many(docids)
     rows = [row[: int((row != 0).sum())] for row in labels]
 
-    def checkpoint(epoch: int) -> None:
+    def save_model() -> None:
+        assert staging is not None  # rank 0's
         model.save_pretrained(staging / MODEL_DIR)
         tokenizer.save_pretrained(staging / MODEL_DIR)
-        log.info("checkpoint after epoch %d", epoch)
 
-    stats = train(model, tokenizer, spec, texts, rows, cfg, device, on_epoch=checkpoint)
-    checkpoint(-1)
+    def after_epoch(epoch: int) -> None:
+        save_model()
+        log.info("model saved after epoch %d", epoch)
+
+    stats = train(model, tokenizer, spec, texts, rows, cfg, device, on_epoch=after_epoch, ranks=ranks,
+                  state_path=train_state_path(index_dir))
+    if ranks.main:
+        save_model()
+        log.info("model saved after training (%s steps)", stats.steps)
     return stats
 
 
@@ -124,6 +139,7 @@ def _finish(store: QdrantStore, index_dir: str | Path, staging: Path, manifest: 
     for part in new:
         store.write_docids(part.tenant, [(d.point_id, docid) for d, docid in zip(part.docs, part.docids, strict=True)])
     publish(staging, index_dir)
+    train_state_path(index_dir).unlink(missing_ok=True)
     return manifest
 
 
@@ -177,8 +193,22 @@ def _check_docid_init(options: IndexOptions) -> None:
         raise ValueError("docid init 'embeddings' needs atomic docids (one token per document): --scheme atomic")
 
 
-def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions, device: torch.device,
-                training_queries: TrainingQueries | None = None) -> Manifest:
+@dataclass(frozen=True)
+class _Plan:
+    """What rank 0 reads and works out before training, and hands to every rank."""
+
+    parts: list[_Trained]
+    codec: DocidCodec
+    texts: list[str]
+    docids: list[str]
+    counts: dict[str, int]
+    memory: dict[tuple[str, str], list[str]]
+    generated: int
+    vectors: list[np.ndarray]
+
+
+def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, device: torch.device,
+          training_queries: TrainingQueries | None) -> _Plan:
     tenants = store.tenants()
     if not tenants:
         raise ValueError(f"collection '{store.collection}' has no documents with a "
@@ -209,6 +239,21 @@ def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions
     cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
     texts, docids, counts, memory, generated = _pairs(parts, options.pairs, device, cache, training_queries)
     log.info("training pairs: %s", counts)
+    return _Plan(parts, codec, texts, docids, counts, memory, generated, vectors)
+
+
+def build_index(store: QdrantStore | None, index_dir: str | Path, options: IndexOptions, device: torch.device,
+                training_queries: TrainingQueries | None = None, ranks: Ranks = SINGLE) -> Manifest | None:
+    """Train a new index of every document in the collection. Under ``torchrun`` every rank calls this:
+    rank 0 (the only one given a ``store``) plans, all train, rank 0 writes and returns the manifest; the
+    other ranks return None."""
+    if ranks.main:
+        assert store is not None, "rank 0 reads the collection"
+        plan: _Plan | None = _plan(store, index_dir, options, device, training_queries)
+    else:
+        plan = None
+    plan = share(plan, ranks)
+    parts, codec = plan.parts, plan.codec
 
     if options.model == "default":
         model, tokenizer, spec = build_default_model(codec.vocab_size, options.decoder_layers,
@@ -220,18 +265,22 @@ def build_index(store: QdrantStore, index_dir: str | Path, options: IndexOptions
         model, tokenizer, spec = load_checkpoint_for_docids(options.model, codec.vocab_size)
     if options.docid_init == "embeddings":
         tokens = [codec.encode(d)[0] for p in parts for d in p.docids]
-        seed_docid_embeddings(model, spec, tokens, np.concatenate(vectors))
+        seed_docid_embeddings(model, spec, tokens, np.concatenate(plan.vectors))
         _neutral_rows(model, spec, codec, len(tokens))
-    staging = staging_dir(index_dir)
-    stats = _train(model, tokenizer, spec, codec, texts, docids, options.train, device, staging)
+    staging = staging_dir(index_dir) if ranks.main else None
+    stats = _train(model, tokenizer, spec, codec, plan.texts, plan.docids, options.train, device, staging, index_dir,
+                   ranks)
+    if not ranks.main:
+        return None
+    assert store is not None and staging is not None
 
     training = {"options": {k: v for k, v in asdict(options).items() if k != "train"},
-                "config": asdict(options.train), "pairs": counts, "stats": stats.to_json(),
-                "queries_generated_for": generated, "device": str(device)}
+                "config": asdict(options.train), "pairs": plan.counts, "stats": stats.to_json(),
+                "queries_generated_for": plan.generated, "device": str(device), "processes": ranks.world}
     manifest = Manifest(collection=store.collection, tenant_key=store.config.tenant_key,
                         codec=codec.to_json(), model=asdict(spec),
                         tenants={p.tenant: len(p.docids) for p in parts}, training=training)
-    records, mem = _rows(parts, memory)
+    records, mem = _rows(parts, plan.memory)
     return _finish(store, index_dir, staging, manifest, records, mem, parts)
 
 
@@ -296,7 +345,7 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
             train_cfg = replace(train_cfg, freeze_docid_embeddings=True)
     staging = staging_dir(index_dir)
     stats = _train(model, tokenizer, spec, grown, texts + r_texts, docids + r_docids, train_cfg, device,
-                   staging)
+                   staging, index_dir)
 
     addition = {"added": {p.tenant: len(p.docs) for p in new_parts}, "pairs": counts, "replayed": len(r_texts),
                 "options": {k: v for k, v in asdict(options).items() if k != "train"},

@@ -10,12 +10,17 @@ forward-backward passes per step.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +32,10 @@ from transformers.modeling_outputs import BaseModelOutput
 from genret.data.index_dir import ModelSpec
 from genret.data.progress import progress_interval
 from genret.decoding.model import token_map as docid_token_map
+from genret.indexing.distributed import SINGLE, Ranks, any_rank, shard, share, wrap
 from genret.indexing.state_cache import cached_states
 
+log = logging.getLogger(__name__)
 IGNORE = -100
 
 
@@ -92,29 +99,75 @@ def sequence_loss(model: PreTrainedModel, spec: ModelSpec, labels: torch.Tensor,
     return loss.sum() / (labels != IGNORE).sum().clamp(min=1)
 
 
+def _fingerprint(texts: Sequence[str], labels: torch.Tensor, cfg: TrainConfig, world: int) -> str:
+    """What a saved training state must match to be resumed: the pairs, the schedule and the world size."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    h.update(labels.numpy().tobytes())
+    h.update(json.dumps([cfg.epochs, cfg.batch_size, cfg.encoder_lr, cfg.decoder_lr, cfg.seed, cfg.freeze_encoder,
+                         cfg.freeze_docid_embeddings, cfg.sam_rho, world]).encode())
+    return h.hexdigest()[:24]
+
+
+def _resume(path: Path | None, fingerprint: str, ranks: Ranks) -> dict[str, Any] | None:
+    """A saved training state of the same run (read by rank 0 and handed to every rank), or None."""
+    state = None
+    if ranks.main and path is not None and path.exists():
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a torn or foreign file: start afresh
+            log.warning("ignoring unreadable training state %s (%s)", path, exc)
+            saved = None
+        if saved is not None and saved.get("fingerprint") == fingerprint:
+            state = saved
+        elif saved is not None:
+            log.info("training state %s belongs to another run: starting afresh", path)
+    return share(state, ranks) if ranks.active else state
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    """Written beside the target and renamed over it: a crash leaves the old state or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec, texts: Sequence[str],
           docids: Sequence[np.ndarray], cfg: TrainConfig, device: torch.device,
-          on_epoch: Callable[[int], None] | None = None) -> TrainStats:
-    """Train on (text, EOS-terminated docid tokens) pairs."""
+          on_epoch: Callable[[int], None] | None = None, ranks: Ranks = SINGLE,
+          state_path: Path | None = None) -> TrainStats:
+    """Train on (text, EOS-terminated docid tokens) pairs.
+
+    Under ``torchrun`` (``ranks.active``) every rank calls this with the same pairs and trains on its shard
+    with ``ceil(batch_size / world)`` pairs per step; the gradients are averaged, so a step sees about
+    ``batch_size`` pairs as in one process. With ``state_path`` rank 0 saves the training state after every
+    epoch, and a run of the same pairs and settings started again resumes after the last saved epoch;
+    ``on_epoch`` (rank 0 only) runs after each epoch."""
     if len(texts) != len(docids) or not texts:
         raise ValueError("training needs the same positive number of texts and docids")
-    random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(device).train()  # type: ignore[arg-type]
     enc = tokenizer(list(texts), truncation=True, max_length=cfg.max_input_tokens)
     ids = [torch.tensor(x) for x in enc["input_ids"]]
     labels_all = _labels(docids)
-    n = len(texts)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    mine = shard(len(texts), ranks)
+    per_rank = math.ceil(len(texts) / ranks.world)  # every rank takes as many steps (short shards wrap)
+    batch = math.ceil(cfg.batch_size / ranks.world)
+    steps_per_epoch = math.ceil(per_rank / batch)
     total_steps = max(1, int(steps_per_epoch * cfg.epochs))
 
     encoder = model.get_encoder()
-    cache: list[torch.Tensor] | None = None
+    cache: dict[int, torch.Tensor] | None = None
     if cfg.freeze_encoder:
         for p in encoder.parameters():
             p.requires_grad_(False)
         encode = partial(_encode_all, encoder, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress)
-        cache = cached_states(cfg.encoder_cache, encoder, ids, encode) if cfg.encoder_cache else encode(ids)
+        mine_ids = [ids[i] for i in mine]
+        states = cached_states(cfg.encoder_cache, encoder, mine_ids, encode) if cfg.encoder_cache and not ranks.active \
+            else encode(mine_ids)
+        cache = dict(zip(mine, states, strict=True))
     if cfg.freeze_docid_embeddings:
         model.get_output_embeddings().weight.requires_grad_(False)  # type: ignore[union-attr]
     enc_params = {id(p) for p in encoder.parameters()}
@@ -127,21 +180,32 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     decay = max(1, total_steps - warm)  # linear warm-up, then linear decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, (total_steps - s) / decay))
 
+    fingerprint = _fingerprint(texts, labels_all, cfg, ranks.world)
+    step, seen, epoch = 0, 0, 0
+    saved = _resume(state_path, fingerprint, ranks)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        step, seen, epoch = saved["step"], saved["seen"], saved["epoch"]
+        torch.set_rng_state(saved["rng"])
+        log.info("resuming training after epoch %d (step %d of %d)", epoch, step, total_steps)
+    net = wrap(model, ranks, device, unused_parameters=not cfg.freeze_encoder)
+
     t0 = time.monotonic()
-    step, seen, last_loss, stopped_by = 0, 0, float("nan"), "epochs"
-    bar = tqdm(total=total_steps, desc="train", disable=not cfg.progress, mininterval=progress_interval(),
-               unit="step")
-    epoch = 0
+    last_loss, stopped_by, resumed_seen = float("nan"), "epochs", seen
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not cfg.progress or not ranks.main,
+               mininterval=progress_interval(), unit="step")
     while step < total_steps:
-        order = list(range(n))
-        random.shuffle(order)
-        for s in range(0, n, cfg.batch_size):
-            if step >= total_steps:
+        order = list(mine)
+        random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
+        order = (order * math.ceil(per_rank / len(order)))[:per_rank]
+        for s in range(0, per_rank, batch):
+            late = cfg.max_minutes is not None and time.monotonic() - t0 > cfg.max_minutes * 60
+            if step >= total_steps or any_rank(late, ranks, device):
+                stopped_by = "time" if step < total_steps else stopped_by
                 break
-            if cfg.max_minutes is not None and time.monotonic() - t0 > cfg.max_minutes * 60:
-                stopped_by = "time"
-                break
-            idx = order[s : s + cfg.batch_size]
+            idx = order[s : s + batch]
             labels = labels_all[idx].to(device)
             labels = labels[:, : int((labels != IGNORE).sum(1).max())]
             if cache is not None:
@@ -151,27 +215,32 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
                 input_ids, mask = _pad_ids([ids[i] for i in idx], tokenizer.pad_token_id or 0, device)
                 inputs = {"input_ids": input_ids, "attention_mask": mask}
             opt.zero_grad(set_to_none=True)
-            loss = sequence_loss(model, spec, labels, **inputs)
+            loss = sequence_loss(net, spec, labels, **inputs)
             loss.backward()
             if cfg.sam_rho > 0:
-                _sam_gradient(model, partial(sequence_loss, model, spec, labels, **inputs), cfg.sam_rho)
+                _sam_gradient(model, partial(sequence_loss, net, spec, labels, **inputs), cfg.sam_rho)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             step += 1
-            seen += len(idx)
+            seen += len(idx) * ranks.world
             last_loss = float(loss.detach())
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
         if stopped_by == "time":
             break
         epoch += 1
-        if on_epoch is not None:
+        if ranks.main and state_path is not None:
+            _save(state_path, {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "step": step, "seen": seen, "epoch": epoch,
+                               "rng": torch.get_rng_state()})
+        if on_epoch is not None and ranks.main:
             on_epoch(epoch)
     bar.close()
     model.eval()
     secs = time.monotonic() - t0
-    return TrainStats(step, seen, secs, seen / max(secs, 1e-9), last_loss, seen / n, stopped_by)
+    done = seen - resumed_seen
+    return TrainStats(step, seen, secs, done / max(secs, 1e-9), last_loss, seen / len(texts), stopped_by)
 
 
 def _sam_gradient(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], rho: float) -> None:

@@ -13,18 +13,21 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
 
 from genret.client import GenretClient
 from genret.config import Config
 from genret.data.index_dir import read_manifest
+from genret.data.loader import load_beir
 from genret.errors import Unavailable
+from genret.indexing.indexer import IndexOptions, build_index
+from genret.indexing.training import TrainConfig
 from genret.serving.engine import Engine
 from genret.serving.namespaces import load_namespaces
 from genret.store import QdrantStore, point_id_for
 from genret.types import NewDocument
 
 from .conftest import small_corpus
-from .test_cli_serve import genret
 
 TENANT = "t1"
 
@@ -43,9 +46,14 @@ def test_killed_mid_stream_recovers_to_what_was_acknowledged(tmp_path: Path) -> 
     corpus = small_corpus(tmp_path, 12)
     env = {**os.environ, "GENRET_QDRANT_PATH": str(tmp_path / "q"), "GENRET_INDEX_DIR": str(tmp_path / "idx"),
            "GENRET_COLLECTION": "crash", "GENRET_DEVICE": "cpu"}
-    assert genret("load", "--data", str(corpus), "--tenant", TENANT, env=env).returncode == 0
-    r = genret("index", "--model", "tiny", "--scheme", "semantic", "--branching", "4", "--epochs", "1", env=env)
-    assert r.returncode == 0, r.stderr
+    store = QdrantStore(Config(qdrant_path=env["GENRET_QDRANT_PATH"], collection="crash"))
+    try:  # set up in this process; only the sidecar runs (and is killed) in its own
+        load_beir(store, corpus, TENANT, with_vectors=True)
+        build_index(store, env["GENRET_INDEX_DIR"], IndexOptions(scheme="semantic", branching=4, model="tiny",
+                                                                 train=TrainConfig(epochs=1, progress=False)),
+                    torch.device("cpu"))
+    finally:
+        store.close()
     original = {f"{i}" for i in range(1, 13)}  # Cranfield ids of the first 12 documents
 
     proc, target = start_server(env)

@@ -11,15 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from genret.config import Config
 from genret.data.beir import load_corpus
+from genret.data.loader import load_beir
+from genret.indexing.indexer import IndexOptions, TrainingQueries, build_index
+from genret.indexing.training import TrainConfig
+from genret.indexing.training_data import PairOptions
 from genret.serving.engine import Engine
 from genret.store import QdrantStore, point_id_for
 from genret.types import SearchQuery
 
 from .conftest import small_corpus
-from .test_cli_serve import genret
 
 N = 16
 TENANT = "acme"
@@ -27,8 +31,8 @@ TENANT = "acme"
 # everywhere; both must have learned their training queries and agree on nearly all of them.
 MIN_AGREEMENT = 0.8
 MIN_ACCURACY = 0.8
-INDEX_ARGS = ("--model", "tiny", "--scheme", "semantic", "--branching", "4", "--epochs", "30", "--batch-size", "8",
-              "--decoder-lr", "3e-3", "--encoder-lr", "3e-3", "--max-chunks", "1", "--seed", "3")
+INDEX_ARGS = ("--model", "tiny", "--scheme", "semantic", "--branching", "4", "--epochs", "25", "--batch-size", "8",
+              "--decoder-lr", "5e-3", "--encoder-lr", "5e-3", "--max-chunks", "1", "--seed", "3")
 
 
 def _with_queries(tmp: Path) -> tuple[Path, dict[str, str]]:
@@ -61,14 +65,36 @@ def _top1(env: dict[str, str], titles: dict[str, str]) -> dict[str, str]:
         store.close()
 
 
+def _load(env: dict[str, str], corpus: Path) -> None:
+    store = QdrantStore(Config(qdrant_path=env["GENRET_QDRANT_PATH"], collection="ddp"))
+    try:
+        load_beir(store, corpus, TENANT, with_vectors=False)
+    finally:
+        store.close()
+
+
+def _one_process_build(env: dict[str, str], corpus: Path, titles: dict[str, str]) -> None:
+    """The same build as INDEX_ARGS, in this process."""
+    cfg = Config(qdrant_path=env["GENRET_QDRANT_PATH"], index_dir=env["GENRET_INDEX_DIR"], collection="ddp",
+                 device="cpu")
+    _load(env, corpus)
+    store = QdrantStore(cfg)
+    try:
+        opts = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=PairOptions(max_chunks=1),
+                            train=TrainConfig(epochs=25, batch_size=8, decoder_lr=5e-3, encoder_lr=5e-3, seed=3,
+                                              progress=False))
+        build_index(store, cfg.index_dir, opts, torch.device("cpu"),
+                    TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles}))
+    finally:
+        store.close()
+
+
 @pytest.mark.e2e
 def test_two_processes_build_what_one_builds(tmp_path: Path) -> None:
     corpus, titles = _with_queries(tmp_path)
     one, two = _env(tmp_path, "one"), _env(tmp_path, "two")
-    for env in (one, two):
-        assert genret("load", "--data", str(corpus), "--tenant", TENANT, "--no-vectors", env=env).returncode == 0
-    r = genret("index", *INDEX_ARGS, "--queries-from", str(corpus), env=one)
-    assert r.returncode == 0, r.stderr
+    _one_process_build(one, corpus, titles)
+    _load(two, corpus)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "genret.cli", "index", *INDEX_ARGS, "--queries-from", str(corpus)],
                        env=two, capture_output=True, text=True, timeout=300)
@@ -81,4 +107,6 @@ def test_two_processes_build_what_one_builds(tmp_path: Path) -> None:
     a, b = _top1(one, titles), _top1(two, titles)
     accuracy = lambda got: sum(got[d] == d for d in titles) / N  # noqa: E731
     assert accuracy(a) >= MIN_ACCURACY and accuracy(b) >= MIN_ACCURACY, (accuracy(a), accuracy(b))
-    assert sum(a[d] == b[d] for d in titles) / N >= MIN_AGREEMENT
+    agreement = sum(a[d] == b[d] for d in titles) / N
+    print(f"accuracy one process {accuracy(a):.2f}, two {accuracy(b):.2f}; agreement {agreement:.2f}")
+    assert agreement >= MIN_AGREEMENT, (a, b)

@@ -23,6 +23,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tenant-key", help="payload field naming the tenant (default tenant)")
     g.add_argument("--text-key", help="payload field with the document text (default text)")
     g.add_argument("--title-key", help="payload field with the title (default title)")
+    g.add_argument("--docid-key", help="payload field genret writes docids to (default genret_docid); give a new "
+                   "index over the same collection its own, e.g. genret_docid_v2")
     g.add_argument("--index-dir", help="index directory (default genret-data/index)")
     g.add_argument("--device", help="auto, cpu or cuda[:n]")
     g.add_argument("--kernel-backend", choices=["auto", "triton", "torch"], help="constrained-decoding kernels")
@@ -50,7 +52,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--encoder-lr", type=float, default=5e-5)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop training after this long")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="time budget of training: the frozen-encoder pass (its estimate is logged first) and the epochs")
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder on cached encoder states")
     p.add_argument("--encoder-cache", help="with --freeze-encoder: directory keeping encoder states, so "
                    "indexing the same texts again skips the encoder")
@@ -108,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "default off (-1)")
     p.add_argument("--metrics-tenant-labels", type=int, help="tenants named in metric labels (default 100); "
                    "the rest are counted as 'other'")
+    p.add_argument("--read-only", action="store_true", default=None,
+                   help="a read replica: refuse writes to the served collection (send them to the writer replica)")
+    p.add_argument("--follow-s", type=float,
+                   help="re-read docids from Qdrant every this many seconds and rebuild the tenants whose documents "
+                   "another replica changed (default 0: never)")
+    p.add_argument("--health-interval-s", type=float,
+                   help="seconds between Qdrant probes; health is NOT_SERVING while Qdrant does not answer (default 1)")
     p.add_argument("--otel-exporter", choices=["otlp", "console"],
                    help="OpenTelemetry traces (needs genret[tracing]): otlp sends them to OTEL_EXPORTER_OTLP_ENDPOINT "
                    "(default localhost:4317), console prints them; default off")
@@ -151,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="generative vs dense vs BM25 on a BEIR split")
     _judged_queries(p, "test")
-    p.add_argument("--out", default="integration/bench/results")
+    p.add_argument("--out", default="genret-eval", help="folder for the results JSON and table (default genret-eval)")
     p.add_argument("--name", default=None, help="results file name (default eval-<collection>-<split>)")
 
     p = sub.add_parser("calibrate", help="fit calibrated probabilities on training queries (stored in the index)")
@@ -166,11 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> Config:
-    keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key",
+    keys = ("qdrant_path", "qdrant_url", "qdrant_api_key", "collection", "tenant_key", "text_key", "title_key", "docid_key",
             "index_dir", "device", "kernel_backend", "scoring", "host", "port", "keys_file", "tls_cert", "tls_key",
             "tenant_max_inflight", "max_inflight", "keys_grace_s", "tenant_max_new_docids", "batch_rows",
             "write_workers", "max_write_chars", "admission_wait_s", "qdrant_port", "qdrant_grpc_port", "metrics_port",
-            "metrics_tenant_labels", "log_format", "log_queries", "otel_exporter")
+            "metrics_tenant_labels", "log_format", "log_queries", "otel_exporter",
+            "health_interval_s", "read_only", "follow_s")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)
@@ -187,7 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -257,7 +267,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             cal, path = calibrate_index(Engine.load(cfg, store), args.data, args.split, args.tenant,
                                         args.beam_size, limit=args.limit)
-            print(f"calibration written to {path}: {cal.fit_on}")
+            print(describe_calibration(cal, path))
     finally:
         store.close()
     return 0
@@ -318,6 +328,22 @@ def _index(args: argparse.Namespace, cfg: Config, store: Any, ranks: Any = None,
         stats = m.training["stats"]
     print(f"index written to {cfg.index_dir}: {sum(m.tenants.values())} docids in {len(m.tenants)} tenant(s), "
           f"{stats['steps']} steps, {stats['examples_per_s']:.1f} examples/s, loss {stats['final_loss']:.3f}")
+
+
+def describe_calibration(cal: Any, path: Any) -> str:
+    """What `genret calibrate` fitted, as a person reads it."""
+    f = cal.fit_on
+    tried = f.get("weighted_ndcg_at_10", {})
+    best = max(tried.items(), key=lambda kv: kv[1]) if tried else None
+    lines = [f"calibration written to {path}",
+             f"  fitted on {f.get('queries', '?')} queries of {f.get('data', '?')} (split {f.get('split', '?')}, "
+             f"tenant {f.get('tenant', '?')}, beam {f.get('beam_size', '?')}): {f.get('hits', '?')} hits, "
+             f"{f.get('relevant_hits', '?')} of them relevant"]
+    if best is not None:
+        lines.append(f"  weighted fusion: generative score weight {cal.fusion_weights.get('generative', 0):g} "
+                     f"(nDCG@10 {best[1]:.3f} on these queries, best of {len(tried)} weights tried)")
+    lines.append(f"  AUTO answers generatively when its top hit's probability is at least {cal.auto_min_probability:g}")
+    return "\n".join(lines)
 
 
 def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:

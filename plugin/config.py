@@ -27,6 +27,7 @@ class Config:
     tenant_key: str = "tenant"
     text_key: str = "text"
     title_key: str = "title"
+    docid_key: str = "genret_docid"  # the payload field of each point's docid; one per index over a collection
     # Index
     index_dir: str = "genret-data/index"
     device: str = "auto"
@@ -41,6 +42,8 @@ class Config:
     log_queries: bool = False  # put query texts in the access log (never keys)
     otel_exporter: str = ""  # OpenTelemetry traces: "" off, "otlp" (OTEL_EXPORTER_OTLP_ENDPOINT), "console"
     grace_s: float = 5.0
+    read_only: bool = False  # a read replica: writes to the served collection are refused (FAILED_PRECONDITION)
+    follow_s: float = 0.0  # re-read docids from Qdrant this often and rebuild the tenants that changed; 0: never
     health_interval_s: float = 1.0  # how often Qdrant is probed; health is NOT_SERVING while it does not answer
     max_query_chars: int = 2048
     max_top_k: int = 100

@@ -7,7 +7,8 @@
     ranking    -> base
     decoding   -> data, base, kernels
     data       -> base
-    base       =  the top-level modules (types, config, errors, names, turns, devices, docids, store, metrics)
+    base       =  the top-level modules (types, config, errors, names, turns, devices, docids, store, metrics,
+                  tracing)
     kernels    -> genret.kernels only
 Only ``genret.store`` talks to Qdrant; ``api/`` may import Qdrant's wire messages and their conversions
 (``qdrant_client.grpc``, ``qdrant_client.conversions``), as it imports genret's own (``genret.v1``);
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"types", "config", "errors", "names", "turns", "devices", "docids", "store", "metrics", "v1", ""}
+BASE = {"types", "config", "errors", "names", "turns", "devices", "docids", "store", "metrics", "tracing", "v1", ""}
 ALLOWED = {
     "api": {"api"} | BASE,
     "evaluation": {"evaluation", "serving", "ranking", "decoding", "data"} | BASE,

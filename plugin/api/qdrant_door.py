@@ -44,7 +44,6 @@ from genret.api.auth import Principal
 from genret.api.qdrant_query import QueryPlan, Scored, genret_text, has_genret, key_of, with_ids
 from genret.api.servicer import GenRetServicer, status_for
 from genret.config import Config
-from genret.store import DOCID_KEY
 from genret.store.wire import COLLECTIONS, POINTS, ROOT, Upstream, WireError
 from genret.types import Mode, SearchQuery
 
@@ -346,6 +345,7 @@ class QdrantDoor:
             if not principal.admin:
                 self._own_collection(req.collection_name)
             return await forward(POINTS, method, request)
+        self.genret.check_writable()
         ops = self._operations(req) if method == "UpdateBatch" else [(method, req)]
         batch = method == "UpdateBatch"
         found: dict[Any, qg.PointId] = {}
@@ -434,4 +434,4 @@ class QdrantDoor:
             raise errors.PermissionDenied("ClearPayload through the front door needs an admin key")
 
 
-__all__ = ["DOCID_KEY", "QdrantDoor", "SERVICES", "genret_text", "id_text", "point_id"]
+__all__ = ["QdrantDoor", "SERVICES", "genret_text", "id_text", "point_id"]

@@ -41,6 +41,7 @@ class RunningServer:
     door_port: int = 0
     upstream: Upstream | None = None
     watcher: asyncio.Task[None] | None = None
+    follower: asyncio.Task[None] | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -49,8 +50,9 @@ class RunningServer:
             await self.health.set(name, status)
 
     async def stop(self, grace: float) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
+        for task in (self.watcher, self.follower):
+            if task is not None:
+                task.cancel()
         await self.set_serving(False)
         if self.door is not None:
             await self.door.stop(grace)
@@ -190,6 +192,19 @@ async def _watch_qdrant(running: RunningServer, engine: SearchService, interval:
                 log.error("Qdrant does not answer: health NOT_SERVING, requests UNAVAILABLE until it does")
 
 
+async def _follow_qdrant(engine: SearchService, interval: float) -> None:
+    """A replica that does not take the writes catches up with them: every ``interval`` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            changed = await asyncio.to_thread(engine.follow)
+        except errors.GenretError as exc:  # Qdrant away: health says so; try again next time
+            log.warning("could not follow Qdrant: %s", exc)
+            continue
+        if changed:
+            log.info("followed writes of %d tenant(s) from Qdrant", len(changed))
+
+
 async def start(config: Config, engine: SearchService, upstream: Upstream | None = None) -> RunningServer:
     """Start serving; health turns SERVING here, after the engine (model and tries) is loaded, and then
     follows Qdrant (probed every ``config.health_interval_s``)."""
@@ -201,6 +216,8 @@ async def start(config: Config, engine: SearchService, upstream: Upstream | None
     await running.set_serving(True)
     if config.health_interval_s > 0:
         running.watcher = asyncio.create_task(_watch_qdrant(running, engine, config.health_interval_s))
+    if config.follow_s > 0:
+        running.follower = asyncio.create_task(_follow_qdrant(engine, config.follow_s))
     log.info("genret serving %s on %s:%d", engine.collection, config.host, running.port)
     return running
 

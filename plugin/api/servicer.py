@@ -237,8 +237,15 @@ class GenRetServicer:
         async with self._limits.admit([q.tenant]):
             return await self._within_deadline(context, self._batcher.submit(q.tenant, q, self._deadline(context)))
 
+    def check_writable(self) -> None:
+        """A read replica (``--read-only``) refuses writes to the served collection before touching Qdrant."""
+        if self.config.read_only:
+            raise errors.FailedPrecondition("this replica serves reads only (--read-only): send writes to the "
+                                            "collection's writer replica")
+
     async def write(self, tenant: str, fn: Callable[[], T], context: grpc.aio.ServicerContext) -> T:
         """A write admitted for its tenant and run in the tenant's lane (both doors use this)."""
+        self.check_writable()
         async with self._limits.admit([tenant]):
             return await self._write(tenant, fn, context)
 

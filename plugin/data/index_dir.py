@@ -78,6 +78,7 @@ class Manifest:
     created_at: str = field(default_factory=lambda: utc_now())
     versions: dict[str, str] = field(default_factory=library_versions)
     format_version: int = FORMAT_VERSION
+    docid_key: str = "genret_docid"  # the payload field the index's docids are written to
 
     @property
     def model_spec(self) -> ModelSpec:

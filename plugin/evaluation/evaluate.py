@@ -16,9 +16,11 @@ from typing import Any
 import ir_measures
 import numpy as np
 from ir_measures import RR, Success, nDCG
+from tqdm import tqdm
 
 from genret.data.beir import load_qrels, load_queries
 from genret.data.index_dir import library_versions
+from genret.data.progress import progress_interval
 from genret.serving.engine import Engine
 from genret.store import QdrantStore
 from genret.types import Fusion, Mode, SearchQuery
@@ -52,6 +54,8 @@ def score_run(qrels: Mapping[str, Mapping[str, int]], run: Run) -> dict[str, flo
 def bm25_run(doc_keys: Sequence[str], texts: Sequence[str], queries: Mapping[str, str], k: int) -> Run:
     import bm25s
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s turns its logger to DEBUG when imported
     retriever = bm25s.BM25(k1=0.9, b=0.4)
     retriever.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
     qids = list(queries)
@@ -66,7 +70,9 @@ def engine_run(engine: Engine, tenant: str, queries: Mapping[str, str], mode: Mo
                doc_key_of: Mapping[str, str], batch_size: int, fusion: Fusion = Fusion.DEFAULT) -> Run:
     qids = list(queries)
     run: Run = {}
-    for s in range(0, len(qids), batch_size):
+    label = mode.value if mode != Mode.HYBRID else f"hybrid {fusion.value}"
+    for s in tqdm(range(0, len(qids), batch_size), desc=f"eval {label}", unit="batch",
+                  mininterval=progress_interval()):
         chunk = qids[s : s + batch_size]
         batch = [SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion) for q in chunk]
         for q, hits in zip(chunk, engine.search(batch), strict=True):
@@ -82,11 +88,21 @@ def _timed(name: str, fn: Callable[[], Run], qrels: Mapping[str, Mapping[str, in
     return EvalResult(name, score_run(qrels, run), secs, settings)
 
 
+def fit_queries(queries: Mapping[str, str], limit: int) -> dict[str, str]:
+    """Queries cut to the sidecar's request limit (``max_query_chars``), with a warning naming how many."""
+    long = [q for q, text in queries.items() if len(text) > limit]
+    if long:
+        log.warning("%d judged queries are longer than the request limit of %d characters (the longest: %d); "
+                    "each is cut to its first %d characters for every retriever", len(long), limit,
+                    max(len(queries[q]) for q in long), limit)
+    return {q: text[:limit] for q, text in queries.items()}
+
+
 def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, tenant: str,
              beams: int = 100, k: int = 100, batch_size: int = 16) -> list[EvalResult]:
     queries_all = load_queries(data)
     qrels = load_qrels(data, split)
-    queries = {q: queries_all[q] for q in qrels if q in queries_all}
+    queries = fit_queries({q: queries_all[q] for q in qrels if q in queries_all}, engine.config.max_query_chars)
     docs = list(store.scroll_tenant(tenant))
     if not docs:
         raise ValueError(f"tenant '{tenant}' has no documents in '{store.collection}'")

@@ -279,7 +279,8 @@ def build_index(store: QdrantStore | None, index_dir: str | Path, options: Index
                 "queries_generated_for": plan.generated, "device": str(device), "processes": ranks.world}
     manifest = Manifest(collection=store.collection, tenant_key=store.config.tenant_key,
                         codec=codec.to_json(), model=asdict(spec),
-                        tenants={p.tenant: len(p.docids) for p in parts}, training=training)
+                        tenants={p.tenant: len(p.docids) for p in parts}, training=training,
+                        docid_key=store.docid_key)
     records, mem = _rows(parts, plan.memory)
     return _finish(store, index_dir, staging, manifest, records, mem, parts)
 
@@ -288,6 +289,9 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
                   training_queries: TrainingQueries | None = None) -> Manifest:
     """Train the collection's documents that the index was not trained on into it."""
     old = read_manifest(index_dir)
+    if old.docid_key != store.docid_key:
+        raise ValueError(f"index {index_dir} keeps its docids in payload field '{old.docid_key}': add to it with "
+                         f"--docid-key {old.docid_key}")
     codec, spec = old.docid_codec(), old.model_spec
     records = _read_jsonl(Path(index_dir) / DOCIDS)
     memory = _read_jsonl(Path(index_dir) / MEMORY)

@@ -147,6 +147,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     ``on_epoch`` (rank 0 only) runs after each epoch."""
     if len(texts) != len(docids) or not texts:
         raise ValueError("training needs the same positive number of texts and docids")
+    began = time.monotonic()  # --max-minutes counts from here: the encoder pass is part of the budget
     torch.manual_seed(cfg.seed)
     model.to(device).train()  # type: ignore[arg-type]
     enc = tokenizer(list(texts), truncation=True, max_length=cfg.max_input_tokens)
@@ -163,7 +164,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     if cfg.freeze_encoder:
         for p in encoder.parameters():
             p.requires_grad_(False)
-        encode = partial(_encode_all, encoder, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress)
+        encode = partial(_encode_all, encoder, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress,
+                         budget_min=cfg.max_minutes)
         mine_ids = [ids[i] for i in mine]
         states = cached_states(cfg.encoder_cache, encoder, mine_ids, encode) if cfg.encoder_cache and not ranks.active \
             else encode(mine_ids)
@@ -201,7 +203,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
         random.Random(cfg.seed * 1_000_003 + epoch).shuffle(order)
         order = (order * math.ceil(per_rank / len(order)))[:per_rank]
         for s in range(0, per_rank, batch):
-            late = cfg.max_minutes is not None and time.monotonic() - t0 > cfg.max_minutes * 60
+            late = cfg.max_minutes is not None and time.monotonic() - began > cfg.max_minutes * 60
             if step >= total_steps or any_rank(late, ranks, device):
                 stopped_by = "time" if step < total_steps else stopped_by
                 break
@@ -261,18 +263,27 @@ def _sam_gradient(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], r
 
 @torch.inference_mode()
 def _encode_all(encoder: torch.nn.Module, ids: Sequence[torch.Tensor], device: torch.device,
-                batch_size: int, progress: bool) -> list[torch.Tensor]:
-    """Encoder states per input (unpadded, bf16 on CPU to halve memory)."""
+                batch_size: int, progress: bool, budget_min: float | None = None) -> list[torch.Tensor]:
+    """Encoder states per input (unpadded, bf16 on CPU to halve memory). After the first batch (the
+    longest inputs) it logs how long the whole pass will take at most, against the training budget."""
     encoder.eval()
     out: list[torch.Tensor] = [torch.empty(0)] * len(ids)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     batches = range(0, len(ids), batch_size)
+    t0 = time.monotonic()
     for s in tqdm(batches, desc="encode", disable=not progress, mininterval=progress_interval(), unit="batch"):
         idx = order[s : s + batch_size]
         input_ids, mask = _pad_ids([ids[i] for i in idx], 0, device)
         hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         for j, i in enumerate(idx):
             out[i] = hidden[j, : len(ids[i])].to(torch.bfloat16).cpu()
+        if s == 0 and len(batches) > 1:
+            estimate = (time.monotonic() - t0) * len(batches) / 60
+            within = f" of the {budget_min:g}-minute budget" if budget_min else ""
+            log.info("encoding %d inputs once (frozen encoder): at most about %.1f min%s", len(ids), estimate, within)
+            if budget_min and estimate > budget_min / 2:
+                log.warning("the encoder pass may take over half of --max-minutes %g; training gets what is left",
+                            budget_min)
     return out
 
 

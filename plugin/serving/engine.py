@@ -36,7 +36,7 @@ from genret.serving.filtered import FilteredTries
 from genret.serving.namespaces import Namespace, Namespaces, load_namespaces
 from genret.serving.served import ServedTrie, packed, served_trie
 from genret.serving.writer import DocumentWriter, Snapshots
-from genret.store import DOCID_KEY, QdrantStore, parse_filter
+from genret.store import QdrantStore, parse_filter
 from genret.turns import TenantTurns
 from genret.types import (
     Checkpoint,
@@ -163,6 +163,9 @@ class Engine:
         if manifest.collection != store.collection:
             raise ValueError(f"index {config.index_dir} was built for collection '{manifest.collection}', "
                              f"not '{store.collection}'")
+        if manifest.docid_key != store.docid_key:
+            raise ValueError(f"index {config.index_dir} keeps its docids in payload field '{manifest.docid_key}', "
+                             f"not '{store.docid_key}': serve it with --docid-key {manifest.docid_key}")
         if manifest.tenant_key != config.tenant_key:
             raise ValueError(f"index {config.index_dir} uses tenant field '{manifest.tenant_key}', "
                              f"not '{config.tenant_key}'")
@@ -193,6 +196,10 @@ class Engine:
             return False
         self.writer.resync_stale()
         return True
+
+    def follow(self) -> list[str]:
+        """Catch up with the writes other replicas made to Qdrant; the tenants rebuilt."""
+        return self.writer.follow(self.store.docids_by_tenant())
 
     # --- writes --------------------------------------------------------------------------------
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]:
@@ -394,10 +401,11 @@ class Engine:
         for tenant, rows in by_tenant.items():
             ids = list(dict.fromkeys(a.point_id for i in rows for a in answers[i]))
             payloads = self.store.hydrate(tenant, ids, True)
+            key = self.store.docid_key
             for i in rows:
                 keep = queries[i].with_payload
                 results[i] = [
-                    SearchHit(a.point_id, docid_of.get(a.point_id) or str(payloads[a.point_id].get(DOCID_KEY) or ""),
+                    SearchHit(a.point_id, docid_of.get(a.point_id) or str(payloads[a.point_id].get(key) or ""),
                               a.score, a.retriever, payloads[a.point_id] if keep else {}, tuple(a.sources.values()),
                               tuple(a.sources), a.probability)
                     for a in answers[i] if a.point_id in payloads]

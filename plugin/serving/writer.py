@@ -155,6 +155,17 @@ class DocumentWriter:
             self._pool.give_back(int(d) for d in reserved if d not in held)
             self._pool.retire((int(d) for d in before - held), epoch)
 
+    def follow(self, truth: dict[str, list[tuple[PointId, str]]]) -> list[str]:
+        """Rebuild, each in its lane, the tenants whose docids in Qdrant (``truth``, one scroll) differ from
+        the current snapshot: written by another replica. The tenants rebuilt."""
+        current = self._snap.current()
+        changed = sorted(t for t in set(current.tenants) | set(truth)
+                         if set(current.entries(t)) != set(truth.get(t, ())))
+        for tenant in changed:
+            with self._lane(tenant):
+                self._resync(tenant)
+        return changed
+
     def resync_stale(self) -> None:
         """Re-read every tenant a failed write left unsure of (called when Qdrant answers again)."""
         for tenant in list(self._stale):

@@ -26,7 +26,7 @@ from genret.store.wire import EmbeddedUpstream, ServerUpstream, Upstream
 from genret.turns import TurnLock
 from genret.types import PointId
 
-DOCID_KEY = "genret_docid"
+DOCID_KEY = "genret_docid"  # the default payload field of docids (``Config.docid_key``)
 DOC_ID_KEY = "doc_id"
 VECTOR_NAME = "dense"
 MAX_FILTER_IDS = 10_000  # point ids one filter's has_id conditions may list
@@ -125,6 +125,7 @@ class QdrantStore:
         # order they arrive, so one tenant's long run of calls cannot keep another's waiting.
         self._lock = TurnLock() if not config.qdrant_url else None
         self._has_vectors: bool | None = None
+        self.docid_key = config.docid_key  # the payload field holding each point's docid
         self._failed: tuple[float, str] | None = None  # (when, why) of the last failure while Qdrant is down
 
     def close(self) -> None:
@@ -196,7 +197,7 @@ class QdrantStore:
         self._call(self.client.create_collection, self.collection, vectors_config=vectors)
         self._call(self.client.create_payload_index, self.collection, self.config.tenant_key,
                    field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True))
-        self._call(self.client.create_payload_index, self.collection, DOCID_KEY,
+        self._call(self.client.create_payload_index, self.collection, self.docid_key,
                    field_schema=models.PayloadSchemaType.KEYWORD)
 
     def drop_collection(self) -> None:
@@ -232,7 +233,7 @@ class QdrantStore:
             payload = {**extra_payload, self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
                        self.config.title_key: title, self.config.text_key: text}
             if docids is not None:
-                payload[DOCID_KEY] = docids[i]
+                payload[self.docid_key] = docids[i]
             vec: Any = {**own_vectors, **({VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {})}
             if "" in vec:
                 if len(vec) > 1:
@@ -256,18 +257,18 @@ class QdrantStore:
 
     def scroll_tenant(self, tenant: str, with_vectors: bool = False) -> Iterator[StoredDoc]:
         """All documents of one tenant, tenant filter applied."""
-        keys = [self.config.tenant_key, DOC_ID_KEY, self.config.title_key, self.config.text_key, DOCID_KEY]
+        keys = [self.config.tenant_key, DOC_ID_KEY, self.config.title_key, self.config.text_key, self.docid_key]
         for rec in self._scroll(self.tenant_filter(tenant), keys, with_vectors=with_vectors):
             yield self._to_doc(rec)
 
     def docids_of_tenant(self, tenant: str) -> list[tuple[PointId, str]]:
         """(point id, docid) for the tenant's points that carry a docid."""
         out = []
-        for rec in self._scroll(self.tenant_filter(tenant), [DOCID_KEY, self.config.tenant_key], with_vectors=False):
+        for rec in self._scroll(self.tenant_filter(tenant), [self.docid_key, self.config.tenant_key], with_vectors=False):
             payload = rec.payload or {}
             if payload.get(self.config.tenant_key) != tenant:  # defence in depth
                 continue
-            docid = payload.get(DOCID_KEY)
+            docid = payload.get(self.docid_key)
             if isinstance(docid, str) and docid:
                 out.append((str(rec.id), docid))
         return out
@@ -290,7 +291,7 @@ class QdrantStore:
             vec = np.asarray(rec.vector[VECTOR_NAME], dtype=np.float32)
         return StoredDoc(str(rec.id), str(p.get(self.config.tenant_key, "")), str(p.get(DOC_ID_KEY, rec.id)),
                          str(p.get(self.config.title_key) or ""), str(p.get(self.config.text_key) or ""),
-                         p.get(DOCID_KEY), vec)
+                         p.get(self.docid_key), vec)
 
     def _owned(self, tenant: str, ids: Sequence[PointId], with_payload: bool | list[str],
                with_vectors: bool) -> list[models.Record]:
@@ -319,9 +320,9 @@ class QdrantStore:
     def docids_by_tenant(self) -> dict[str, list[tuple[PointId, str]]]:
         """Every point's (tenant, docid) in one pass over the collection: how namespaces are rebuilt."""
         out: dict[str, list[tuple[PointId, str]]] = {}
-        for rec in self._scroll(None, [self.config.tenant_key, DOCID_KEY], with_vectors=False, page=20_000):
+        for rec in self._scroll(None, [self.config.tenant_key, self.docid_key], with_vectors=False, page=20_000):
             payload = rec.payload or {}
-            tenant, docid = payload.get(self.config.tenant_key), payload.get(DOCID_KEY)
+            tenant, docid = payload.get(self.config.tenant_key), payload.get(self.docid_key)
             if isinstance(tenant, str) and tenant and isinstance(docid, str) and docid:
                 out.setdefault(tenant, []).append((str(rec.id), docid))
         return out
@@ -374,7 +375,7 @@ class QdrantStore:
             foreign = [pid for pid in ids if pid not in owned]
             if foreign:
                 raise ValueError(f"{len(foreign)} point(s) are not in tenant '{tenant}', e.g. {foreign[0]}")
-            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload={DOCID_KEY: docid},
+            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload={self.docid_key: docid},
                                                                             points=[qdrant_id(pid)]))
                    for pid, docid in batch]
             self._call(self.client.batch_update_points, self.collection, update_operations=ops, wait=True)

@@ -1,0 +1,65 @@
+"""Two sidecars over one Qdrant: the writer takes the writes, a read replica (--read-only --follow-s)
+refuses them and follows what the writer did, tenant by tenant, without a restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from genret.api.server import ServerThread
+from genret.serving.engine import Engine
+from genret.store import QdrantStore
+from genret.v1 import genret_pb2 as pb
+from genret.v1 import genret_pb2_grpc as pb_grpc
+
+from .conftest import Stack
+from .test_live_changes import delete, fresh_tenant, upsert
+
+
+@pytest.fixture
+def replica(stack: Stack) -> Iterator[pb_grpc.GenRetStub]:
+    cfg = dataclasses.replace(stack.config, read_only=True, follow_s=0.2)
+    store = QdrantStore(cfg, client=stack.store.client)
+    store._lock = stack.store._lock  # one embedded Qdrant: both replicas' calls take turns on it
+    with ServerThread(cfg, Engine.load(cfg, store)) as server, grpc.insecure_channel(server.target) as channel:
+        yield pb_grpc.GenRetStub(channel)
+
+
+def _ids(stub: pb_grpc.GenRetStub, tenant: str) -> set[str]:
+    try:
+        resp = stub.Search(pb.SearchRequest(tenant=tenant, query="wing", top_k=50, beam_size=100, with_payload=True),
+                           timeout=30)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.NOT_FOUND  # no such tenant (yet, or any more)
+        return set()
+    return {h.payload["doc_id"] for h in resp.hits}
+
+
+def _until(check: object, limit_s: float = 15) -> None:
+    t0 = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - t0 < limit_s, "the replica did not follow"
+        time.sleep(0.1)
+
+
+@pytest.mark.e2e
+def test_a_read_replica_follows_the_writer_and_refuses_writes(stack: Stack, replica: pb_grpc.GenRetStub) -> None:
+    tenant = fresh_tenant()
+    upsert(stack, tenant, [("a", "supersonic flutter of thin wings"), ("b", "heat transfer on swept wings")])
+    _until(lambda: _ids(replica, tenant) == {"a", "b"})
+    delete(stack, tenant, ["a"])
+    _until(lambda: _ids(replica, tenant) == {"b"})
+    with pytest.raises(grpc.RpcError) as err:
+        replica.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[pb.Document(id="c", text="x")]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "--read-only" in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        replica.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["b"]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _ids(stack.stub, tenant) == {"b"}  # the refused delete changed nothing
+    delete(stack, tenant, ["b"])
+    _until(lambda: _ids(replica, tenant) == set())

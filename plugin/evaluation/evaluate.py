@@ -114,16 +114,17 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
     if store.has_vectors():
         results.append(_timed("dense (Qdrant, MiniLM)", lambda: engine_run(
             engine, tenant, queries, Mode.DENSE, k, k, doc_key_of, batch_size), qrels, {"top_k": k}))
+        fused_k = min(k, beams)  # a search that decodes returns at most its beam's worth of hits
         fusions = [("RRF", Fusion.RRF), ("rescore", Fusion.RESCORE)]
         if engine.calibration is not None:
             fusions += [("weighted", Fusion.WEIGHTED), ("learned", Fusion.LEARNED)]
         for label, fusion in fusions:
             results.append(_timed(f"hybrid ({label})", lambda f=fusion: engine_run(  # type: ignore[misc]
-                engine, tenant, queries, Mode.HYBRID, k, beams, doc_key_of, batch_size, f), qrels,
-                {"top_k": k, "beam_size": beams, "fusion": fusion.value}))
+                engine, tenant, queries, Mode.HYBRID, fused_k, beams, doc_key_of, batch_size, f), qrels,
+                {"top_k": fused_k, "beam_size": beams, "fusion": fusion.value}))
         results.append(_timed("auto", lambda: engine_run(
-            engine, tenant, queries, Mode.AUTO, k, beams, doc_key_of, batch_size), qrels,
-            {"top_k": k, "beam_size": beams, "calibrated": engine.calibration is not None}))
+            engine, tenant, queries, Mode.AUTO, fused_k, beams, doc_key_of, batch_size), qrels,
+            {"top_k": fused_k, "beam_size": beams, "calibrated": engine.calibration is not None}))
     results.append(_timed("BM25 (bm25s k1=0.9 b=0.4)", lambda: bm25_run(
         [d.doc_id for d in docs], [f"{d.title} {d.text}" for d in docs], queries, k), qrels, {"top_k": k}))
     return results

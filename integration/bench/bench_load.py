@@ -375,6 +375,17 @@ async def add_tenants(channels: Channels, corpus: list[dict[str, str]], n: int) 
     return names
 
 
+def _save(fig: Any, ax: Any, ax2: Any, title: str, out: Path, suffix: str) -> str:
+    """A two-axis figure's legends and title, saved beside ``out`` as ``<stem>-<suffix>.png``; its path."""
+    ax.legend(loc="upper left")
+    ax2.legend(loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = out.with_name(f"{out.stem}-{suffix}.png")
+    fig.savefig(path, dpi=110)
+    return str(path)
+
+
 def plot(result: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
@@ -395,12 +406,7 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
         ax2 = ax.twinx()
         ax2.plot(x, [r["achieved_rps"] for r in rows], color="black", ls=":", marker=".", label="answered/s")
         ax2.set_ylabel("answered OK per second")
-        ax.legend(loc="upper left")
-        ax2.legend(loc="lower right")
-        ax.set_title(f"genret sidecar, {result['environment']['device']}")
-        fig.tight_layout()
-        fig.savefig(out.with_name(out.stem + "-latency.png"), dpi=110)
-        written.append(str(out.with_name(out.stem + "-latency.png")))
+        written.append(_save(fig, ax, ax2, f"genret sidecar, {result['environment']['device']}", out, "latency"))
     if "soak" in result:
         s = result["soak"]["samples"]
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -410,12 +416,7 @@ def plot(result: dict[str, Any], out: Path) -> list[str]:
         ax2 = ax.twinx()
         ax2.plot([r["t_s"] / 60 for r in s], [r["fds"] for r in s], color="tab:orange", label="open fds")
         ax2.set_ylabel("open file descriptors")
-        ax.legend(loc="upper left")
-        ax2.legend(loc="lower right")
-        ax.set_title(f"soak at {result['soak']['rate_rps']:.1f} req/s")
-        fig.tight_layout()
-        fig.savefig(out.with_name(out.stem + "-soak.png"), dpi=110)
-        written.append(str(out.with_name(out.stem + "-soak.png")))
+        written.append(_save(fig, ax, ax2, f"soak at {result['soak']['rate_rps']:.1f} req/s", out, "soak"))
     if "outage" in result:
         secs = result["outage"]["seconds"]
         codes = sorted({c for s in secs for c in s["codes"]})

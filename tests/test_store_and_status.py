@@ -71,3 +71,31 @@ def test_embedded_store_round_trip_under_tenant_filter(tmp_path) -> None:  # typ
         assert [h.point_id for h in hits] == b and hits[0].payload["tenant"] == "b"
     finally:
         store.close()
+
+
+
+def test_a_request_a_server_refuses_does_not_stop_every_tenants_calls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    from genret.config import Config
+    from genret.errors import Unavailable
+    from genret.store import QdrantStore
+
+    def refused() -> None:
+        raise UnexpectedResponse(400, "Bad Request", b"{}", None)  # type: ignore[arg-type]
+
+    def down() -> None:
+        raise ConnectionRefusedError("refused")
+
+    store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c"))
+    try:
+        with pytest.raises(Unavailable):
+            store._call(refused)
+        store.check_available()  # Qdrant answered: other calls go on
+        assert store.exists() is False
+        with pytest.raises(Unavailable):
+            store._call(down)
+        with pytest.raises(Unavailable, match="retry shortly"):
+            store.check_available()  # Qdrant away: calls fail at once
+    finally:
+        store.close()

@@ -85,6 +85,12 @@ def parse_filter(raw: dict[str, Any]) -> models.Filter:
         raise InvalidArgument(f"bad filter: {'; '.join(reasons) or exc}") from exc
 
 
+def _refused_by_server(exc: Exception) -> bool:
+    """A Qdrant server answered, refusing the request (a 4xx): Qdrant itself is up."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500
+
+
 def point_id_for(tenant: str, doc_id: str) -> PointId:
     """A stable Qdrant point id (UUID5) for a tenant's document id. Neither may hold a control character
     (``genret.names``), so the NUL that joins them is unambiguous: no two pairs share a point id."""
@@ -174,7 +180,8 @@ class QdrantStore:
             raise
         except Exception as exc:  # network or server failure
             outcome = "unavailable"
-            self._failed = (time.monotonic(), f"{name}: {exc}")
+            if not _refused_by_server(exc):  # one caller's bad request must not fail every tenant's calls
+                self._failed = (time.monotonic(), f"{name}: {exc}")
             raise Unavailable(f"Qdrant call {name} failed: {exc}") from exc
         finally:
             QDRANT_SECONDS.labels(name, outcome).observe(time.perf_counter() - t0)

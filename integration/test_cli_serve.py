@@ -29,7 +29,7 @@ def test_cli_load_index_serve_search_sigterm(tmp_path: Path) -> None:
     r = genret("load", "--data", str(corpus), "--tenant", "t1", "--no-vectors", env=env)
     assert r.returncode == 0, r.stderr
     assert "loaded 12 documents" in r.stdout
-    r = genret("index", "--model", "tiny", "--scheme", "atomic", "--epochs", "1", env=env)
+    r = genret("index", "--model", "tiny", "--scheme", "atomic", "--epochs", "1", "--generated-queries", "0", env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "idx" / "manifest.json").is_file() and (tmp_path / "idx" / "docids.jsonl").is_file()
 

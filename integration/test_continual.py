@@ -104,11 +104,11 @@ def test_cli_index_add(two_parts, tmp_path: Path) -> None:  # type: ignore[no-un
     common = ["--qdrant-path", cfg.qdrant_path, "--collection", cfg.collection, "--index-dir", cfg.index_dir,
               "--device", "cpu"]
     assert main(["load", *common, "--data", str(first), "--tenant", TENANT]) == 0
+    pairs = ["--max-chunks", "0", "--rehearsal", "0", "--generated-queries", "0"]
     assert main(["index", *common, "--model", "tiny", "--scheme", "rq", "--branching", "4", "--epochs", "1",
-                 "--max-chunks", "0"]) == 0
+                 *pairs]) == 0
     assert main(["load", *common, "--data", str(later), "--tenant", TENANT]) == 0
-    assert main(["index", *common, "--add", "--epochs", "1", "--replay", "0.5", "--sam-rho", "0.05",
-                 "--max-chunks", "0"]) == 0
+    assert main(["index", *common, "--add", "--epochs", "1", "--replay", "0.5", "--sam-rho", "0.05", *pairs]) == 0
     added = read_manifest(cfg.index_dir).training["additions"][0]
     assert added["added"] == {TENANT: LATER} and added["config"]["sam_rho"] == 0.05
     assert added["replayed"] == round(0.5 * sum(added["pairs"].values()))

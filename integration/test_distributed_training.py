@@ -32,7 +32,8 @@ TENANT = "acme"
 MIN_AGREEMENT = 0.8
 MIN_ACCURACY = 0.8
 INDEX_ARGS = ("--model", "tiny", "--scheme", "semantic", "--branching", "4", "--epochs", "25", "--batch-size", "8",
-              "--decoder-lr", "5e-3", "--encoder-lr", "5e-3", "--max-chunks", "1", "--seed", "3")
+              "--decoder-lr", "5e-3", "--encoder-lr", "5e-3", "--max-chunks", "1", "--rehearsal", "0",
+              "--generated-queries", "0", "--seed", "3")
 
 
 def _with_queries(tmp: Path) -> tuple[Path, dict[str, str]]:

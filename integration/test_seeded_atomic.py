@@ -89,7 +89,7 @@ def test_embedding_init_needs_atomic_docids_and_the_default_model(tmp_path: Path
     common = ["--qdrant-path", str(tmp_path / "q"), "--collection", "c", "--index-dir", str(tmp_path / "i"),
               "--device", "cpu"]
     assert main(["load", *common, "--data", str(small_corpus(tmp_path, 6, name="a")), "--tenant", A]) == 0
-    assert main(["index", *common, "--docid-init", "embeddings", "--epochs", "1"]) == 2  # semantic
+    assert main(["index", *common, "--scheme", "semantic", "--docid-init", "embeddings", "--epochs", "1"]) == 2
     assert "needs atomic docids" in capsys.readouterr().err
     store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c", index_dir=str(tmp_path / "i")))
     try:

@@ -37,38 +37,56 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add", action="store_true",
                    help="train the documents the index lacks into it (replaying old ones); docids kept")
-    p.add_argument("--scheme", default="semantic", choices=list(SCHEMES),
-                   help="semantic: hierarchical k-means; rq: residual quantization; keyword: readable words")
+    p.add_argument("--scheme", default="atomic", choices=list(SCHEMES),
+                   help="atomic (default): one token per document; semantic: hierarchical k-means; rq: residual "
+                   "quantization; keyword: readable words")
     p.add_argument("--branching", type=int, default=10, help="k of hierarchical k-means, RQ codebook size")
     p.add_argument("--docid-headroom", type=int, default=1,
                    help="extra semantic docid levels for documents upserted after indexing")
-    p.add_argument("--docid-init", default="random", choices=["random", "embeddings"],
-                   help="embeddings (atomic docids): each docid's output row starts at its document's MiniLM vector")
+    p.add_argument("--docid-init", default="auto", choices=["auto", "random", "embeddings"],
+                   help="embeddings (atomic docids): each docid's output row starts at its document's MiniLM vector; "
+                   "auto (default): embeddings for atomic docids with the default model, else random")
+    p.add_argument("--query-skip", type=float, default=0.0,
+                   help="with --docid-init embeddings: add the query's MiniLM embedding times this to the first "
+                   "decoding step, so the model starts as dense retrieval and learns what to change; 0: off")
     p.add_argument("--spare-docids", type=int, default=256,
                    help="atomic: free docid tokens for documents upserted through the sidecar before the next --add")
     p.add_argument("--model", default="default",
                    help="'default' (MiniLM encoder + small decoder), 'tiny', or a local HF seq2seq checkpoint")
-    p.add_argument("--epochs", type=float, default=5.0)
+    p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--encoder-lr", type=float, default=5e-5)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="time budget of training: the frozen-encoder pass (its estimate is logged first) and the epochs")
-    p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder on cached encoder states")
+    p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=None,
+                   help="train only the decoder on cached encoder states (default: on for the default model, whose "
+                   "encoder is pretrained MiniLM; off for others)")
     p.add_argument("--encoder-cache", help="with --freeze-encoder: directory keeping encoder states, so "
                    "indexing the same texts again skips the encoder")
-    p.add_argument("--freeze-docid-embeddings", action="store_true",
-                   help="keep the docid output rows as initialised (with --docid-init embeddings)")
+    p.add_argument("--freeze-docid-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the docid output rows as initialised (default: on with --docid-init embeddings)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-chunks", type=int, default=8, help="word-window pairs per document")
-    p.add_argument("--rehearsal", type=int, default=0, help="key sentences per document as extra pairs")
-    p.add_argument("--generated-queries", type=int, default=0,
-                   help="generated queries kept per document (DSI-QG); 0: none")
+    p.add_argument("--rehearsal", type=int, default=2, help="key sentences per document as extra pairs")
+    p.add_argument("--generated-queries", type=int, default=3,
+                   help="generated queries kept per document (DSI-QG); 0: none (no generator runs)")
     p.add_argument("--query-samples", type=int, default=4, help="candidate queries sampled per document")
     p.add_argument("--query-generator", default="default",
                    help="'default' (packaged SmolLM2-135M-Instruct) or a local HF seq2seq/causal LM checkpoint")
     p.add_argument("--query-ranker", default="minilm", help="'minilm' or a local cross-encoder checkpoint")
     p.add_argument("--query-cache", help="generated-query cache (default: <index-dir>.queries.jsonl)")
+    p.add_argument("--round-trip", type=int, default=10,
+                   help="keep a generated query only if BM25+dense fusion (or the --teacher) ranks its document in the "
+                   "top this many (default 10); 0: keep all")
+    p.add_argument("--teacher", default="none", choices=["none", "bm25", "dense", "fusion"],
+                   help="teacher ranking each training text's candidates (atomic docids): the model also learns its "
+                   "distribution over them (listwise KL); fusion: BM25 and dense standardised and averaged")
+    p.add_argument("--teacher-candidates", type=int, default=16, help="documents per text in a teacher target")
+    p.add_argument("--teacher-temperature", type=float, default=0.5,
+                   help="softmax temperature over the teacher's standardised scores")
+    p.add_argument("--listwise-weight", type=float, default=1.0,
+                   help="weight of the listwise loss beside the cross-entropy")
     p.add_argument("--replay", type=float, default=1.0, help="with --add: old-document pairs per new pair")
     p.add_argument("--sam-rho", type=float, default=0.0, help="sharpness-aware minimisation radius; 0: off")
     p.add_argument("--queries-from", help="BEIR folder whose training queries become training pairs")
@@ -170,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole path on the bundled Cranfield corpus, embedded Qdrant")
     _common(p)
-    p.add_argument("--minutes", type=float, default=6.0, help="training budget")
+    p.add_argument("--minutes", type=float, default=2.0,
+                   help="training budget of the index build: encoder pass and epochs (default 2)")
     p.add_argument("--fresh", action="store_true", help="rebuild the collection and index")
     return parser
 
@@ -293,35 +312,64 @@ def _index_ranked(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def index_options(args: argparse.Namespace) -> Any:
+    """The ``IndexOptions`` of `genret index` arguments (the demo builds with those of no flags)."""
+    from genret.indexing.indexer import IndexOptions
+    from genret.indexing.teacher import TeacherOptions
+
+    init = args.docid_init
+    if init == "auto":
+        init = "embeddings" if args.scheme == "atomic" and args.model == "default" else "random"
+    return IndexOptions(scheme=args.scheme, branching=args.branching, docid_headroom=args.docid_headroom,
+                        model=args.model, docid_init=init, spare_docids=args.spare_docids,
+                        query_skip=args.query_skip, pairs=_pair_options(args), query_cache=args.query_cache,
+                        train=_train_config(args, args.model == "default", freeze_rows=init == "embeddings"),
+                        teacher=TeacherOptions(args.teacher, args.teacher_candidates, args.teacher_temperature))
+
+
+def _train_config(args: argparse.Namespace, minilm: bool, freeze_rows: bool = False) -> Any:
+    """``minilm``: whether the encoder is the pretrained MiniLM (then it is frozen unless told otherwise);
+    ``freeze_rows``: the docid rows' default when --freeze-docid-embeddings is not given."""
+    from genret.indexing.training import TrainConfig
+
+    freeze_encoder = minilm if args.freeze_encoder is None else args.freeze_encoder
+    rows = freeze_rows if args.freeze_docid_embeddings is None else args.freeze_docid_embeddings
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
+                       decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
+                       freeze_encoder=freeze_encoder, freeze_docid_embeddings=rows,
+                       encoder_cache=args.encoder_cache, sam_rho=args.sam_rho,
+                       listwise_weight=args.listwise_weight, seed=args.seed)
+
+
+def _pair_options(args: argparse.Namespace) -> Any:
+    from genret.indexing.training_data import PairOptions
+
+    return PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
+                       generated_queries=args.generated_queries, query_samples=args.query_samples,
+                       query_generator=args.query_generator, query_ranker=args.query_ranker,
+                       round_trip=args.round_trip)
+
+
 def _index(args: argparse.Namespace, cfg: Config, store: Any, ranks: Any = None, device: Any = None) -> None:
     from genret.data.beir import load_qrels, load_queries
+    from genret.data.index_dir import read_manifest
     from genret.devices import resolve_device
     from genret.indexing.distributed import SINGLE
-    from genret.indexing.indexer import AddOptions, IndexOptions, TrainingQueries, add_documents, build_index
-    from genret.indexing.training import TrainConfig
-    from genret.indexing.training_data import PairOptions
+    from genret.indexing.indexer import AddOptions, TrainingQueries, add_documents, build_index
+    from genret.indexing.models import MINILM
 
     ranks = ranks or SINGLE
     tq = None
     if args.queries_from:
         tq = TrainingQueries(load_queries(args.queries_from), load_qrels(args.queries_from, args.queries_split))
-    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
-                            decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
-                            freeze_encoder=args.freeze_encoder, freeze_docid_embeddings=args.freeze_docid_embeddings,
-                            encoder_cache=args.encoder_cache, sam_rho=args.sam_rho, seed=args.seed)
-    pairs = PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
-                        generated_queries=args.generated_queries, query_samples=args.query_samples,
-                        query_generator=args.query_generator, query_ranker=args.query_ranker)
     device = device or resolve_device(cfg.device)
     if args.add:
-        m = add_documents(store, cfg.index_dir, AddOptions(args.replay, pairs, args.query_cache, train_cfg), device, tq)
+        minilm = read_manifest(cfg.index_dir).model_spec.base == MINILM
+        m = add_documents(store, cfg.index_dir, AddOptions(args.replay, _pair_options(args), args.query_cache,
+                                                           _train_config(args, minilm)), device, tq)
         stats = m.training["additions"][-1]["stats"]
     else:
-        opts = IndexOptions(scheme=args.scheme, branching=args.branching, docid_headroom=args.docid_headroom,
-                            model=args.model, docid_init=args.docid_init, spare_docids=args.spare_docids,
-                            pairs=pairs, query_cache=args.query_cache,
-                            train=train_cfg)
-        built = build_index(store, cfg.index_dir, opts, device, tq, ranks)
+        built = build_index(store, cfg.index_dir, index_options(args), device, tq, ranks)
         if built is None:  # a rank other than 0: rank 0 writes the index and reports
             return
         m = built

@@ -53,11 +53,12 @@ def main() -> None:
         env = {**os.environ, "GENRET_QDRANT_PATH": f"{tmp}/q", "GENRET_COLLECTION": "ddp", "GENRET_DEVICE": "cpu"}
         genret = [sys.executable, "-m", "genret.cli"]
         run([*genret, "load", "--data", str(corpus), "--tenant", "t", "--no-vectors"], env)
-        common = ["index", "--scheme", "atomic", "--max-chunks", "2", "--epochs", str(args.epochs), "--seed", "0"]
+        common = ["index", "--scheme", "atomic", "--docid-init", "random", "--max-chunks", "2", "--rehearsal", "0",
+                  "--generated-queries", "0", "--epochs", str(args.epochs), "--seed", "0"]
         for frozen in (True, False):
             for procs, threads in ((1, torch.get_num_threads()), (1, 1), (2, 1)):
                 index = f"{tmp}/idx-{procs}-{threads}-{int(frozen)}"
-                flags = [*common, *(["--freeze-encoder"] if frozen else [])]
+                flags = [*common, "--freeze-encoder" if frozen else "--no-freeze-encoder"]
                 penv = {**env, "GENRET_INDEX_DIR": index, "OMP_NUM_THREADS": str(threads)}
                 cmd = [*genret, *flags] if procs == 1 else [
                     sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs),

@@ -44,6 +44,7 @@ class ModelSpec:
     token_offset: int  # docid token i is model token token_offset + i
     start_token: int  # decoder start token
     docid_vocab: int
+    query_skip: float = 0.0  # scale of the query's pooled encoder state added to the first step's features
 
 
 def query_cache_path(index_dir: str | Path) -> Path:

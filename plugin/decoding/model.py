@@ -62,6 +62,13 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def pooled_query(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(b, hidden) unit mean of the encoder states over the mask: the query's sentence embedding (MiniLM's
+    pooling), which ``ModelSpec.query_skip`` adds to the first decoder step's output features."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
 def load_trained(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A model and tokenizer saved by ``genret index``."""
     model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
@@ -202,6 +209,8 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
                              **{self._cache_arg: state.past})
         state.past = getattr(out, self._cache_arg)
         features = out.logits[:, -1, :]  # (rows, hidden): the output layer's input
+        if tokens is None and self.spec.query_skip:
+            features = features + self.spec.query_skip * pooled_query(state.hidden, state.mask).to(features.dtype)
         if tokens is None:
             expand = torch.arange(rows, device=self.device).repeat_interleave(state.beams)  # (batch*beams,)
             state.past.reorder_cache(expand)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from genret.data.beir import load_qrels, load_queries
 from genret.data.index_dir import library_versions
+from genret.data.lexical import Bm25
 from genret.data.progress import progress_interval
 from genret.serving.engine import Engine
 from genret.store import QdrantStore
@@ -52,17 +53,9 @@ def score_run(qrels: Mapping[str, Mapping[str, int]], run: Run) -> dict[str, flo
 
 
 def bm25_run(doc_keys: Sequence[str], texts: Sequence[str], queries: Mapping[str, str], k: int) -> Run:
-    import bm25s
-
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s turns its logger to DEBUG when imported
-    retriever = bm25s.BM25(k1=0.9, b=0.4)
-    retriever.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
     qids = list(queries)
-    docs, scores = retriever.retrieve(bm25s.tokenize([queries[q] for q in qids], stopwords="en",
-                                                     show_progress=False),
-                                      k=min(k, len(texts)), show_progress=False)
-    return {q: {doc_keys[int(d)]: float(s) for d, s in zip(docs[i], scores[i], strict=True)}
+    rows, scores = Bm25(texts).top([queries[q] for q in qids], k)
+    return {q: {doc_keys[int(d)]: float(s) for d, s in zip(rows[i], scores[i], strict=True)}
             for i, q in enumerate(qids)}
 
 

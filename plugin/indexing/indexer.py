@@ -41,8 +41,10 @@ from genret.docids import PLACED_BY_VECTOR, AtomicCodec, DocidCodec, assign_doci
 from genret.docids.keywords import vocabulary
 from genret.docids.placement import TenantDocids, docid_for
 from genret.indexing.distributed import SINGLE, Ranks, share
+from genret.indexing.frozen_states import FrozenStates
 from genret.indexing.models import build_default_model, build_tiny_model, grow_docid_vocab, load_checkpoint_for_docids
-from genret.indexing.pairs import KINDS
+from genret.indexing.pairs import KINDS, passage
+from genret.indexing.teacher import Teacher, TeacherOptions
 from genret.indexing.training import TrainConfig, TrainStats, train
 from genret.indexing.training_data import PairOptions, TrainingQueries, document_data, replay_pairs
 from genret.store import QdrantStore, StoredDoc
@@ -60,8 +62,10 @@ class IndexOptions:
     model: str = "default"  # "default", "tiny" or a local HF seq2seq checkpoint path
     decoder_layers: int = 3
     docid_init: str = "random"  # "embeddings": atomic docid rows start at their documents' MiniLM vectors
+    query_skip: float = 0.0  # with "embeddings": the query's MiniLM embedding, times this, joins the first step
     spare_docids: int = 256  # atomic: free tokens for documents upserted before the next --add
     pairs: PairOptions = field(default_factory=PairOptions)
+    teacher: TeacherOptions = field(default_factory=TeacherOptions)
     query_cache: str | None = None  # default: beside the index (index_dir.query_cache_path)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -110,7 +114,8 @@ def train_state_path(index_dir: str | Path) -> Path:
 
 def _train(model: Any, tokenizer: Any, spec: ModelSpec, codec: DocidCodec, texts: list[str], docids: list[str],
            cfg: TrainConfig, device: torch.device, staging: Path | None, index_dir: str | Path,
-           ranks: Ranks = SINGLE) -> TrainStats:
+           ranks: Ranks = SINGLE, soft: tuple[torch.Tensor, torch.Tensor] | None = None,
+           states: dict[str, torch.Tensor] | None = None) -> TrainStats:
     labels = codec.encode_many(docids)
     rows = [row[: int((row != 0).sum())] for row in labels]
 
@@ -124,7 +129,7 @@ def _train(model: Any, tokenizer: Any, spec: ModelSpec, codec: DocidCodec, texts
         log.info("model saved after epoch %d", epoch)
 
     stats = train(model, tokenizer, spec, texts, rows, cfg, device, on_epoch=after_epoch, ranks=ranks,
-                  state_path=train_state_path(index_dir))
+                  state_path=train_state_path(index_dir), soft=soft, known_states=states)
     if ranks.main:
         save_model()
         log.info("model saved after training (%s steps)", stats.steps)
@@ -154,25 +159,56 @@ def _rows(parts: list[_Trained], memory: dict[tuple[str, str], list[str]]) -> tu
     return records, mem
 
 
+@dataclass
+class _Pairs:
+    """Training texts and docids of a set of documents, with what else came out of making them."""
+
+    texts: list[str] = field(default_factory=list)
+    docids: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    memory: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    generated: int = 0  # documents whose queries were generated now
+    soft_tokens: list[np.ndarray] = field(default_factory=list)  # per namespace, with teacher targets
+    soft_probs: list[np.ndarray] = field(default_factory=list)
+
+    def soft(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.soft_tokens:
+            return None
+        return torch.from_numpy(np.concatenate(self.soft_tokens)), torch.from_numpy(np.concatenate(self.soft_probs))
+
+
 def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, cache: Path,
-           training_queries: TrainingQueries | None) -> tuple[list[str], list[str], dict[str, int],
-                                                              dict[tuple[str, str], list[str]], int]:
-    """Training texts and docids of ``parts``, pair counts, replay memory and documents generated for."""
-    texts: list[str] = []
-    docids: list[str] = []
-    counts = dict.fromkeys(KINDS, 0)
-    memory: dict[tuple[str, str], list[str]] = {}
-    generated = 0
-    for p in parts:
-        data = document_data([(d.doc_id, d.title, d.text) for d in p.docs], options, device, cache,
-                             training_queries)
+           training_queries: TrainingQueries | None, teacher: TeacherOptions | None = None,
+           vectors: list[np.ndarray] | None = None, codec: DocidCodec | None = None,
+           states: FrozenStates | None = None) -> _Pairs:
+    """Training pairs of ``parts``. With a ``teacher`` (and the parts' document ``vectors``), each
+    namespace's teacher checks its generated queries (``options.round_trip``) and, unless its kind is
+    none, gives every pair soft targets over that namespace's docids (one token each, from ``codec``).
+    ``states``: the teacher embeds texts through them, keeping their encoder states for training."""
+    out = _Pairs()
+    for n, p in enumerate(parts):
+        docs = [(d.doc_id, d.title, d.text) for d in p.docs]
+        judge = None
+        if teacher is not None and (teacher.kind != "none" or options.round_trip > 0):
+            judge = Teacher(teacher.kind, [passage(t, x) for _, t, x in docs], vectors[n] if vectors else None, device,
+                            states.embed if states is not None else None)
+        data = document_data(docs, options, device, cache, training_queries, teacher=judge)
         by_key = dict(zip([d.doc_id for d in p.docs], p.docids, strict=True))
-        texts += [x.text for x in data.pairs]
-        docids += [by_key[x.doc_key] for x in data.pairs]
-        counts = {k: counts[k] + v for k, v in data.counts().items()}
-        memory.update({(p.tenant, k): v for k, v in data.memory.items()})
-        generated += data.generated
-    return texts, docids, counts, memory, generated
+        texts = [x.text for x in data.pairs]
+        out.texts += texts
+        out.docids += [by_key[x.doc_key] for x in data.pairs]
+        out.counts = {k: out.counts[k] + v for k, v in data.counts().items()}
+        out.memory.update({(p.tenant, k): v for k, v in data.memory.items()})
+        out.generated += data.generated
+        if judge is not None and teacher is not None and teacher.kind != "none":
+            assert codec is not None
+            row_of = {d.doc_id: i for i, d in enumerate(p.docs)}
+            targets = judge.soft_targets(texts, [row_of[x.doc_key] for x in data.pairs], teacher.candidates,
+                                         teacher.temperature)
+            tokens = np.array([codec.encode(d)[0] for d in p.docids], dtype=np.int64)
+            out.soft_tokens.append(tokens[targets.rows])
+            out.soft_probs.append(targets.probs)
+    return out
 
 
 DOCID_INITS = ("random", "embeddings")
@@ -191,6 +227,11 @@ def _check_docid_init(options: IndexOptions) -> None:
         raise ValueError(f"unknown docid init {options.docid_init!r}; valid: {', '.join(DOCID_INITS)}")
     if options.docid_init == "embeddings" and options.scheme != "atomic":
         raise ValueError("docid init 'embeddings' needs atomic docids (one token per document): --scheme atomic")
+    if options.query_skip and options.docid_init != "embeddings":
+        raise ValueError("a query skip needs docid rows in the encoder's embedding space: --docid-init embeddings")
+    if options.teacher.kind != "none" and options.scheme != "atomic":
+        raise ValueError(f"teacher targets ({options.teacher.kind}) need atomic docids (one token per document): "
+                         "--scheme atomic, or --teacher none")
 
 
 @dataclass(frozen=True)
@@ -199,22 +240,20 @@ class _Plan:
 
     parts: list[_Trained]
     codec: DocidCodec
-    texts: list[str]
-    docids: list[str]
-    counts: dict[str, int]
-    memory: dict[tuple[str, str], list[str]]
-    generated: int
+    pairs: _Pairs
     vectors: list[np.ndarray]
+    states: dict[str, torch.Tensor] | None  # frozen encoder states the teacher computed (one process only)
 
 
 def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, device: torch.device,
-          training_queries: TrainingQueries | None) -> _Plan:
+          training_queries: TrainingQueries | None, one_process: bool = True) -> _Plan:
     tenants = store.tenants()
     if not tenants:
         raise ValueError(f"collection '{store.collection}' has no documents with a "
                          f"'{store.config.tenant_key}' field: load documents first")
     _check_docid_init(options)
-    by_vector = options.scheme in PLACED_BY_VECTOR or options.docid_init == "embeddings"
+    teaching = options.teacher.kind != "none" or options.pairs.round_trip > 0
+    by_vector = options.scheme in PLACED_BY_VECTOR or options.docid_init == "embeddings" or teaching
     parts: list[_Trained] = []
     vectors: list[np.ndarray] = []
     words: list[str] = []
@@ -237,9 +276,15 @@ def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, devi
     log.info("docids: scheme=%s vocab=%d max_length=%d", options.scheme, codec.vocab_size, codec.max_length)
 
     cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
-    texts, docids, counts, memory, generated = _pairs(parts, options.pairs, device, cache, training_queries)
-    log.info("training pairs: %s", counts)
-    return _Plan(parts, codec, texts, docids, counts, memory, generated, vectors)
+    states = None  # the default model's frozen encoder is the teacher's MiniLM: one encoder pass serves both
+    if teaching and one_process and options.model == "default" and options.train.freeze_encoder:
+        states = FrozenStates(device, options.train.max_input_tokens, options.train.batch_size * 2,
+                              options.train.progress)
+    pairs = _pairs(parts, options.pairs, device, cache, training_queries, options.teacher if teaching else None,
+                   vectors or None, codec, states)
+    log.info("training pairs: %s%s", pairs.counts, f", {options.teacher.kind} teacher targets" if pairs.soft_tokens
+             else "")
+    return _Plan(parts, codec, pairs, vectors, states.states if states is not None else None)
 
 
 def build_index(store: QdrantStore | None, index_dir: str | Path, options: IndexOptions, device: torch.device,
@@ -249,7 +294,7 @@ def build_index(store: QdrantStore | None, index_dir: str | Path, options: Index
     other ranks return None."""
     if ranks.main:
         assert store is not None, "rank 0 reads the collection"
-        plan: _Plan | None = _plan(store, index_dir, options, device, training_queries)
+        plan: _Plan | None = _plan(store, index_dir, options, device, training_queries, not ranks.active)
     else:
         plan = None
     plan = share(plan, ranks)
@@ -263,25 +308,26 @@ def build_index(store: QdrantStore | None, index_dir: str | Path, options: Index
                                                   seed=options.train.seed)
     else:
         model, tokenizer, spec = load_checkpoint_for_docids(options.model, codec.vocab_size)
+    spec = replace(spec, query_skip=options.query_skip)
     if options.docid_init == "embeddings":
         tokens = [codec.encode(d)[0] for p in parts for d in p.docids]
         seed_docid_embeddings(model, spec, tokens, np.concatenate(plan.vectors))
         _neutral_rows(model, spec, codec, len(tokens))
     staging = staging_dir(index_dir) if ranks.main else None
-    stats = _train(model, tokenizer, spec, codec, plan.texts, plan.docids, options.train, device, staging, index_dir,
-                   ranks)
+    stats = _train(model, tokenizer, spec, codec, plan.pairs.texts, plan.pairs.docids, options.train, device, staging,
+                   index_dir, ranks, plan.pairs.soft(), plan.states)
     if not ranks.main:
         return None
     assert store is not None and staging is not None
 
     training = {"options": {k: v for k, v in asdict(options).items() if k != "train"},
-                "config": asdict(options.train), "pairs": plan.counts, "stats": stats.to_json(),
-                "queries_generated_for": plan.generated, "device": str(device), "processes": ranks.world}
+                "config": asdict(options.train), "pairs": plan.pairs.counts, "stats": stats.to_json(),
+                "queries_generated_for": plan.pairs.generated, "device": str(device), "processes": ranks.world}
     manifest = Manifest(collection=store.collection, tenant_key=store.config.tenant_key,
                         codec=codec.to_json(), model=asdict(spec),
                         tenants={p.tenant: len(p.docids) for p in parts}, training=training,
                         docid_key=store.docid_key)
-    records, mem = _rows(parts, plan.memory)
+    records, mem = _rows(parts, plan.pairs.memory)
     return _finish(store, index_dir, staging, manifest, records, mem, parts)
 
 
@@ -330,8 +376,8 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     memory = [m for m in memory if (m["tenant"], m["doc_id"]) in live]
 
     cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
-    texts, docids, counts, new_memory, generated = _pairs(new_parts, options.pairs, device, cache,
-                                                          training_queries)
+    made = _pairs(new_parts, options.pairs, device, cache, training_queries)
+    texts, docids, counts = made.texts, made.docids, made.counts
     r_texts, r_docids = replay_pairs(memory, live, round(options.replay * len(texts)), options.train.seed)
     log.info("adding %d documents: pairs %s, %d replayed", sum(len(p.docs) for p in new_parts), counts,
              len(r_texts))
@@ -353,12 +399,12 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
 
     addition = {"added": {p.tenant: len(p.docs) for p in new_parts}, "pairs": counts, "replayed": len(r_texts),
                 "options": {k: v for k, v in asdict(options).items() if k != "train"},
-                "config": asdict(train_cfg), "stats": stats.to_json(), "queries_generated_for": generated}
+                "config": asdict(train_cfg), "stats": stats.to_json(), "queries_generated_for": made.generated}
     tenants = dict(old.tenants)
     for p in new_parts:
         tenants[p.tenant] = tenants.get(p.tenant, 0) + len(p.docs)
     training = {**old.training, "additions": [*old.training.get("additions", []), addition]}
     manifest = replace(old, codec=grown.to_json(), model=asdict(spec), tenants=tenants, training=training,
                        created_at=utc_now(), versions=library_versions())
-    new_records, new_mem = _rows(new_parts, new_memory)
+    new_records, new_mem = _rows(new_parts, made.memory)
     return _finish(store, index_dir, staging, manifest, records + new_records, memory + new_mem, new_parts)

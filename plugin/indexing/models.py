@@ -27,6 +27,8 @@ from transformers import (
 from genret.data.embed import minilm_path
 from genret.data.index_dir import ModelSpec
 
+MINILM = "all-MiniLM-L6-v2"  # the default model's encoder, as ``ModelSpec.base`` names it
+
 
 def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len: int = 32,
                         seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
@@ -46,7 +48,7 @@ def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len
     model.config.pad_token_id = 0
     model.config.eos_token_id = 1
     tokenizer = AutoTokenizer.from_pretrained(str(src))
-    spec = ModelSpec("default", "all-MiniLM-L6-v2", 0, start, docid_vocab)
+    spec = ModelSpec("default", MINILM, 0, start, docid_vocab)
     return model, tokenizer, spec
 
 

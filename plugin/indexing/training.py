@@ -1,4 +1,5 @@
-"""Teach a seq2seq model to map texts to docid token sequences (teacher forcing, cross-entropy).
+"""Teach a seq2seq model to map texts to docid token sequences (teacher forcing, cross-entropy, and
+where a teacher ranked candidates for each text, a listwise loss towards its ranking).
 
 The loss is read at the docid-vocabulary columns only (``genret.decoding.model.token_map``), the same distribution
 beam search decodes from. With ``freeze_encoder`` the encoder runs once per distinct input and its
@@ -17,7 +18,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -31,9 +32,10 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from genret.data.index_dir import ModelSpec
 from genret.data.progress import progress_interval
+from genret.decoding.model import pooled_query
 from genret.decoding.model import token_map as docid_token_map
 from genret.indexing.distributed import SINGLE, Ranks, any_rank, shard, share, wrap
-from genret.indexing.state_cache import cached_states
+from genret.indexing.state_cache import cached_states, input_key
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -53,6 +55,7 @@ class TrainConfig:
     freeze_docid_embeddings: bool = False  # keep the output layer's rows (and the input embeddings tied to them)
     encoder_cache: str | None = None  # with freeze_encoder: a directory of encoder states (genret.indexing.state_cache)
     sam_rho: float = 0.0
+    listwise_weight: float = 1.0  # weight of the listwise loss against teacher targets, when given
     seed: int = 0
     progress: bool = True
 
@@ -80,10 +83,10 @@ def _labels(docids: Sequence[np.ndarray]) -> torch.Tensor:
     return out
 
 
-def sequence_loss(model: PreTrainedModel, spec: ModelSpec, labels: torch.Tensor,
-                  input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                  encoder_hidden: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of docid labels (b, L) under the model, over the docid vocabulary."""
+def docid_logits(model: PreTrainedModel, spec: ModelSpec, labels: torch.Tensor,
+                 input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 encoder_hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """(b, L, V) logits over the docid vocabulary at each step of the docid labels (b, L), teacher forced."""
     token_map = docid_token_map(spec, labels.device)
     start = torch.full((labels.shape[0], 1), spec.start_token, dtype=torch.long, device=labels.device)
     prev = token_map[labels[:, :-1].clamp(min=0)]
@@ -91,7 +94,18 @@ def sequence_loss(model: PreTrainedModel, spec: ModelSpec, labels: torch.Tensor,
     kwargs = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden)} \
         if encoder_hidden is not None else {"input_ids": input_ids}
     out = model(attention_mask=attention_mask, decoder_input_ids=dec_in, use_cache=False, **kwargs)
-    logits = out.logits.index_select(2, token_map)  # (b, L, V)
+    logits = out.logits.index_select(2, token_map)
+    if spec.query_skip:  # the first step's features also hold the query's pooled encoder state
+        hidden = encoder_hidden if encoder_hidden is not None else out.encoder_last_hidden_state
+        rows = getattr(model, "module", model).get_output_embeddings().weight.index_select(0, token_map)
+        mask = attention_mask if attention_mask is not None else torch.ones(hidden.shape[:2], device=hidden.device)
+        skip = spec.query_skip * pooled_query(hidden, mask) @ rows.T  # (b, V)
+        logits = torch.cat([logits[:, :1] + skip.unsqueeze(1), logits[:, 1:]], dim=1)
+    return logits
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of docid labels (b, L) under their logits (b, L, V): per token, or per row summed."""
     loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
                                              reduction="none")  # (b, L)
     if reduction == "none":
@@ -99,13 +113,34 @@ def sequence_loss(model: PreTrainedModel, spec: ModelSpec, labels: torch.Tensor,
     return loss.sum() / (labels != IGNORE).sum().clamp(min=1)
 
 
-def _fingerprint(texts: Sequence[str], labels: torch.Tensor, cfg: TrainConfig, world: int) -> str:
-    """What a saved training state must match to be resumed: the pairs, the schedule and the world size."""
+def sequence_loss(model: PreTrainedModel, spec: ModelSpec, labels: torch.Tensor,
+                  input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                  encoder_hidden: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of docid labels (b, L) under the model, over the docid vocabulary."""
+    return token_loss(docid_logits(model, spec, labels, input_ids, attention_mask, encoder_hidden), labels, reduction)
+
+
+def listwise_loss(first: torch.Tensor, tokens: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || model) over each row's candidates: ``first`` (b, V) first-step docid logits, ``tokens``
+    (b, k) the candidates' docid tokens (one token per document) and ``probs`` (b, k) the teacher's
+    distribution over them; the model's distribution is its softmax restricted to the candidates."""
+    student = torch.log_softmax(first.gather(1, tokens), dim=1)
+    return (probs * (probs.clamp(min=1e-12).log() - student)).sum(1).mean()
+
+
+def _fingerprint(texts: Sequence[str], labels: torch.Tensor, cfg: TrainConfig, world: int,
+                 soft: tuple[torch.Tensor, torch.Tensor] | None) -> str:
+    """What a saved training state must match to be resumed: the pairs, their targets, the schedule and
+    the world size."""
     h = hashlib.sha256()
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
     h.update(labels.numpy().tobytes())
+    if soft is not None:
+        h.update(soft[0].numpy().tobytes())
+        h.update(soft[1].numpy().tobytes())
+        h.update(str(cfg.listwise_weight).encode())
     h.update(json.dumps([cfg.epochs, cfg.batch_size, cfg.encoder_lr, cfg.decoder_lr, cfg.seed, cfg.freeze_encoder,
                          cfg.freeze_docid_embeddings, cfg.sam_rho, world]).encode())
     return h.hexdigest()[:24]
@@ -137,8 +172,12 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec, texts: Sequence[str],
           docids: Sequence[np.ndarray], cfg: TrainConfig, device: torch.device,
           on_epoch: Callable[[int], None] | None = None, ranks: Ranks = SINGLE,
-          state_path: Path | None = None) -> TrainStats:
-    """Train on (text, EOS-terminated docid tokens) pairs.
+          state_path: Path | None = None, soft: tuple[torch.Tensor, torch.Tensor] | None = None,
+          known_states: Mapping[str, torch.Tensor] | None = None) -> TrainStats:
+    """Train on (text, EOS-terminated docid tokens) pairs. With ``soft`` = (tokens, probs), both (texts, k),
+    each pair also has a teacher's distribution over k candidate docids of one token each, and the loss
+    adds ``cfg.listwise_weight`` times the listwise KL to it (``listwise_loss``). ``known_states``: frozen
+    encoder states already computed for some inputs (by ``input_key``), which the encoder pass skips.
 
     Under ``torchrun`` (``ranks.active``) every rank calls this with the same pairs and trains on its shard
     with ``ceil(batch_size / world)`` pairs per step; the gradients are averaged, so a step sees about
@@ -147,11 +186,12 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     ``on_epoch`` (rank 0 only) runs after each epoch."""
     if len(texts) != len(docids) or not texts:
         raise ValueError("training needs the same positive number of texts and docids")
+    if soft is not None and not (soft[0].shape == soft[1].shape and soft[0].shape[0] == len(texts)):
+        raise ValueError("teacher targets need one (tokens, probabilities) row of the same width per text")
     began = time.monotonic()  # --max-minutes counts from here: the encoder pass is part of the budget
     torch.manual_seed(cfg.seed)
     model.to(device).train()  # type: ignore[arg-type]
-    enc = tokenizer(list(texts), truncation=True, max_length=cfg.max_input_tokens)
-    ids = [torch.tensor(x) for x in enc["input_ids"]]
+    ids = token_ids(tokenizer, texts, cfg.max_input_tokens)
     labels_all = _labels(docids)
     mine = shard(len(texts), ranks)
     per_rank = math.ceil(len(texts) / ranks.world)  # every rank takes as many steps (short shards wrap)
@@ -164,12 +204,16 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     if cfg.freeze_encoder:
         for p in encoder.parameters():
             p.requires_grad_(False)
-        encode = partial(_encode_all, encoder, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress,
+        encode = partial(encode_inputs, encoder, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress,
                          budget_min=cfg.max_minutes)
-        mine_ids = [ids[i] for i in mine]
-        states = cached_states(cfg.encoder_cache, encoder, mine_ids, encode) if cfg.encoder_cache and not ranks.active \
-            else encode(mine_ids)
-        cache = dict(zip(mine, states, strict=True))
+        known = known_states or {}
+        cache = {i: known[k] for i in mine if (k := input_key(ids[i])) in known}
+        todo = [i for i in mine if i not in cache]
+        todo_ids = [ids[i] for i in todo]
+        if todo:
+            states = cached_states(cfg.encoder_cache, encoder, todo_ids, encode) \
+                if cfg.encoder_cache and not ranks.active else encode(todo_ids)
+            cache.update(zip(todo, states, strict=True))
     if cfg.freeze_docid_embeddings:
         model.get_output_embeddings().weight.requires_grad_(False)  # type: ignore[union-attr]
     enc_params = {id(p) for p in encoder.parameters()}
@@ -182,7 +226,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     decay = max(1, total_steps - warm)  # linear warm-up, then linear decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, (total_steps - s) / decay))
 
-    fingerprint = _fingerprint(texts, labels_all, cfg, ranks.world)
+    fingerprint = _fingerprint(texts, labels_all, cfg, ranks.world, soft)
     step, seen, epoch = 0, 0, 0
     saved = _resume(state_path, fingerprint, ranks)
     if saved is not None:
@@ -217,10 +261,12 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
                 input_ids, mask = _pad_ids([ids[i] for i in idx], tokenizer.pad_token_id or 0, device)
                 inputs = {"input_ids": input_ids, "attention_mask": mask}
             opt.zero_grad(set_to_none=True)
-            loss = sequence_loss(net, spec, labels, **inputs)
+            targets = None if soft is None else (soft[0][idx].to(device), soft[1][idx].to(device))
+            step_loss = partial(_loss, net, spec, labels, inputs, targets, cfg.listwise_weight)
+            loss = step_loss()
             loss.backward()
             if cfg.sam_rho > 0:
-                _sam_gradient(model, partial(sequence_loss, net, spec, labels, **inputs), cfg.sam_rho)
+                _sam_gradient(model, step_loss, cfg.sam_rho)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
@@ -245,6 +291,16 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     return TrainStats(step, seen, secs, done / max(secs, 1e-9), last_loss, seen / len(texts), stopped_by)
 
 
+def _loss(model: torch.nn.Module, spec: ModelSpec, labels: torch.Tensor, inputs: dict[str, Any],
+          targets: tuple[torch.Tensor, torch.Tensor] | None, weight: float) -> torch.Tensor:
+    """One batch's loss: the labels' cross-entropy, plus the weighted listwise loss where targets are given."""
+    logits = docid_logits(model, spec, labels, **inputs)  # type: ignore[arg-type]
+    loss = token_loss(logits, labels)
+    if targets is not None:
+        loss = loss + weight * listwise_loss(logits[:, 0], *targets)
+    return loss
+
+
 def _sam_gradient(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], rho: float) -> None:
     """Replace the gradients in ``.grad`` by those at the SAM-perturbed weights, then restore the weights."""
     params = [p for p in model.parameters() if p.grad is not None]
@@ -261,8 +317,13 @@ def _sam_gradient(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], r
             p.sub_(e)
 
 
+def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[torch.Tensor]:
+    """The encoder's input token ids of each text, as training feeds them."""
+    return [torch.tensor(x) for x in tokenizer(list(texts), truncation=True, max_length=max_tokens)["input_ids"]]
+
+
 @torch.inference_mode()
-def _encode_all(encoder: torch.nn.Module, ids: Sequence[torch.Tensor], device: torch.device,
+def encode_inputs(encoder: torch.nn.Module, ids: Sequence[torch.Tensor], device: torch.device,
                 batch_size: int, progress: bool, budget_min: float | None = None) -> list[torch.Tensor]:
     """Encoder states per input (unpadded, bf16 on CPU to halve memory). After the first batch (the
     longest inputs) it logs how long the whole pass will take at most, against the training budget."""

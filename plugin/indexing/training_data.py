@@ -30,6 +30,7 @@ from genret.indexing.querygen import (
     load_generator,
     select_queries,
 )
+from genret.indexing.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class PairOptions:
     query_ranker: str = "minilm"  # "minilm" or a local cross-encoder checkpoint path
     query_batch: int = 16  # documents per generation batch
     query_input_tokens: int = 128  # passage tokens the generator sees
+    round_trip: int = 0  # keep a generated query only if the teacher ranks its document in the top this many
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,11 @@ def _ranker(name: str, device: torch.device) -> QueryRanker:
 
 
 def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path,
-                      device: torch.device, progress: bool = True) -> tuple[dict[str, list[str]], int]:
-    """The kept generated queries of each document, and how many documents had to be generated."""
+                      device: torch.device, progress: bool = True,
+                      teacher: Teacher | None = None) -> tuple[dict[str, list[str]], int]:
+    """The kept generated queries of each document, and how many documents had to be generated. With
+    ``options.round_trip`` the ``teacher`` checks every candidate first: the best of those that lead
+    back to their document are kept."""
     settings = SamplingSettings(max_input_tokens=options.query_input_tokens)
     name = generator_id(options.query_generator, settings)
     passages = [passage(title, text) for _, title, text in docs]
@@ -84,20 +89,33 @@ def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str
                                      QueryCache(cache_path), passages, options.query_samples,
                                      options.query_batch, progress)
     log.info("generated queries: %d documents from the cache, %d generated", len(docs) - fresh, fresh)
-    kept = select_queries(_ranker(options.query_ranker, device), passages, cands, options.generated_queries)
+    check = options.round_trip > 0 and teacher is not None
+    kept = select_queries(_ranker(options.query_ranker, device), passages, cands,
+                          options.query_samples if check else options.generated_queries)
+    if check:
+        assert teacher is not None
+        owners = [i for i, qs in enumerate(kept) for _ in qs]
+        passed = iter(teacher.round_trip(owners, [q for qs in kept for q in qs], options.round_trip))
+        before = sum(len(qs) for qs in kept)
+        kept = [[q for q in qs if next(passed)] for qs in kept]
+        log.info("round trip (teacher top %d): %d of %d generated queries lead back to their document",
+                 options.round_trip, sum(len(qs) for qs in kept), before)
+        kept = [qs[: options.generated_queries] for qs in kept]
     return {key: q for (key, _, _), q in zip(docs, kept, strict=True)}, fresh
 
 
 def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.device, cache_path: str | Path,
-                  training_queries: TrainingQueries | None = None, progress: bool = True) -> DocumentData:
-    """Training pairs and replay memory for one namespace's documents."""
+                  training_queries: TrainingQueries | None = None, progress: bool = True,
+                  teacher: Teacher | None = None) -> DocumentData:
+    """Training pairs and replay memory for one namespace's documents (``teacher``: that namespace's, for
+    the round-trip check of generated queries)."""
     pairs = document_pairs(docs, options.chunk_words, options.chunk_stride, options.max_chunks)
     rehearsal = key_sentences(docs, options.rehearsal)
     pairs += text_pairs(rehearsal, "rehearsal")
     generated: dict[str, list[str]] = {}
     fresh = 0
     if options.generated_queries > 0:
-        generated, fresh = generated_queries(docs, options, cache_path, device, progress)
+        generated, fresh = generated_queries(docs, options, cache_path, device, progress, teacher)
         pairs += text_pairs(generated, "generated")
     if training_queries is not None:
         pairs += query_pairs(training_queries.queries, training_queries.qrels, {k for k, _, _ in docs})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,13 +21,14 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 QUERIES = ["wing flutter at supersonic speed", "heat transfer in boundary layers", "x"]
 
 
-def make_case(n_docs: int, branching: int, seed: int):  # type: ignore[no-untyped-def]
+def make_case(n_docs: int, branching: int, seed: int, query_skip: float = 0.0):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
     docids = assign_docids("semantic", [str(i) for i in range(n_docs)], rng.normal(size=(n_docs, 8)).astype(np.float32),
                            branching, seed)
     depth = max(len(d.split("-")) for d in docids)
     codec = SemanticCodec(branching, depth)
     model, tok, spec = build_tiny_model(codec.vocab_size, seed=seed)
+    spec = replace(spec, query_skip=query_skip)
     return docids, codec, HFSeq2SeqBackend(model, tok, spec, DEVICE), model, tok, spec
 
 
@@ -41,8 +43,10 @@ def brute_force(model, tok, spec, codec, docids, query):  # type: ignore[no-unty
     return (-nll).cpu().numpy()
 
 
-def test_exhaustive_beam_equals_brute_force() -> None:
-    docids, codec, backend, model, tok, spec = make_case(40, 4, seed=1)
+@pytest.mark.parametrize("query_skip", [0.0, 3.0])
+def test_exhaustive_beam_equals_brute_force(query_skip: float) -> None:
+    """Decoding scores every docid as training's teacher forcing does, with the query skip on or off."""
+    docids, codec, backend, model, tok, spec = make_case(40, 4, seed=1, query_skip=query_skip)
     forest, order = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
     enc = backend.encode(QUERIES)
     res = constrained_beam_search(backend, enc, tries(forest.to_device(DEVICE), [0] * len(QUERIES)),

@@ -9,7 +9,7 @@ import torch
 
 from genret.indexing.models import build_tiny_model
 from genret.indexing.state_cache import cached_states, encoder_fingerprint
-from genret.indexing.training import _encode_all
+from genret.indexing.training import encode_inputs
 
 CPU = torch.device("cpu")
 
@@ -23,17 +23,17 @@ def test_states_come_back_from_the_cache_exactly(tmp_path: Path) -> None:
 
     def encode(batch: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         encoded.append(len(batch))
-        return _encode_all(encoder, batch, CPU, 2, False)
+        return encode_inputs(encoder, batch, CPU, 2, False)
 
     first = cached_states(tmp_path, encoder, ids, encode)
     assert encoded == [3]  # a repeated input is encoded once
     again = cached_states(tmp_path, encoder, ids[1:], encode)
     assert encoded == [3]  # everything from the cache
-    direct = _encode_all(encoder, ids, CPU, 4, False)
+    direct = encode_inputs(encoder, ids, CPU, 4, False)
     for a, b in zip([*first, *again], [*direct, *direct[1:]], strict=True):
         assert torch.equal(a, b)
 
     other, _, _ = build_tiny_model(6, seed=1)  # other weights: its own file, encoded afresh
     assert encoder_fingerprint(other.get_encoder()) != encoder_fingerprint(encoder)
-    cached_states(tmp_path, other.get_encoder(), ids, lambda b: _encode_all(other.get_encoder(), b, CPU, 2, False))
+    cached_states(tmp_path, other.get_encoder(), ids, lambda b: encode_inputs(other.get_encoder(), b, CPU, 2, False))
     assert len(list(tmp_path.glob("encoder-*.pt"))) == 2 and not list(tmp_path.glob("*.tmp*"))

@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole path on the bundled Cranfield corpus, embedded Qdrant")
     _common(p)
-    p.add_argument("--minutes", type=float, default=2.0,
-                   help="training budget of the index build: encoder pass and epochs (default 2)")
+    p.add_argument("--minutes", type=float, default=3.0,
+                   help="training budget of the index build: encoder pass and epochs (default 3)")
     p.add_argument("--fresh", action="store_true", help="rebuild the collection and index")
     return parser
 

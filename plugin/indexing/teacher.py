@@ -74,6 +74,11 @@ class Teacher:
                 vectors = vectors if vectors is not None else encoder.encode(list(passages), progress=True)
             self._vectors = vectors
 
+    @property
+    def vectors(self) -> np.ndarray | None:
+        """The documents' unit embeddings, where the teacher ranks densely."""
+        return self._vectors
+
     def embed(self, texts: Sequence[str]) -> np.ndarray | None:
         """The texts' unit embeddings where the teacher ranks densely (all at once: one encoder pass)."""
         return self._embed(texts) if self._embed is not None else None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from genret.indexing.pairs import KINDS, Pair, document_pairs, key_sentences, passage, query_pairs, text_pairs
@@ -72,7 +73,27 @@ class DocumentData:
         return {k: sum(1 for p in self.pairs if p.kind == k) for k in KINDS}
 
 
-def _ranker(name: str, device: torch.device) -> QueryRanker:
+class _TeacherRanker(QueryRanker):
+    """MiniLM cosine to the document, read from a dense teacher of the same documents (in the same order):
+    what ``BiEncoderRanker`` computes, without encoding the passages again, and the candidates' embeddings
+    are the teacher's for the round trip."""
+
+    def __init__(self, teacher: Teacher, vectors: np.ndarray) -> None:
+        self.teacher = teacher
+        self.vectors = vectors
+
+    def score(self, passages: Sequence[str], queries: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        flat = [q for qs in queries for q in qs]
+        owner = np.repeat(np.arange(len(passages)), [len(qs) for qs in queries])
+        emb = self.teacher.embed(flat) if flat else None
+        sims = (emb * self.vectors[owner]).sum(-1) if emb is not None else np.zeros(0, np.float32)
+        ends = np.cumsum([len(q) for q in queries])
+        return np.split(sims, ends[:-1]) if len(queries) else []
+
+
+def _ranker(name: str, device: torch.device, teacher: Teacher | None = None) -> QueryRanker:
+    if name == "minilm" and teacher is not None and teacher.vectors is not None:
+        return _TeacherRanker(teacher, teacher.vectors)
     return BiEncoderRanker(device) if name == "minilm" else CrossEncoderRanker(name, device)
 
 
@@ -90,7 +111,7 @@ def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str
                                      options.query_batch, progress)
     log.info("generated queries: %d documents from the cache, %d generated", len(docs) - fresh, fresh)
     check = options.round_trip > 0 and teacher is not None
-    kept = select_queries(_ranker(options.query_ranker, device), passages, cands,
+    kept = select_queries(_ranker(options.query_ranker, device, teacher if check else None), passages, cands,
                           options.query_samples if check else options.generated_queries)
     if check:
         assert teacher is not None

@@ -126,3 +126,28 @@ def test_frozen_states_embed_as_the_dense_retriever_and_keep_the_states() -> Non
     got = states.embed(texts)
     np.testing.assert_allclose(got, TextEncoder(device=CPU).encode(texts), atol=2e-2)
     assert len(states.states) == 2 and states.embed(texts[:1]).shape == (1, 384) and len(states.states) == 2
+
+
+def test_training_on_known_states_skips_their_encoder_pass_and_learns_the_same() -> None:
+    """States handed in (as the teacher's pass leaves them) are used as they are: the same weights come
+    out as when training encodes every input itself."""
+    from genret.indexing.state_cache import input_key
+    from genret.indexing.training import encode_inputs, token_ids
+
+    texts = ["wing lift", "cone heat transfer rate", "panel flutter"]
+    rows = [np.array([2 + i, 1]) for i in range(3)]
+    cfg = TrainConfig(epochs=3, batch_size=3, freeze_encoder=True, progress=False)
+    out = []
+    for known in ("none", "encoded", "zeros"):
+        model, tok, spec = build_tiny_model(5, seed=0)
+        states = None
+        if known != "none":
+            ids = token_ids(tok, texts, cfg.max_input_tokens)
+            encoded = encode_inputs(model.get_encoder(), ids, CPU, 8, False)
+            if known == "zeros":  # states no encoder would give: training must use them all the same
+                encoded = [torch.zeros_like(x) for x in encoded]
+            states = dict(zip([input_key(x) for x in ids], encoded, strict=True))
+        train(model, tok, spec, texts, rows, cfg, CPU, known_states=states)
+        out.append(model.get_decoder().get_output_embeddings().weight.detach().clone())
+    torch.testing.assert_close(out[0], out[1])
+    assert not torch.allclose(out[0], out[2])

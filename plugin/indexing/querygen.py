@@ -205,7 +205,7 @@ class QueryRanker(ABC):
         """One score per candidate, for every passage's candidates at once (batched across passages)."""
 
 
-def _split(flat: np.ndarray, queries: Sequence[Sequence[str]]) -> list[np.ndarray]:
+def split_scores(flat: np.ndarray, queries: Sequence[Sequence[str]]) -> list[np.ndarray]:
     """Per-passage slices of scores computed over the flattened candidates."""
     ends = np.cumsum([len(q) for q in queries])
     return np.split(flat, ends[:-1]) if len(queries) else []
@@ -224,7 +224,7 @@ class BiEncoderRanker(QueryRanker):
         flat = [q for qs in queries for q in qs]
         owner = np.repeat(np.arange(len(passages)), [len(qs) for qs in queries])
         sims = (self.encoder.encode(flat) * docs[owner]).sum(-1) if flat else np.zeros(0, np.float32)
-        return _split(sims, queries)
+        return split_scores(sims, queries)
 
 
 class CrossEncoderRanker(QueryRanker):
@@ -245,7 +245,7 @@ class CrossEncoderRanker(QueryRanker):
             enc = self.tokenizer(list(qs), list(ps), truncation=True, max_length=256, padding=True,
                                  return_tensors="pt").to(self.device)
             flat[s : s + len(qs)] = self.model(**enc).logits[:, 0].float().cpu().numpy()
-        return _split(flat, queries)
+        return split_scores(flat, queries)
 
 
 class QueryCache:

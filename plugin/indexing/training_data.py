@@ -30,6 +30,7 @@ from genret.indexing.querygen import (
     generator_id,
     load_generator,
     select_queries,
+    split_scores,
 )
 from genret.indexing.teacher import Teacher
 
@@ -87,8 +88,7 @@ class _TeacherRanker(QueryRanker):
         owner = np.repeat(np.arange(len(passages)), [len(qs) for qs in queries])
         emb = self.teacher.embed(flat) if flat else None
         sims = (emb * self.vectors[owner]).sum(-1) if emb is not None else np.zeros(0, np.float32)
-        ends = np.cumsum([len(q) for q in queries])
-        return np.split(sims, ends[:-1]) if len(queries) else []
+        return split_scores(sims, queries)
 
 
 def _ranker(name: str, device: torch.device, teacher: Teacher | None = None) -> QueryRanker:

@@ -69,4 +69,6 @@ def test_teacher_and_query_skip_need_atomic_seeded_docids(tmp_path: Path, capsys
     assert "teacher targets (bm25) need atomic docids" in capsys.readouterr().err
     assert main(["index", *common, "--scheme", "atomic", "--query-skip", "20"]) == 2
     assert "query skip needs docid rows" in capsys.readouterr().err
+    assert main(["index", *common, "--scheme", "atomic", "--round-trip", "-1"]) == 2
+    assert "cannot be negative" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()  # refused before anything was written

@@ -222,7 +222,10 @@ def _neutral_rows(model: Any, spec: ModelSpec, codec: AtomicCodec, first: int) -
                               np.zeros((len(spare), model.get_output_embeddings().weight.shape[1]), np.float32))
 
 
-def _check_docid_init(options: IndexOptions) -> None:
+def _check_options(options: IndexOptions) -> None:
+    """What cannot work together, refused before anything is read or written."""
+    if options.pairs.round_trip < 0 or options.query_skip < 0 or options.train.listwise_weight < 0:
+        raise ValueError("--round-trip, --query-skip and --listwise-weight cannot be negative")
     if options.docid_init not in DOCID_INITS:
         raise ValueError(f"unknown docid init {options.docid_init!r}; valid: {', '.join(DOCID_INITS)}")
     if options.docid_init == "embeddings" and options.scheme != "atomic":
@@ -251,7 +254,7 @@ def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, devi
     if not tenants:
         raise ValueError(f"collection '{store.collection}' has no documents with a "
                          f"'{store.config.tenant_key}' field: load documents first")
-    _check_docid_init(options)
+    _check_options(options)
     teaching = options.teacher.kind != "none" or options.pairs.round_trip > 0
     by_vector = options.scheme in PLACED_BY_VECTOR or options.docid_init == "embeddings" or teaching
     parts: list[_Trained] = []

@@ -67,6 +67,7 @@ class Config:
     write_workers: int = 2  # writes of different tenants run side by side (one at a time per tenant)
     kernel_backend: str = "auto"  # auto | triton | torch
     scoring: str = "vocab"  # vocab | children (see genret.decoding.beam)
+    hybrid_lexical: bool = True  # HYBRID/AUTO with RRF also fuse BM25 over the tenant's own documents
 
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with secrets replaced, for logging."""

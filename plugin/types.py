@@ -54,6 +54,7 @@ class SearchQuery:
     fusion: Fusion = Fusion.DEFAULT
     min_probability: float | None = None
     filter: dict[str, Any] | None = None  # Qdrant's filter model, as its REST API writes it
+    lexical: bool = True  # HYBRID and AUTO also fuse BM25 over the tenant's documents (if the server does)
 
 
 @dataclass(frozen=True)

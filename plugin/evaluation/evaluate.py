@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 MEASURES = {"Hits@1": Success @ 1, "Hits@10": Success @ 10, "MRR@10": RR @ 10, "nDCG@10": nDCG @ 10,
             "Recall@100": ir_measures.R @ 100}
 Run = dict[str, dict[str, float]]
+RRF_LABEL = "hybrid (RRF: generative, dense, BM25)"  # HYBRID as served: the lexical list too
+RRF_TWO_LABEL = "hybrid (RRF: generative, dense)"
+DENSE_LABEL = "dense (Qdrant, MiniLM)"
+BM25_LABEL = "BM25 (bm25s k1=0.9 b=0.4)"
 
 
 @dataclass(frozen=True)
@@ -60,14 +64,15 @@ def bm25_run(doc_keys: Sequence[str], texts: Sequence[str], queries: Mapping[str
 
 
 def engine_run(engine: Engine, tenant: str, queries: Mapping[str, str], mode: Mode, k: int, beams: int,
-               doc_key_of: Mapping[str, str], batch_size: int, fusion: Fusion = Fusion.DEFAULT) -> Run:
+               doc_key_of: Mapping[str, str], batch_size: int, fusion: Fusion = Fusion.DEFAULT,
+               lexical: bool = True) -> Run:
     qids = list(queries)
     run: Run = {}
     label = mode.value if mode != Mode.HYBRID else f"hybrid {fusion.value}"
     for s in tqdm(range(0, len(qids), batch_size), desc=f"eval {label}", unit="batch",
                   mininterval=progress_interval()):
         chunk = qids[s : s + batch_size]
-        batch = [SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion) for q in chunk]
+        batch = [SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion, lexical=lexical) for q in chunk]
         for q, hits in zip(chunk, engine.search(batch), strict=True):
             run[q] = {doc_key_of[h.point_id]: h.score for h in hits}
     return run
@@ -92,7 +97,10 @@ def fit_queries(queries: Mapping[str, str], limit: int) -> dict[str, str]:
 
 
 def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, tenant: str,
-             beams: int = 100, k: int = 100, batch_size: int = 16) -> list[EvalResult]:
+             beams: int = 100, k: int = 100, batch_size: int = 16,
+             only: Collection[str] | None = None) -> list[EvalResult]:
+    """Every retriever and search mode on the split's judged queries (``only``: just the rows of these
+    names, e.g. ``RRF_LABEL``; names of rows this index cannot run are ignored)."""
     queries_all = load_queries(data)
     qrels = load_qrels(data, split)
     queries = fit_queries({q: queries_all[q] for q in qrels if q in queries_all}, engine.config.max_query_chars)
@@ -100,27 +108,31 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
     if not docs:
         raise ValueError(f"tenant '{tenant}' has no documents in '{store.collection}'")
     doc_key_of = {d.point_id: d.doc_id for d in docs}
-    results = [_timed("generative", lambda: engine_run(engine, tenant, queries, Mode.GENERATIVE, min(k, beams),
-                                                       beams, doc_key_of, batch_size), qrels,
-                      {"beam_size": beams, "top_k": min(k, beams), "docid_scheme": engine.codec.name,
-                       "scoring": engine.config.scoring, "kernel_backend": engine.config.kernel_backend})]
+
+    def run(mode: Mode, depth: int, fusion: Fusion = Fusion.DEFAULT, lexical: bool = True) -> Callable[[], Run]:
+        width = depth if mode == Mode.DENSE else beams
+        return lambda: engine_run(engine, tenant, queries, mode, depth, width, doc_key_of, batch_size, fusion, lexical)
+
+    fused_k = min(k, beams)  # a search that decodes returns at most its beam's worth of hits
+    plan: list[tuple[str, Callable[[], Run], dict[str, Any]]] = [
+        ("generative", run(Mode.GENERATIVE, fused_k),
+         {"beam_size": beams, "top_k": fused_k, "docid_scheme": engine.codec.name,
+          "scoring": engine.config.scoring, "kernel_backend": engine.config.kernel_backend})]
     if store.has_vectors():
-        results.append(_timed("dense (Qdrant, MiniLM)", lambda: engine_run(
-            engine, tenant, queries, Mode.DENSE, k, k, doc_key_of, batch_size), qrels, {"top_k": k}))
-        fused_k = min(k, beams)  # a search that decodes returns at most its beam's worth of hits
-        fusions = [("RRF", Fusion.RRF), ("rescore", Fusion.RESCORE)]
+        plan.append((DENSE_LABEL, run(Mode.DENSE, k), {"top_k": k}))
+        fusions = [(RRF_LABEL, Fusion.RRF, True)] if engine.config.hybrid_lexical else []
+        fusions += [(RRF_TWO_LABEL, Fusion.RRF, False), ("hybrid (rescore)", Fusion.RESCORE, False)]
         if engine.calibration is not None:
-            fusions += [("weighted", Fusion.WEIGHTED), ("learned", Fusion.LEARNED)]
-        for label, fusion in fusions:
-            results.append(_timed(f"hybrid ({label})", lambda f=fusion: engine_run(  # type: ignore[misc]
-                engine, tenant, queries, Mode.HYBRID, fused_k, beams, doc_key_of, batch_size, f), qrels,
-                {"top_k": fused_k, "beam_size": beams, "fusion": fusion.value}))
-        results.append(_timed("auto", lambda: engine_run(
-            engine, tenant, queries, Mode.AUTO, fused_k, beams, doc_key_of, batch_size), qrels,
-            {"top_k": fused_k, "beam_size": beams, "calibrated": engine.calibration is not None}))
-    results.append(_timed("BM25 (bm25s k1=0.9 b=0.4)", lambda: bm25_run(
-        [d.doc_id for d in docs], [f"{d.title} {d.text}" for d in docs], queries, k), qrels, {"top_k": k}))
-    return results
+            fusions += [("hybrid (weighted)", Fusion.WEIGHTED, False), ("hybrid (learned)", Fusion.LEARNED, False)]
+        plan += [(label, run(Mode.HYBRID, fused_k, fusion, lexical),
+                  {"top_k": fused_k, "beam_size": beams, "fusion": fusion.value, "lexical": lexical})
+                 for label, fusion, lexical in fusions]
+        plan.append(("auto", run(Mode.AUTO, fused_k),
+                     {"top_k": fused_k, "beam_size": beams, "calibrated": engine.calibration is not None,
+                      "lexical": engine.config.hybrid_lexical}))
+    plan.append((BM25_LABEL, lambda: bm25_run([d.doc_id for d in docs], [f"{d.title} {d.text}" for d in docs],
+                                              queries, k), {"top_k": k}))
+    return [_timed(name, fn, qrels, settings) for name, fn, settings in plan if only is None or name in only]
 
 
 def markdown_table(results: Sequence[EvalResult], title: str) -> str:

@@ -99,7 +99,10 @@ class HFQueryGenerator(QueryGenerator):
         self.settings = settings
         self.name = name
         # transformers 5.x names the KV cache argument ``cache``; 4.x calls it ``past_key_values``.
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        # the prompt pass only fills the cache: its logits are dropped, so only the last one is computed
+        self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right" if self.seq2seq else "left"
@@ -133,7 +136,7 @@ class HFQueryGenerator(QueryGenerator):
         else:  # the prompt runs once; its cache is copied to the samples
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                               use_cache=True).past_key_values
+                               use_cache=True, **self._keep_last).past_key_values
             cache.batch_repeat_interleave(samples)
             out = self.model.generate(input_ids=ids.repeat_interleave(samples, 0),  # type: ignore[operator]
                                       attention_mask=mask.repeat_interleave(samples, 0),

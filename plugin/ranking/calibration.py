@@ -28,7 +28,7 @@ from genret.types import Ranked
 log = logging.getLogger(__name__)
 
 CALIBRATION = "calibration.json"
-GENERATIVE, DENSE = "generative", "dense"
+GENERATIVE, DENSE, LEXICAL = "generative", "dense", "lexical"
 WEIGHTED = "weighted"  # the fused score of WEIGHTED fusion, calibrated like a retriever's own score
 TOP, MARGIN = "top", "margin"  # AUTO's evidence: generative's top score and its lead over the second
 LONE_MARGIN = 20.0  # the lead of a top hit with no second hypothesis, in nats

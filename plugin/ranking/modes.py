@@ -1,6 +1,7 @@
 """From each retriever's ranked list to one query's answer, per search mode.
 
-GENERATIVE and DENSE return their own list. HYBRID fuses both: RRF; WEIGHTED: weighted score fusion,
+GENERATIVE and DENSE return their own list. HYBRID fuses both: RRF (with, when given, a third list: BM25
+over the tenant's own documents); WEIGHTED: weighted score fusion,
 dense cosine + w * generative log-probability with w tuned by calibration, where every candidate of
 either list is scored by both retrievers (Qdrant scores the generative candidates by id, the model
 scores the dense candidates' docids); the calibrated LEARNED model; or RESCORE: only the generative
@@ -65,8 +66,12 @@ def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str,
 
 
 def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping[str, Scorer]) -> list[Answer]:
+    """RRF fuses every list given (the lexical one too); the calibrated fusions and RESCORE read the
+    generative and dense lists only."""
     if fusion == Fusion.DEFAULT:
         fusion = Fusion.WEIGHTED if cal is not None else Fusion.RRF
+    if fusion != Fusion.RRF:
+        lists = {name: lists[name] for name in (GENERATIVE, DENSE)}
     if fusion in (Fusion.WEIGHTED, Fusion.LEARNED):
         if cal is None:
             raise FailedPrecondition(f"{fusion.name} fusion needs a calibrated index (run `genret calibrate`)")

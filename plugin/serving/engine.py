@@ -6,6 +6,7 @@ ids -> hydrate from Qdrant under the tenant filter -> threshold -> hits.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import threading
@@ -30,9 +31,10 @@ from genret.errors import FailedPrecondition, GenretError, InvalidArgument, NotF
 from genret.kernels import BACKENDS, SCORING
 from genret.metrics import BATCH_ROWS, NAMESPACE_DOCS, OTHER, PUBLISHES, SEARCH_SECONDS, TENANTS
 from genret.names import check_tenant
-from genret.ranking.calibration import DENSE, GENERATIVE, Calibration, read_calibration
+from genret.ranking.calibration import DENSE, GENERATIVE, LEXICAL, Calibration, read_calibration
 from genret.ranking.modes import Answer, Scorer, answer
 from genret.serving.filtered import FilteredTries
+from genret.serving.lexical import LexicalIndexes
 from genret.serving.namespaces import Namespace, Namespaces, load_namespaces
 from genret.serving.served import ServedTrie, packed, served_trie
 from genret.serving.writer import DocumentWriter, Snapshots
@@ -51,6 +53,11 @@ from genret.types import (
     Synced,
     Upserted,
 )
+
+
+def _none_of(point_ids: Sequence[str]) -> dict[str, Any]:
+    """No point: a filter that matches none of the tenant's documents."""
+    return {}
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class Engine:
         self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
         atomic = isinstance(codec, AtomicCodec)
         self._filtered = FilteredTries(store, lambda: self.backend.device, atomic)
+        self._lexical = LexicalIndexes(store)
         trained = trained_docids(config.index_dir)
         self.writer = DocumentWriter(config, store, codec, self.embed_documents,
                                      Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
@@ -132,6 +140,7 @@ class Engine:
         old one or the new one."""
         live = self._live
         self._live = self._snapshot(namespaces, live.tries, (tenant,), live.epoch + 1)
+        self._lexical.changed(tenant)
         PUBLISHES.inc()
         label = TENANTS(tenant)
         if label != OTHER:
@@ -258,8 +267,7 @@ class Engine:
             raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
         if q.filter is not None:
             parse_filter(q.filter)  # INVALID_ARGUMENT with the reason, before any work
-        return SearchQuery(q.tenant, q.text, top_k, beams, q.mode, q.score_threshold, q.with_payload, q.index,
-                           q.fusion, q.min_probability, q.filter)
+        return dataclasses.replace(q, top_k=top_k, beams=beams)
 
     def _view(self, q: SearchQuery, live: _Live) -> tuple[Namespace | None, ServedTrie | None]:
         """The namespace and trie a query decodes in: its tenant's, cut down to its filter's points."""
@@ -298,12 +306,15 @@ class Engine:
                 checkpoint: Checkpoint | None) -> list[list[SearchHit]]:
         gen, encoded = self._generative_lists(queries, live, deadline, checkpoint)
         dense, vectors = self._dense_lists(queries)
+        lexical = self._lexical_lists(queries, live)
         docid_of: dict[str, str] = {}
         for lst in gen.values():
             docid_of.update({pid: docid for pid, docid, _ in lst})
         answers: dict[int, list[Answer]] = {}
         for i, q in enumerate(queries):
             lists = {GENERATIVE: [(pid, s) for pid, _, s in gen.get(i, [])], DENSE: dense.get(i, [])}
+            if i in lexical:
+                lists[LEXICAL] = lexical[i]
             scorers = self.scorers(q, vectors.get(i), live, deadline, encoded.get(i), checkpoint)
             with tracing.span("fusion", mode=q.mode.name.lower(), fusion=q.fusion.name.lower()):
                 answers[i] = [a for a in answer(q.mode, q.fusion, lists, self.calibration, scorers) if self._keep(q, a)]
@@ -369,6 +380,20 @@ class Engine:
             hits = self.store.dense_search(q.tenant, vectors[i], depth, False, flt=self._filter(q))
             out[i] = [(h.point_id, h.score) for h in hits]
         return out, vectors
+
+    def _lexical_lists(self, queries: Sequence[SearchQuery], live: _Live) -> dict[int, list[tuple[str, float]]]:
+        """Each fused query's BM25 list over its tenant's own documents (cut to its filter's points), as
+        deep as its dense list; none when the server or the query turns the lexical list off."""
+        if not self.config.hybrid_lexical:
+            return {}
+        out = {}
+        for i, q in enumerate(queries):
+            if q.mode in (Mode.HYBRID, Mode.AUTO) and q.lexical:
+                ns = self._view(q, live)[0] if q.filter is not None else None
+                within = None if q.filter is None else ns.locate if ns is not None else _none_of
+                with tracing.span("lexical", filtered=q.filter is not None):
+                    out[i] = self._lexical.search(q.tenant, q.text, max(q.top_k, q.beams), within)
+        return out
 
     @staticmethod
     def _filter(q: SearchQuery) -> Any:

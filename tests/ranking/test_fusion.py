@@ -156,6 +156,22 @@ def test_modes_route_and_fuse() -> None:
     assert all(p is not None and 0 <= p <= 1 for p in probs) and probs == sorted(probs, reverse=True)
 
 
+def test_rrf_fuses_the_lexical_list_and_calibrated_fusions_leave_it_out() -> None:
+    lexical = [("d", 7.0), ("e", 5.0)]
+    lists = {"generative": GEN, "dense": DENSE, "lexical": lexical}
+    scorers = {name: (lambda ids, n=name: {i: FULL[n][i] for i in ids}) for name in FULL}  # none for lexical
+    three = answer(Mode.HYBRID, Fusion.RRF, lists, None, scorers)
+    assert [(a.point_id, a.score) for a in three] == [(f.point_id, f.score) for f in rrf(lists)]
+    assert [a.point_id for a in three][:2] == ["a", "c"] and "e" in {a.point_id for a in three}
+    assert set(next(a for a in three if a.point_id == "d").sources) == {"dense", "lexical"}
+    two = {"generative": GEN, "dense": DENSE}
+    cal = calibrated()
+    for fusion in (Fusion.WEIGHTED, Fusion.LEARNED, Fusion.RESCORE):
+        got = answer(Mode.HYBRID, fusion, lists, cal, scorers)
+        assert [a.point_id for a in got] == [a.point_id for a in answer(Mode.HYBRID, fusion, two, cal, scorers)]
+        assert all("lexical" not in a.sources for a in got)
+
+
 def test_expected_calibration_error() -> None:
     ece, table = expected_calibration_error([0.1, 0.1, 0.9, 0.9], [0, 0, 1, 1])
     assert ece == pytest.approx(0.1) and [b["count"] for b in table] == [2, 2]

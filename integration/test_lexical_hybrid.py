@@ -1,0 +1,90 @@
+"""HYBRID's lexical list: BM25 over the caller's own documents only, fused by RRF, following its writes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from genret.data.lexical import Bm25
+from genret.ranking.fusion import rrf
+from genret.serving.lexical import LexicalIndexes
+from genret.store import QdrantStore
+from genret.types import Fusion, Mode, SearchQuery
+from genret.v1 import genret_pb2 as pb
+
+from .conftest import OTHER, TENANT, Stack
+
+QUERY = "supersonic flow over wings"
+
+
+def _texts(store: QdrantStore, tenant: str) -> tuple[list[str], list[str]]:
+    docs = list(store.scroll_tenant(tenant))
+    return [d.point_id for d in docs], [f"{d.title} {d.text}" for d in docs]
+
+
+def test_lexical_scores_come_from_the_tenants_own_documents(stack: Stack) -> None:
+    got = LexicalIndexes(stack.store).search(OTHER, QUERY, 10)
+    ids, texts = _texts(stack.store, OTHER)
+    rows, scores = Bm25(texts).top([QUERY], 10)
+    assert got and got == [(ids[r], float(s)) for r, s in zip(rows[0].tolist(), scores[0].tolist(), strict=True)
+                           if s > 0]
+    # Over both tenants' documents the same texts score otherwise: no statistic is shared.
+    _, theirs = _texts(stack.store, TENANT)
+    mixed = Bm25(texts + theirs).scores([QUERY])[0]
+    assert any(abs(mixed[ids.index(pid)] - s) > 1e-3 for pid, s in got)
+    # A filter's points only.
+    kept = set(ids[:2])
+    assert {pid for pid, _ in LexicalIndexes(stack.store).search(OTHER, QUERY, 10, lambda p: kept)} <= kept
+
+
+def test_hybrid_is_the_rrf_of_generative_dense_and_lexical_lists(stack: Stack) -> None:
+    q = SearchQuery(OTHER, QUERY, 10, 20, Mode.HYBRID, fusion=Fusion.RRF)
+    hits = stack.engine.search([q])[0]
+    lists = {name: [(h.point_id, h.score) for h in stack.engine.search([SearchQuery(OTHER, QUERY, 20, 20, m)])[0]]
+             for name, m in (("generative", Mode.GENERATIVE), ("dense", Mode.DENSE))}
+    lists["lexical"] = LexicalIndexes(stack.store).search(OTHER, QUERY, 20)
+    assert [(h.point_id, h.score) for h in hits] == [(f.point_id, f.score) for f in rrf(lists)][:10]
+    assert any("lexical" in h.source_names for h in hits)
+    without = stack.engine.search([dataclasses.replace(q, lexical=False)])[0]
+    del lists["lexical"]
+    assert [h.point_id for h in without] == [f.point_id for f in rrf(lists)][:10]
+    assert all("lexical" not in h.source_names for h in without)
+
+
+def test_the_server_can_turn_the_lexical_list_off(stack: Stack) -> None:
+    saved = stack.engine.config
+    stack.engine.config = dataclasses.replace(saved, hybrid_lexical=False)
+    try:
+        for mode in (Mode.HYBRID, Mode.AUTO):
+            hits = stack.engine.search([SearchQuery(OTHER, QUERY, 10, 20, mode, fusion=Fusion.RRF)])[0]
+            assert hits and all("lexical" not in h.source_names for h in hits)
+    finally:
+        stack.engine.config = saved
+
+
+def _hybrid(stack: Stack, tenant: str, query: str) -> list[tuple[str, list[str]]]:
+    """(document id, retrievers that returned it) of each hit of a HYBRID search over gRPC."""
+    resp = stack.stub.Search(pb.SearchRequest(tenant=tenant, query=query, top_k=10, beam_size=20,
+                                              mode=pb.SEARCH_MODE_HYBRID, with_payload=True), timeout=60)
+    assert all(h.payload.fields["tenant"].string_value == tenant for h in resp.hits)
+    return [(h.payload.fields["doc_id"].string_value, [s.retriever for s in h.sources]) for h in resp.hits]
+
+
+def test_the_lexical_list_follows_the_tenants_writes(stack: Stack) -> None:
+    tenant, query = "lexicon", "quixotic hyperboloid nozzle"
+    docs = [("a", "heat transfer in laminar boundary layers"), ("b", "buckling of cylindrical shells")]
+    stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[
+        pb.Document(id=i, title=t, text=t) for i, t in docs]), timeout=60)
+    try:
+        assert all("lexical" not in sources for _, sources in _hybrid(stack, tenant, query))  # no word matches
+        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[
+            pb.Document(id="c", title="nozzles", text="a quixotic hyperboloid nozzle")]), timeout=60)
+        lexical = [d for d, sources in _hybrid(stack, tenant, query) if "lexical" in sources]
+        assert lexical == ["c"]
+        stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["c"]), timeout=60)
+        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=f"{tenant}-other", documents=[
+            pb.Document(id="d", title="nozzles", text="a quixotic hyperboloid nozzle")]), timeout=60)
+        after = _hybrid(stack, tenant, query)  # another tenant holding the words is not reached
+        assert {d for d, _ in after} <= {"a", "b"} and all("lexical" not in s for _, s in after)
+    finally:
+        stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["a", "b", "c"]), timeout=60)
+        stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=f"{tenant}-other", ids=["d"]), timeout=60)

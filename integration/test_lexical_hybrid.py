@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from genret.client import search_request
 from genret.data.lexical import Bm25
 from genret.ranking.fusion import rrf
 from genret.serving.lexical import LexicalIndexes
@@ -48,6 +49,10 @@ def test_hybrid_is_the_rrf_of_generative_dense_and_lexical_lists(stack: Stack) -
     del lists["lexical"]
     assert [h.point_id for h in without] == [f.point_id for f in rrf(lists)][:10]
     assert all("lexical" not in h.source_names for h in without)
+    # Over gRPC, a request chooses.
+    for lexical in (True, False):
+        resp = stack.stub.Search(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20, lexical=lexical), timeout=60)
+        assert [h.point_id for h in resp.hits] == [h.point_id for h in (hits if lexical else without)]
 
 
 def test_the_server_can_turn_the_lexical_list_off(stack: Stack) -> None:

@@ -62,14 +62,16 @@ def points_from(resp: pb.SearchResponse) -> list[ScoredPoint]:
 
 def search_request(tenant: str, query: str, limit: int = 10, mode: str = "generative", fusion: str = "default",
                    beam_size: int = 0, with_payload: bool = True, score_threshold: float | None = None,
-                   min_probability: float | None = None, filter: dict[str, Any] | None = None) -> pb.SearchRequest:
-    """``filter``: Qdrant's filter model as its REST API writes it (applied inside decoding)."""
+                   min_probability: float | None = None, filter: dict[str, Any] | None = None,
+                   lexical: bool = True) -> pb.SearchRequest:
+    """``filter``: Qdrant's filter model as its REST API writes it (applied inside decoding); ``lexical``:
+    whether HYBRID and AUTO fuse the tenant's BM25 list too."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
     req = pb.SearchRequest(tenant=tenant, query=query, top_k=limit, beam_size=beam_size, mode=MODES[mode],
-                           fusion=FUSIONS[fusion], with_payload=with_payload)
+                           fusion=FUSIONS[fusion], with_payload=with_payload, without_lexical=not lexical)
     if score_threshold is not None:
         req.score_threshold = score_threshold
     if min_probability is not None:

@@ -102,7 +102,8 @@ def query_from_proto(req: pb.SearchRequest) -> SearchQuery:
     threshold = req.score_threshold if req.HasField("score_threshold") else None
     min_prob = req.min_probability if req.HasField("min_probability") else None
     return SearchQuery(req.tenant, req.query, req.top_k, req.beam_size, _MODES[req.mode], threshold,
-                       req.with_payload, req.index, _FUSIONS[req.fusion], min_prob, filter_from_proto(req))
+                       req.with_payload, req.index, _FUSIONS[req.fusion], min_prob, filter_from_proto(req),
+                       lexical=not req.without_lexical)
 
 
 def hits_to_proto(hits: Sequence[SearchHit], took_ms: float) -> pb.SearchResponse:

@@ -93,3 +93,15 @@ def test_the_lexical_list_follows_the_tenants_writes(stack: Stack) -> None:
     finally:
         stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["a", "b", "c"]), timeout=60)
         stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=f"{tenant}-other", ids=["d"]), timeout=60)
+
+
+def test_a_tenant_with_no_indexable_word_gets_no_lexical_list(stack: Stack) -> None:
+    tenant = "lexicon-stop"
+    stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[
+        pb.Document(id="s", title="the", text="of and the")]), timeout=60)
+    try:
+        hits = _hybrid(stack, tenant, "the wings")
+        assert [d for d, _ in hits] == ["s"] and all("lexical" not in s for _, s in hits)
+    finally:
+        stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["s"]), timeout=60)
+

@@ -69,9 +69,19 @@ class LexicalIndexes:
             if found is not None:
                 return found
             docs = [d for d in self._store.scroll_tenant(tenant) if f"{d.title} {d.text}".strip()]
-            built = _Built(tuple(d.point_id for d in docs),
-                           Bm25([f"{d.title} {d.text}" for d in docs]) if docs else None)
+            built = _Built(tuple(d.point_id for d in docs), _bm25([f"{d.title} {d.text}" for d in docs]))
             with self._lock:
                 if self._changes.get(tenant, 0) == seen:  # not changed while it was read: keep it
                     self._built[tenant] = built
             return built
+
+
+def _bm25(texts: list[str]) -> Bm25 | None:
+    """BM25 over ``texts``; None when they hold no word to index (none, or stop words only)."""
+    if not texts:
+        return None
+    try:
+        return Bm25(texts)
+    except ValueError:  # bm25s refuses an empty vocabulary
+        return None
+

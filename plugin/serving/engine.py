@@ -388,7 +388,8 @@ class Engine:
             return {}
         out = {}
         for i, q in enumerate(queries):
-            if q.mode in (Mode.HYBRID, Mode.AUTO) and q.lexical:
+            rrf = q.fusion == Fusion.RRF or (q.fusion == Fusion.DEFAULT and self.calibration is None)
+            if q.mode in (Mode.HYBRID, Mode.AUTO) and q.lexical and rrf:  # only RRF reads the list
                 ns = self._view(q, live)[0] if q.filter is not None else None
                 within = None if q.filter is None else ns.locate if ns is not None else _none_of
                 with tracing.span("lexical", filtered=q.filter is not None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from genret.client import search_request
 from genret.data.lexical import Bm25
@@ -105,3 +106,50 @@ def test_a_tenant_with_no_indexable_word_gets_no_lexical_list(stack: Stack) -> N
     finally:
         stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["s"]), timeout=60)
 
+
+
+def test_a_search_builds_its_tenants_lexical_index_before_it_joins_a_batch(stack: Stack) -> None:
+    """The build runs in the caller's worker thread, never on the engine thread that decodes a batch of
+    several tenants' searches, so no batch-mate waits for it."""
+    lexical = stack.engine._lexical
+    calls: list[tuple[str, bool]] = []  # (thread, whether the tenant's index was already built)
+    index = lexical._index
+
+    def recorded(tenant: str) -> object:
+        calls.append((threading.current_thread().name, tenant in lexical.held()))
+        return index(tenant)
+
+    lexical.changed(OTHER)  # as after a write: the next search needs a fresh build
+    lexical._index = recorded  # type: ignore[method-assign]
+    try:
+        resp = stack.stub.Search(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20), timeout=60)
+    finally:
+        del lexical._index
+    assert any("lexical" in [s.retriever for s in h.sources] for h in resp.hits)
+    engine_calls = [built for thread, built in calls if thread == "genret-engine"]
+    assert engine_calls and all(engine_calls)  # the batch read it, already built
+    assert any(thread != "genret-engine" and not built for thread, built in calls)  # built before
+    # Searches that do not fuse the lexical list build nothing.
+    lexical.changed(OTHER)
+    for mode, fusion in ((Mode.DENSE, Fusion.DEFAULT), (Mode.GENERATIVE, Fusion.DEFAULT),
+                         (Mode.HYBRID, Fusion.WEIGHTED)):
+        stack.engine.prepare(SearchQuery(OTHER, QUERY, 10, 20, mode, fusion=fusion))
+    stack.engine.prepare(SearchQuery("no-such-tenant", QUERY, 10, 20, Mode.HYBRID, fusion=Fusion.RRF))
+    assert lexical.held() == {}
+
+
+def test_lexical_indexes_are_capped_least_recently_used_first(stack: Stack) -> None:
+    sizes = {t: len(_texts(stack.store, t)[0]) for t in (TENANT, OTHER)}
+    indexes = LexicalIndexes(stack.store, max_docs=max(sizes.values()))
+    first = indexes.search(TENANT, QUERY, 10)
+    indexes.search(OTHER, QUERY, 10)
+    assert indexes.held() == {OTHER: sizes[OTHER]}  # both would pass the cap: the older one went
+    assert indexes.search(TENANT, QUERY, 10) == first  # built again, the same answer
+    assert indexes.held() == {TENANT: sizes[TENANT]}
+    alone = LexicalIndexes(stack.store, max_docs=1)  # a tenant larger than the cap keeps its own
+    alone.search(OTHER, QUERY, 10)
+    assert alone.held() == {OTHER: sizes[OTHER]}
+    both = LexicalIndexes(stack.store, max_docs=sum(sizes.values()))
+    both.search(TENANT, QUERY, 10)
+    both.search(OTHER, QUERY, 10)
+    assert both.held() == sizes

@@ -139,6 +139,9 @@ class SearchService(Protocol):
     def search(self, queries: Sequence[SearchQuery], deadline: float | None = None,
                checkpoint: Checkpoint | None = None) -> list[list[SearchHit]]: ...
 
+    def prepare(self, q: SearchQuery) -> None:
+        """Work the search needs that is its tenant's alone, done before it joins a batch."""
+
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]: ...
 
     def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted: ...

@@ -236,7 +236,14 @@ class GenRetServicer:
     async def generate(self, q: SearchQuery, context: grpc.aio.ServicerContext) -> list[SearchHit]:
         """One search, admitted for its tenant and served by the fair batcher (both doors use this)."""
         async with self._limits.admit([q.tenant]):
-            return await self._within_deadline(context, self._batcher.submit(q.tenant, q, self._deadline(context)))
+            return await self._within_deadline(context, self._search_one(q, self._deadline(context)))
+
+    async def _search_one(self, q: SearchQuery, deadline: float | None) -> list[SearchHit]:
+        """The engine first does, in a worker thread, what the search needs that is its tenant's alone (see
+        ``SearchService.prepare``), so that work never holds up a batch of other tenants' searches; then the
+        fair batcher serves it."""
+        await asyncio.get_running_loop().run_in_executor(None, tracing.carry(lambda: self.engine.prepare(q)))
+        return await self._batcher.submit(q.tenant, q, deadline)
 
     def check_writable(self) -> None:
         """A read replica (``--read-only``) refuses writes to the served collection before touching Qdrant."""
@@ -296,7 +303,7 @@ class GenRetServicer:
 
         async def one(i: int, q: SearchQuery) -> list[SearchHit]:
             try:
-                return await self._batcher.submit(q.tenant, q, deadline)
+                return await self._search_one(q, deadline)
             except errors.GenretError as exc:
                 raise type(exc)(f"requests[{i}]: {exc}") from exc
 

@@ -91,7 +91,7 @@ class Engine:
         self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
         atomic = isinstance(codec, AtomicCodec)
         self._filtered = FilteredTries(store, lambda: self.backend.device, atomic)
-        self._lexical = LexicalIndexes(store)
+        self._lexical = LexicalIndexes(store, config.lexical_max_docs)
         trained = trained_docids(config.index_dir)
         self.writer = DocumentWriter(config, store, codec, self.embed_documents,
                                      Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
@@ -384,17 +384,28 @@ class Engine:
     def _lexical_lists(self, queries: Sequence[SearchQuery], live: _Live) -> dict[int, list[tuple[str, float]]]:
         """Each fused query's BM25 list over its tenant's own documents (cut to its filter's points), as
         deep as its dense list; none when the server or the query turns the lexical list off."""
-        if not self.config.hybrid_lexical:
-            return {}
         out = {}
         for i, q in enumerate(queries):
-            rrf = q.fusion == Fusion.RRF or (q.fusion == Fusion.DEFAULT and self.calibration is None)
-            if q.mode in (Mode.HYBRID, Mode.AUTO) and q.lexical and rrf:  # only RRF reads the list
+            if self._reads_lexical(q, live):
                 ns = self._view(q, live)[0] if q.filter is not None else None
                 within = None if q.filter is None else ns.locate if ns is not None else _none_of
                 with tracing.span("lexical", filtered=q.filter is not None):
                     out[i] = self._lexical.search(q.tenant, q.text, max(q.top_k, q.beams), within)
         return out
+
+    def _reads_lexical(self, q: SearchQuery, live: _Live) -> bool:
+        """Whether the query fuses the lexical list: HYBRID or AUTO under RRF (only RRF reads it), on a
+        tenant that has documents, unless the server or the query turns it off."""
+        rrf = q.fusion == Fusion.RRF or (q.fusion == Fusion.DEFAULT and self.calibration is None)
+        return (self.config.hybrid_lexical and q.lexical and rrf and q.mode in (Mode.HYBRID, Mode.AUTO)
+                and live.namespaces.get(q.tenant) is not None)
+
+    def prepare(self, q: SearchQuery) -> None:
+        """Work a search needs that is the tenant's alone, done before it joins a batch (in the caller's
+        thread): building the tenant's lexical index, so no other tenant's search in the batch waits for it."""
+        if self._reads_lexical(q, self._live):
+            with tracing.span("lexical.prepare"):
+                self._lexical.prepare(q.tenant)
 
     @staticmethod
     def _filter(q: SearchQuery) -> Any:

@@ -1,14 +1,20 @@
 """Each tenant's BM25 over its own documents: the lexical list HYBRID and AUTO fuse with the other two.
 
 A tenant's index is built from a tenant-filtered scroll of its points (title and text as Qdrant holds
-them) on the tenant's first lexical search, and dropped whenever the tenant's documents change, so the
-next search rebuilds it. Term statistics (document frequencies, average length) are the tenant's own:
-another tenant's documents never change a tenant's lexical scores or ranks.
+them) when it is first needed, and dropped whenever the tenant's documents change, so it is built again.
+The server builds it before a search joins a batch (``prepare``, in the caller's thread), so a build holds
+up only the tenant's own search, never the other tenants' searches decoded beside it. Term statistics
+(document frequencies, average length) are the tenant's own: another tenant's documents never change a
+tenant's lexical scores or ranks.
+
+Built indexes are kept up to ``max_docs`` documents in all; past it the least recently used tenants'
+indexes are dropped (and built again when next needed). A tenant larger than the cap keeps its own.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -25,9 +31,10 @@ class _Built:
 
 
 class LexicalIndexes:
-    def __init__(self, store: QdrantStore) -> None:
+    def __init__(self, store: QdrantStore, max_docs: int = 1_000_000) -> None:
         self._store = store
-        self._built: dict[str, _Built] = {}
+        self._max_docs = max_docs
+        self._built: OrderedDict[str, _Built] = OrderedDict()  # least recently used first
         self._changes: dict[str, int] = {}  # tenant -> how many times its documents changed
         self._lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
@@ -37,6 +44,15 @@ class LexicalIndexes:
         with self._lock:
             self._changes[tenant] = self._changes.get(tenant, 0) + 1
             self._built.pop(tenant, None)
+
+    def prepare(self, tenant: str) -> None:
+        """Build the tenant's index now if it is not built (a search then finds it ready)."""
+        self._index(tenant)
+
+    def held(self) -> dict[str, int]:
+        """Documents in each tenant's built index."""
+        with self._lock:
+            return {t: len(b.point_ids) for t, b in self._built.items()}
 
     def search(self, tenant: str, text: str, k: int,
                within: Callable[[Sequence[str]], Collection[str]] | None = None) -> list[tuple[str, float]]:
@@ -60,6 +76,7 @@ class LexicalIndexes:
         with self._lock:
             found = self._built.get(tenant)
             if found is not None:
+                self._built.move_to_end(tenant)
                 return found
             building = self._building.setdefault(tenant, threading.Lock())
         with building:  # one build per tenant at a time; other tenants are not held up
@@ -73,7 +90,17 @@ class LexicalIndexes:
             with self._lock:
                 if self._changes.get(tenant, 0) == seen:  # not changed while it was read: keep it
                     self._built[tenant] = built
+                    self._evict(tenant)
             return built
+
+    def _evict(self, keep: str) -> None:
+        """Drop the least recently used indexes (never ``keep``'s) until the cap holds. Under ``_lock``."""
+        held = sum(len(b.point_ids) for b in self._built.values())
+        for tenant in list(self._built):
+            if held <= self._max_docs:
+                break
+            if tenant != keep:
+                held -= len(self._built.pop(tenant).point_ids)
 
 
 def _bm25(texts: list[str]) -> Bm25 | None:

@@ -14,7 +14,8 @@ from genret.config import Config
 from genret.data.beir import load_corpus
 from genret.data.index_dir import DOCIDS, MEMORY, query_cache_path, read_manifest
 from genret.indexing.indexer import AddOptions, IndexOptions, add_documents, build_index
-from genret.indexing.querygen import save_tiny_generator
+from genret.indexing.pairs import passage
+from genret.indexing.querygen import QueryCache, SamplingSettings, generator_id, save_tiny_generator
 from genret.indexing.training import TrainConfig
 from genret.indexing.training_data import PairOptions
 from genret.serving.engine import Engine
@@ -112,3 +113,28 @@ def test_cli_index_add(two_parts, tmp_path: Path) -> None:  # type: ignore[no-un
     added = read_manifest(cfg.index_dir).training["additions"][0]
     assert added["added"] == {TENANT: LATER} and added["config"]["sam_rho"] == 0.05
     assert added["replayed"] == round(0.5 * sum(added["pairs"].values()))
+
+
+def test_add_keeps_only_generated_queries_that_lead_back_among_all_the_tenants_documents(two_parts) -> None:  # type: ignore[no-untyped-def]
+    """Each new document has two cached candidates: its own opening words, and an old document's. The
+    round trip checks them against the tenant's old and new documents together, so only the first passes."""
+    from genret.data.loader import load_beir
+
+    cfg, store, first, later = two_parts
+    cache = Path(cfg.index_dir).parent / "queries.jsonl"
+    pairs = PairOptions(max_chunks=0, generated_queries=2, query_samples=2, round_trip=1)
+    name = generator_id(pairs.query_generator, SamplingSettings(max_input_tokens=pairs.query_input_tokens))
+    old, new = load_corpus(first), load_corpus(later)
+    opening = lambda d: " ".join(passage(d.title, d.text).split()[:24])  # noqa: E731
+    QueryCache(cache).put_many([(QueryCache.key(name, passage(d.title, d.text)), [opening(d), opening(old[i])])
+                                for i, d in enumerate(new)])
+    try:
+        load_beir(store, first, TENANT)
+        build_index(store, cfg.index_dir, IndexOptions(scheme="atomic", model="tiny", train=_train(1),
+                                                       pairs=PairOptions(max_chunks=1)), torch.device("cpu"))
+        load_beir(store, later, TENANT)
+        m = add_documents(store, cfg.index_dir, AddOptions(pairs=pairs, query_cache=str(cache), train=_train(1)),
+                          torch.device("cpu"))
+        assert m.training["additions"][-1]["pairs"]["generated"] == LATER
+    finally:
+        store.close()

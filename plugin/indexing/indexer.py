@@ -180,18 +180,24 @@ class _Pairs:
 def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, cache: Path,
            training_queries: TrainingQueries | None, teacher: TeacherOptions | None = None,
            vectors: list[np.ndarray] | None = None, codec: DocidCodec | None = None,
-           states: FrozenStates | None = None) -> _Pairs:
+           states: FrozenStates | None = None, others: list[list[StoredDoc]] | None = None) -> _Pairs:
     """Training pairs of ``parts``. With a ``teacher`` (and the parts' document ``vectors``), each
     namespace's teacher checks its generated queries (``options.round_trip``) and, unless its kind is
     none, gives every pair soft targets over that namespace's docids (one token each, from ``codec``).
-    ``states``: the teacher embeds texts through them, keeping their encoder states for training."""
+    ``states``: the teacher embeds texts through them, keeping their encoder states for training.
+    ``others``: more documents of each part's namespace the teacher ranks too (after the part's own, as
+    ``vectors`` has them), so a round trip is checked against every document of the namespace; soft
+    targets then cannot be asked for."""
+    if others is not None and teacher is not None and teacher.kind != "none":
+        raise ValueError("teacher targets over documents outside the trained parts are not supported")
     out = _Pairs()
     for n, p in enumerate(parts):
         docs = [(d.doc_id, d.title, d.text) for d in p.docs]
         judge = None
         if teacher is not None and (teacher.kind != "none" or options.round_trip > 0):
-            judge = Teacher(teacher.kind, [passage(t, x) for _, t, x in docs], vectors[n] if vectors else None, device,
-                            states.embed if states is not None else None)
+            pool = p.docs + (others[n] if others is not None else [])
+            judge = Teacher(teacher.kind, [passage(d.title, d.text) for d in pool], vectors[n] if vectors else None,
+                            device, states.embed if states is not None else None)
         data = document_data(docs, options, device, cache, training_queries, teacher=judge)
         by_key = dict(zip([d.doc_id for d in p.docs], p.docids, strict=True))
         texts = [x.text for x in data.pairs]
@@ -350,7 +356,8 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     by_vector = built.get("scheme", "semantic") in PLACED_BY_VECTOR or seeded
     new_parts: list[_Trained] = []
     live: set[tuple[str, str]] = set()
-    scanned = [(t, list(store.scroll_tenant(t, with_vectors=by_vector))) for t in store.tenants()]
+    checked = options.pairs.round_trip > 0 and options.pairs.generated_queries > 0
+    scanned = [(t, list(store.scroll_tenant(t, with_vectors=by_vector or checked))) for t in store.tenants()]
     next_atomic = 0  # atomic: the first token after every docid in use, in any tenant
     if isinstance(codec, AtomicCodec):
         next_atomic = 1 + max((int(d.docid) for _, docs in scanned for d in docs if d.docid), default=-1)
@@ -379,7 +386,14 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
     memory = [m for m in memory if (m["tenant"], m["doc_id"]) in live]
 
     cache = Path(options.query_cache) if options.query_cache else query_cache_path(index_dir)
-    made = _pairs(new_parts, options.pairs, device, cache, training_queries)
+    teacher, vectors, others = None, None, None
+    if checked:  # a new document's generated query must lead back to it among all its tenant's documents
+        fresh_ids = {(p.tenant, d.doc_id) for p in new_parts for d in p.docs}
+        tenant_docs = dict(scanned)
+        others = [[d for d in tenant_docs[p.tenant] if (p.tenant, d.doc_id) not in fresh_ids] for p in new_parts]
+        vectors = [_doc_embeddings(p.docs + rest, device) for p, rest in zip(new_parts, others, strict=True)]
+        teacher = TeacherOptions()
+    made = _pairs(new_parts, options.pairs, device, cache, training_queries, teacher, vectors, others=others)
     texts, docids, counts = made.texts, made.docids, made.counts
     r_texts, r_docids = replay_pairs(memory, live, round(options.replay * len(texts)), options.train.seed)
     log.info("adding %d documents: pairs %s, %d replayed", sum(len(p.docs) for p in new_parts), counts,

@@ -288,7 +288,7 @@ def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, devi
     states = None  # the default model's frozen encoder is the teacher's MiniLM: one encoder pass serves both
     if teaching and one_process and options.model == "default" and options.train.freeze_encoder:
         states = FrozenStates(device, options.train.max_input_tokens, options.train.batch_size * 2,
-                              options.train.progress)
+                              options.train.progress, options.train.encoder_cache)
     pairs = _pairs(parts, options.pairs, device, cache, training_queries, options.teacher if teaching else None,
                    vectors or None, codec, states)
     log.info("training pairs: %s%s", pairs.counts, f", {options.teacher.kind} teacher targets" if pairs.soft_tokens

@@ -128,6 +128,27 @@ def test_frozen_states_embed_as_the_dense_retriever_and_keep_the_states() -> Non
     assert len(states.states) == 2 and states.embed(texts[:1]).shape == (1, 384) and len(states.states) == 2
 
 
+def test_frozen_states_read_and_fill_the_encoder_cache(tmp_path: Path) -> None:
+    """With an encoder cache, states on disk are read instead of computed: a state planted there is the
+    one pooled, and texts not yet there are encoded and added."""
+    from genret.indexing.frozen_states import FrozenStates
+
+    texts = ["heat transfer of a hypersonic cone", "flutter of panels in a wind tunnel"]
+    first = FrozenStates(CPU, max_tokens=128, progress=False, cache_dir=str(tmp_path))
+    plain = first.embed(texts[:1])
+    assert len(list(tmp_path.iterdir())) == 1  # the encoded text went to the cache
+    ids = first.tokenizer(texts[:1], truncation=True, max_length=128, return_tensors="pt")["input_ids"]
+    planted = [torch.ones(ids.shape[1], 384, dtype=torch.bfloat16)]  # states no encoder gives
+    path = next(tmp_path.iterdir())
+    torch.save(dict(zip(torch.load(path, weights_only=True), planted, strict=True)), path)
+    again = FrozenStates(CPU, max_tokens=128, progress=False, cache_dir=str(tmp_path))
+    got = again.embed(texts)
+    np.testing.assert_allclose(got[0], np.full(384, 384**-0.5), atol=1e-6)  # the planted state, pooled
+    assert not np.allclose(got[0], plain[0])
+    np.testing.assert_allclose(got[1], FrozenStates(CPU, 128, progress=False).embed(texts[1:])[0], atol=1e-6)
+    assert len(torch.load(path, weights_only=True)) == 2  # the second text was added
+
+
 def test_training_on_known_states_skips_their_encoder_pass_and_learns_the_same() -> None:
     """States handed in (as the teacher's pass leaves them) are used as they are: the same weights come
     out as when training encodes every input itself."""

@@ -74,6 +74,9 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-samples", type=int, default=4, help="candidate queries sampled per document")
     p.add_argument("--query-generator", default="default",
                    help="'default' (packaged SmolLM2-135M-Instruct) or a local HF seq2seq/causal LM checkpoint")
+    p.add_argument("--query-instruction",
+                   help="what the generator is asked to write for each passage, in the style of the collection's "
+                   "queries (default: 'Write a search query that this passage answers.')")
     p.add_argument("--query-ranker", default="minilm", help="'minilm' or a local cross-encoder checkpoint")
     p.add_argument("--query-cache", help="generated-query cache (default: <index-dir>.queries.jsonl)")
     p.add_argument("--round-trip", type=int, default=10,
@@ -347,7 +350,8 @@ def _pair_options(args: argparse.Namespace) -> Any:
     return PairOptions(max_chunks=args.max_chunks, rehearsal=args.rehearsal,
                        generated_queries=args.generated_queries, query_samples=args.query_samples,
                        query_generator=args.query_generator, query_ranker=args.query_ranker,
-                       round_trip=args.round_trip)
+                       round_trip=args.round_trip,
+                       **({"query_instruction": args.query_instruction} if args.query_instruction else {}))
 
 
 def _index(args: argparse.Namespace, cfg: Config, store: Any, ranks: Any = None, device: Any = None) -> None:

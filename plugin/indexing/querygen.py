@@ -76,9 +76,13 @@ class SamplingSettings:
     top_k: int = 20
     top_p: float = 0.95
     seed: int = 0
+    instruction: str = INSTRUCTION  # what a chat-template generator is asked to write
 
     def tag(self) -> str:
-        return "|".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
+        """The settings as the cache keys on them (the default instruction is left out, so caches written
+        before it could be changed still match)."""
+        items = {k: v for k, v in asdict(self).items() if not (k == "instruction" and v == INSTRUCTION)}
+        return "|".join(f"{k}={v}" for k, v in sorted(items.items()))
 
 
 def generator_id(source: str, settings: SamplingSettings) -> str:
@@ -114,7 +118,8 @@ class HFQueryGenerator(QueryGenerator):
         if self.seq2seq:
             return text
         if getattr(self.tokenizer, "chat_template", None):
-            msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Passage: {text}\n\n{INSTRUCTION}"}]
+            ask = f"Passage: {text}\n\n{self.settings.instruction}"
+            msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
             chat = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             return f"{chat}{ANSWER_PREFIX}"
         return f"Passage: {text}\nSearch {ANSWER_PREFIX.lower()}"

@@ -21,6 +21,7 @@ import torch
 
 from genret.indexing.pairs import KINDS, Pair, document_pairs, key_sentences, passage, query_pairs, text_pairs
 from genret.indexing.querygen import (
+    INSTRUCTION,
     BiEncoderRanker,
     CrossEncoderRanker,
     QueryCache,
@@ -54,6 +55,7 @@ class PairOptions:
     query_batch: int = 16  # documents per generation batch
     query_input_tokens: int = 128  # passage tokens the generator sees
     round_trip: int = 0  # keep a generated query only if the teacher ranks its document in the top this many
+    query_instruction: str = INSTRUCTION  # what the generator is asked to write (chat-template generators)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str
     """The kept generated queries of each document, and how many documents had to be generated. With
     ``options.round_trip`` the ``teacher`` checks every candidate first: the best of those that lead
     back to their document are kept."""
-    settings = SamplingSettings(max_input_tokens=options.query_input_tokens)
+    settings = SamplingSettings(max_input_tokens=options.query_input_tokens, instruction=options.query_instruction)
     name = generator_id(options.query_generator, settings)
     passages = [passage(title, text) for _, title, text in docs]
     cands, fresh = candidate_queries(name, lambda: load_generator(options.query_generator, device, settings),

@@ -125,3 +125,17 @@ def test_cross_encoder_scores_every_pair_in_batches(tmp_path: Path) -> None:
             assert value == pytest.approx(alone, abs=1e-5)
     kept = select_queries(ranker, PASSAGES, cands, keep=1)
     assert kept[0] == [cands[0][int(np.argmax(scores[0]))]] and kept[1] == ["flat plate"] and kept[2] == []
+
+
+def test_the_instruction_reaches_the_prompt_and_keys_the_cache(tmp_path: Path) -> None:
+    """A chat-template generator is asked what ``instruction`` says; a changed instruction is another cache
+    key, while the default one keys as before it could be changed."""
+    path = save_tiny_generator(tmp_path / "causal", "causal")
+    claim = "Write a one-sentence scientific claim that this passage supports."
+    gen = load_generator(str(path), torch.device("cpu"), SamplingSettings(max_new_tokens=6, instruction=claim))
+    gen.tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    prompt = gen._prompt(PASSAGES[0])
+    assert claim in prompt and PASSAGES[0] in prompt
+    assert "instruction" not in SamplingSettings().tag() and "seed=0" in SamplingSettings().tag()
+    assert generator_id(str(path), SamplingSettings(instruction=claim)) != generator_id(str(path), SamplingSettings())
+    assert gen.name == generator_id(str(path), SamplingSettings(max_new_tokens=6, instruction=claim))

@@ -153,3 +153,33 @@ def test_lexical_indexes_are_capped_least_recently_used_first(stack: Stack) -> N
     both.search(TENANT, QUERY, 10)
     both.search(OTHER, QUERY, 10)
     assert both.held() == sizes
+
+
+def test_a_tenants_waiting_searches_share_one_build_and_never_hold_up_another_tenant(stack: Stack) -> None:
+    """While one tenant's index build is stalled, its many concurrent searches wait on that one build
+    (one worker thread, not one each), and another tenant's search is served meanwhile."""
+    lexical = stack.engine._lexical
+    stack.engine.search([SearchQuery(TENANT, QUERY, 10, 20, Mode.HYBRID, fusion=Fusion.RRF)])  # TENANT built
+    release, entered = threading.Event(), []
+    index = lexical._index
+
+    def stalled(tenant: str) -> object:
+        if tenant == OTHER and threading.current_thread().name != "genret-engine":
+            entered.append(threading.current_thread().name)
+            release.wait(60)
+        return index(tenant)
+
+    lexical.changed(OTHER)
+    lexical._index = stalled  # type: ignore[method-assign]
+    try:
+        waiting = [stack.stub.Search.future(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20), timeout=90)
+                   for _ in range(12)]
+        mine = stack.stub.Search(search_request(TENANT, QUERY, 10, "hybrid", "rrf", 20), timeout=30)
+        assert mine.hits and not any(f.done() for f in waiting)  # served while the other tenant's build stalls
+        assert len(entered) == 1  # twelve searches, one build thread
+        release.set()
+        assert all(f.result().hits for f in waiting)
+    finally:
+        release.set()
+        del lexical._index
+    assert len(entered) == 1

@@ -139,6 +139,9 @@ class SearchService(Protocol):
     def search(self, queries: Sequence[SearchQuery], deadline: float | None = None,
                checkpoint: Checkpoint | None = None) -> list[list[SearchHit]]: ...
 
+    def prepared(self, q: SearchQuery) -> bool:
+        """Whether the search's tenant-only work (``prepare``) is already done."""
+
     def prepare(self, q: SearchQuery) -> None:
         """Work the search needs that is its tenant's alone, done before it joins a batch."""
 

@@ -177,6 +177,7 @@ class GenRetServicer:
         self._keys = KeyRing(config.keys_file, grace_s=config.keys_grace_s) if config.keys_file else None
         self._limits = TenantLimiter(config.tenant_max_inflight, config.max_inflight, config.admission_wait_s)
         self._lanes: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._preparing: dict[str, asyncio.Future[None]] = {}  # tenant -> its prepare running now
 
     def close(self) -> None:
         self._batcher.close()
@@ -241,8 +242,16 @@ class GenRetServicer:
     async def _search_one(self, q: SearchQuery, deadline: float | None) -> list[SearchHit]:
         """The engine first does, in a worker thread, what the search needs that is its tenant's alone (see
         ``SearchService.prepare``), so that work never holds up a batch of other tenants' searches; then the
-        fair batcher serves it."""
-        await asyncio.get_running_loop().run_in_executor(None, tracing.carry(lambda: self.engine.prepare(q)))
+        fair batcher serves it. A tenant's concurrent searches share one such thread, so one tenant's
+        waiting searches never take the threads other tenants' searches need."""
+        if not self.engine.prepared(q):
+            running = self._preparing.get(q.tenant)
+            if running is None:
+                work = tracing.carry(lambda: self.engine.prepare(q))
+                running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, work))
+                self._preparing[q.tenant] = running
+                running.add_done_callback(lambda _: self._preparing.pop(q.tenant, None))
+            await asyncio.shield(running)
         return await self._batcher.submit(q.tenant, q, deadline)
 
     def check_writable(self) -> None:

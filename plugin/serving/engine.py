@@ -400,6 +400,10 @@ class Engine:
         return (self.config.hybrid_lexical and q.lexical and rrf and q.mode in (Mode.HYBRID, Mode.AUTO)
                 and live.namespaces.get(q.tenant) is not None)
 
+    def prepared(self, q: SearchQuery) -> bool:
+        """Whether ``prepare`` has nothing to do for the query."""
+        return not self._reads_lexical(q, self._live) or self._lexical.ready(q.tenant)
+
     def prepare(self, q: SearchQuery) -> None:
         """Work a search needs that is the tenant's alone, done before it joins a batch (in the caller's
         thread): building the tenant's lexical index, so no other tenant's search in the batch waits for it."""

@@ -49,6 +49,11 @@ class LexicalIndexes:
         """Build the tenant's index now if it is not built (a search then finds it ready)."""
         self._index(tenant)
 
+    def ready(self, tenant: str) -> bool:
+        """Whether the tenant's index is built (a search needs no build first)."""
+        with self._lock:
+            return tenant in self._built
+
     def held(self) -> dict[str, int]:
         """Documents in each tenant's built index."""
         with self._lock:

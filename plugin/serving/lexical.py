@@ -2,7 +2,7 @@
 
 A tenant's index is built from a tenant-filtered scroll of its points (title and text as Qdrant holds
 them) when it is first needed, and dropped whenever the tenant's documents change, so it is built again.
-The server builds it before a search joins a batch (``prepare``, in the caller's thread), so a build holds
+The server builds it before a search joins a batch (``prepare``, in a worker thread), so a build holds
 up only the tenant's own search, never the other tenants' searches decoded beside it. Term statistics
 (document frequencies, average length) are the tenant's own: another tenant's documents never change a
 tenant's lexical scores or ranks.

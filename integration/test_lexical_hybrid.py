@@ -1,13 +1,17 @@
-"""HYBRID's lexical list: BM25 over the caller's own documents only, fused by RRF, following its writes."""
+"""HYBRID's lexical list: BM25 over the caller's own documents only, fused by DBSF or RRF, following its
+writes."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
+
+import pytest
 
 from genret.client import search_request
 from genret.data.lexical import Bm25
-from genret.ranking.fusion import rrf
+from genret.ranking.fusion import dbsf, rrf
 from genret.serving.lexical import LexicalIndexes
 from genret.store import QdrantStore
 from genret.types import Fusion, Mode, SearchQuery
@@ -38,22 +42,25 @@ def test_lexical_scores_come_from_the_tenants_own_documents(stack: Stack) -> Non
     assert {pid for pid, _ in LexicalIndexes(stack.store).search(OTHER, QUERY, 10, lambda p: kept)} <= kept
 
 
-def test_hybrid_is_the_rrf_of_generative_dense_and_lexical_lists(stack: Stack) -> None:
-    q = SearchQuery(OTHER, QUERY, 10, 20, Mode.HYBRID, fusion=Fusion.RRF)
+@pytest.mark.parametrize("fusion, fuse", [(Fusion.RRF, rrf), (Fusion.DBSF, dbsf)])
+def test_hybrid_fuses_the_generative_dense_and_lexical_lists(stack: Stack, fusion: Fusion,
+                                                              fuse: Callable[..., list]) -> None:
+    q = SearchQuery(OTHER, QUERY, 10, 20, Mode.HYBRID, fusion=fusion)
     hits = stack.engine.search([q])[0]
     lists = {name: [(h.point_id, h.score) for h in stack.engine.search([SearchQuery(OTHER, QUERY, 20, 20, m)])[0]]
              for name, m in (("generative", Mode.GENERATIVE), ("dense", Mode.DENSE))}
     lists["lexical"] = LexicalIndexes(stack.store).search(OTHER, QUERY, 20)
-    assert [(h.point_id, h.score) for h in hits] == [(f.point_id, f.score) for f in rrf(lists)][:10]
+    assert [(h.point_id, h.score) for h in hits] == [(f.point_id, f.score) for f in fuse(lists)][:10]
     assert any("lexical" in h.source_names for h in hits)
     without = stack.engine.search([dataclasses.replace(q, lexical=False)])[0]
     del lists["lexical"]
-    assert [h.point_id for h in without] == [f.point_id for f in rrf(lists)][:10]
+    assert [h.point_id for h in without] == [f.point_id for f in fuse(lists)][:10]
     assert all("lexical" not in h.source_names for h in without)
-    # Over gRPC, a request chooses.
-    for lexical in (True, False):
-        resp = stack.stub.Search(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20, lexical=lexical), timeout=60)
-        assert [h.point_id for h in resp.hits] == [h.point_id for h in (hits if lexical else without)]
+    # Over gRPC, a request chooses; an uncalibrated index's default fusion is DBSF.
+    for name in (fusion.value, "default") if fusion == Fusion.DBSF else (fusion.value,):
+        for lexical in (True, False):
+            resp = stack.stub.Search(search_request(OTHER, QUERY, 10, "hybrid", name, 20, lexical=lexical), timeout=60)
+            assert [h.point_id for h in resp.hits] == [h.point_id for h in (hits if lexical else without)]
 
 
 def test_the_server_can_turn_the_lexical_list_off(stack: Stack) -> None:

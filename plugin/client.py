@@ -31,8 +31,8 @@ from genret.v1 import genret_pb2_grpc as pb_grpc
 
 MODES = {"generative": pb.SEARCH_MODE_GENERATIVE, "dense": pb.SEARCH_MODE_DENSE,
          "hybrid": pb.SEARCH_MODE_HYBRID, "auto": pb.SEARCH_MODE_AUTO}
-FUSIONS = {"default": pb.FUSION_UNSPECIFIED, "rrf": pb.FUSION_RRF, "learned": pb.FUSION_LEARNED,
-           "rescore": pb.FUSION_RESCORE, "weighted": pb.FUSION_WEIGHTED}
+FUSIONS = {"default": pb.FUSION_UNSPECIFIED, "rrf": pb.FUSION_RRF, "dbsf": pb.FUSION_DBSF,
+           "learned": pb.FUSION_LEARNED, "rescore": pb.FUSION_RESCORE, "weighted": pb.FUSION_WEIGHTED}
 T = TypeVar("T")
 
 

@@ -67,7 +67,7 @@ class Config:
     write_workers: int = 2  # writes of different tenants run side by side (one at a time per tenant)
     kernel_backend: str = "auto"  # auto | triton | torch
     scoring: str = "vocab"  # vocab | children (see genret.decoding.beam)
-    hybrid_lexical: bool = True  # HYBRID/AUTO with RRF also fuse BM25 over the tenant's own documents
+    hybrid_lexical: bool = True  # HYBRID/AUTO with DBSF or RRF also fuse BM25 over the tenant's own documents
     lexical_max_docs: int = 1_000_000  # documents in the tenants' lexical indexes held at once (least recent go)
 
     def redacted(self) -> dict[str, Any]:

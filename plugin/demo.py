@@ -54,7 +54,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
     from genret.data.index_dir import query_cache_path, read_manifest
     from genret.data.lexical import Bm25
     from genret.data.loader import load_beir
-    from genret.evaluation.evaluate import BM25_LABEL, DENSE_LABEL, RRF_LABEL, RRF_TWO_LABEL, evaluate
+    from genret.evaluation.evaluate import BM25_LABEL, DENSE_LABEL, HYBRID_LABEL, NO_GENERATIVE_LABEL, evaluate
     from genret.indexing.indexer import build_index
     from genret.indexing.pairs import passage
     from genret.serving.engine import Engine
@@ -107,7 +107,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
             print(f"[3/6] sidecar serving on {server.target} (gRPC, health SERVING), Qdrant front door on "
                   f"{cfg.host}:{server.door_port}", flush=True)
             print("[4/6] Cranfield test queries (never used in training) over gRPC, four retrievers side by side "
-                  "(hybrid: RRF of generative, dense and BM25); * marks a judged-relevant document")
+                  "(hybrid: DBSF of generative, dense and BM25); * marks a judged-relevant document")
             examples = list(test)[:EXAMPLE_QUERIES]
             with GenretClient(server.target) as client:
                 for qid in examples:
@@ -123,7 +123,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
             ask_three_ways(cfg, server.door_port, queries[first], vector, set(test[first]))
         t0 = time.perf_counter()
         shown = evaluate(engine, store, data, "test", DEMO_TENANT,
-                         only=("generative", DENSE_LABEL, BM25_LABEL, RRF_TWO_LABEL, RRF_LABEL))
+                         only=("generative", DENSE_LABEL, BM25_LABEL, NO_GENERATIVE_LABEL, HYBRID_LABEL))
         best = max(r.metrics["nDCG@10"] for r in shown)
         print(f"\n[6/6] all {len(test)} Cranfield test queries ({time.perf_counter() - t0:.0f}s):")
         print(f"  {'retriever':<40}{'nDCG@10':>9}{'Hits@10':>9}{'Recall@100':>12}")
@@ -139,7 +139,7 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
 
 def ask_three_ways(cfg: Config, port: int, question: str, vector: list[float], relevant: set[str]) -> None:
     """One question through the front door, as a Qdrant user's own code asks it (unmodified qdrant-client):
-    dense with the user's vector, generative with ``Document(model="genret")``, and both fused by RRF."""
+    dense with the user's vector, generative with ``Document(model="genret")``, and both fused by DBSF."""
     from qdrant_client import QdrantClient, models
 
     tenant = models.Filter(must=[models.FieldCondition(key=cfg.tenant_key, match=models.MatchValue(value=DEMO_TENANT))])
@@ -152,9 +152,9 @@ def ask_three_ways(cfg: Config, port: int, question: str, vector: list[float], r
         asks = {
             "dense": dict(query=vector, using=VECTOR_NAME),
             "generative": dict(query=generative),
-            "fused (RRF)": dict(prefetch=[models.Prefetch(query=generative, limit=10),
-                                          models.Prefetch(query=vector, using=VECTOR_NAME, limit=10)],
-                                query=models.FusionQuery(fusion=models.Fusion.RRF)),
+            "fused (DBSF)": dict(prefetch=[models.Prefetch(query=generative, limit=10),
+                                           models.Prefetch(query=vector, using=VECTOR_NAME, limit=10)],
+                                 query=models.FusionQuery(fusion=models.Fusion.DBSF)),
             f"generative, only documents of at most {SHORT_WORDS} words (filtered inside decoding)": dict(
                 query=generative, query_filter=models.Filter(must=[*(tenant.must or []), models.FieldCondition(
                     key="words", range=models.Range(lte=SHORT_WORDS))])),

@@ -23,8 +23,9 @@ class Mode(Enum):
 
 
 class Fusion(Enum):
-    DEFAULT = "default"  # WEIGHTED when the index is calibrated, else RRF
+    DEFAULT = "default"  # WEIGHTED when the index is calibrated, else DBSF
     RRF = "rrf"
+    DBSF = "dbsf"
     LEARNED = "learned"
     RESCORE = "rescore"
     WEIGHTED = "weighted"

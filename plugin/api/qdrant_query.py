@@ -22,13 +22,13 @@ its mean +- 3 standard deviations (sample variance) and sums them; a single poin
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import qdrant_client.grpc as qg
 
 from genret.errors import InvalidArgument, Unimplemented
+from genret.ranking.fusion import dbsf_scale
 
 GENRET_MODELS = frozenset({"genret", "genret/generative"})
 DEFAULT_RRF_K = 2
@@ -106,21 +106,7 @@ def dbsf(sources: Sequence[Sequence[Scored]], limit: int) -> list[Scored]:
     scores: dict[Key, float] = {}
     ids: dict[Key, qg.PointId] = {}
     for source in sources:
-        if not source:
-            continue
-        values = [s for _, s in source]
-        if len(values) == 1:
-            normed = [0.5]
-        else:
-            mean = sum(values) / len(values)
-            var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-            if var == 0:
-                normed = [0.5] * len(values)
-            else:
-                std = math.sqrt(var)
-                low, high = mean - 3 * std, mean + 3 * std
-                normed = [(v - low) / (high - low) for v in values]
-        for (pid, _), value in zip(source, normed, strict=True):
+        for (pid, _), value in zip(source, dbsf_scale([s for _, s in source]), strict=True):
             key = key_of(pid)
             ids.setdefault(key, pid)
             scores[key] = scores.get(key, 0.0) + value

@@ -57,8 +57,8 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
-_FUSIONS = {pb.FUSION_UNSPECIFIED: Fusion.DEFAULT, pb.FUSION_RRF: Fusion.RRF, pb.FUSION_LEARNED: Fusion.LEARNED,
-            pb.FUSION_RESCORE: Fusion.RESCORE, pb.FUSION_WEIGHTED: Fusion.WEIGHTED}
+_FUSIONS = {pb.FUSION_UNSPECIFIED: Fusion.DEFAULT, pb.FUSION_RRF: Fusion.RRF, pb.FUSION_DBSF: Fusion.DBSF,
+            pb.FUSION_LEARNED: Fusion.LEARNED, pb.FUSION_RESCORE: Fusion.RESCORE, pb.FUSION_WEIGHTED: Fusion.WEIGHTED}
 
 
 def _integral(value: Any) -> Any:

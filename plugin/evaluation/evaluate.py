@@ -22,6 +22,7 @@ from genret.data.beir import load_qrels, load_queries
 from genret.data.index_dir import library_versions
 from genret.data.lexical import Bm25
 from genret.data.progress import progress_interval
+from genret.ranking.fusion import dbsf
 from genret.serving.engine import Engine
 from genret.store import QdrantStore
 from genret.types import Fusion, Mode, SearchQuery
@@ -30,10 +31,12 @@ log = logging.getLogger(__name__)
 MEASURES = {"Hits@1": Success @ 1, "Hits@10": Success @ 10, "MRR@10": RR @ 10, "nDCG@10": nDCG @ 10,
             "Recall@100": ir_measures.R @ 100}
 Run = dict[str, dict[str, float]]
-RRF_LABEL = "hybrid (RRF: generative, dense, BM25)"  # HYBRID as served: the lexical list too
+HYBRID_LABEL = "hybrid (DBSF: generative, dense, BM25)"  # HYBRID as served uncalibrated: the lexical list too
+RRF_LABEL = "hybrid (RRF: generative, dense, BM25)"
 RRF_TWO_LABEL = "hybrid (RRF: generative, dense)"
 DENSE_LABEL = "dense (Qdrant, MiniLM)"
 BM25_LABEL = "BM25 (bm25s k1=0.9 b=0.4)"
+NO_GENERATIVE_LABEL = "dense + BM25 (DBSF, no generative)"  # what fusion gives without the generative list
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,13 @@ def engine_run(engine: Engine, tenant: str, queries: Mapping[str, str], mode: Mo
     return run
 
 
-def _timed(name: str, fn: Callable[[], Run], qrels: Mapping[str, Mapping[str, int]],
-           settings: dict[str, Any]) -> EvalResult:
-    t0 = time.perf_counter()
-    run = fn()
-    secs = time.perf_counter() - t0
-    return EvalResult(name, score_run(qrels, run), secs, settings)
+def dbsf_run(runs: Sequence[Run]) -> Run:
+    """Qdrant's DBSF of whole runs, query by query (each run's hits taken best first)."""
+    out: Run = {}
+    for q in dict.fromkeys(q for run in runs for q in run):
+        lists = {str(i): sorted(run.get(q, {}).items(), key=lambda h: -h[1]) for i, run in enumerate(runs)}
+        out[q] = {f.point_id: f.score for f in dbsf(lists)}
+    return out
 
 
 def fit_queries(queries: Mapping[str, str], limit: int) -> dict[str, str]:
@@ -120,7 +124,8 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
           "scoring": engine.config.scoring, "kernel_backend": engine.config.kernel_backend})]
     if store.has_vectors():
         plan.append((DENSE_LABEL, run(Mode.DENSE, k), {"top_k": k}))
-        fusions = [(RRF_LABEL, Fusion.RRF, True)] if engine.config.hybrid_lexical else []
+        lexical = [(HYBRID_LABEL, Fusion.DBSF, True), (RRF_LABEL, Fusion.RRF, True)]
+        fusions = lexical if engine.config.hybrid_lexical else []
         fusions += [(RRF_TWO_LABEL, Fusion.RRF, False), ("hybrid (rescore)", Fusion.RESCORE, False)]
         if engine.calibration is not None:
             fusions += [("hybrid (weighted)", Fusion.WEIGHTED, False), ("hybrid (learned)", Fusion.LEARNED, False)]
@@ -132,7 +137,19 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
                       "lexical": engine.config.hybrid_lexical}))
     plan.append((BM25_LABEL, lambda: bm25_run([d.doc_id for d in docs], [f"{d.title} {d.text}" for d in docs],
                                               queries, k), {"top_k": k}))
-    return [_timed(name, fn, qrels, settings) for name, fn, settings in plan if only is None or name in only]
+    plan = [(name, fn, settings) for name, fn, settings in plan if only is None or name in only]
+    runs: dict[str, tuple[Run, float]] = {}
+    results = []
+    for name, fn, settings in plan:
+        t0 = time.perf_counter()
+        runs[name] = (fn(), time.perf_counter() - t0)
+        results.append(EvalResult(name, score_run(qrels, runs[name][0]), runs[name][1], settings))
+    if (only is None or NO_GENERATIVE_LABEL in only) and DENSE_LABEL in runs and BM25_LABEL in runs:
+        t0 = time.perf_counter()
+        fused = dbsf_run([runs[DENSE_LABEL][0], runs[BM25_LABEL][0]])
+        secs = runs[DENSE_LABEL][1] + runs[BM25_LABEL][1] + time.perf_counter() - t0
+        results.append(EvalResult(NO_GENERATIVE_LABEL, score_run(qrels, fused), secs, {"top_k": k, "fusion": "dbsf"}))
+    return results
 
 
 def markdown_table(results: Sequence[EvalResult], title: str) -> str:

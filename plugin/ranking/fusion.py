@@ -1,6 +1,10 @@
 """Combining the generative and dense result lists of one query.
 
 * ``rrf``: reciprocal-rank fusion, score = sum over lists of 1 / (k + rank), rank from 1.
+* ``dbsf``: Qdrant's distribution-based score fusion: each list's scores scaled by its own mean +- 3
+  standard deviations (sample variance; one score, or equal scores, scale to 0.5), summed over the lists
+  (a list that did not return a point adds nothing). It needs no calibration and keeps how far apart a
+  list's scores are, which rank fusion drops.
 * ``weighted``: weighted score fusion, score = sum over retrievers of w * raw score, over the union of
   the lists with every candidate scored by every retriever (the caller fills in the scores a list did
   not return); ``genret calibrate`` tunes the weights (``tune_weight``).
@@ -49,6 +53,27 @@ def rrf(lists: Mapping[str, Sequence[tuple[str, float]]], k: int = RRF_K) -> lis
     fused = _union(lists)
     for f in fused.values():
         f.score = sum(1.0 / (k + r.rank) for r in f.sources.values())
+    return _sorted(fused)
+
+
+def dbsf_scale(values: Sequence[float]) -> list[float]:
+    """One list's scores on DBSF's scale: (score - (mean - 3 std)) / (6 std)."""
+    if len(values) < 2:
+        return [0.5] * len(values)
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    if var == 0:
+        return [0.5] * len(values)
+    std = math.sqrt(var)
+    return [(v - mean + 3 * std) / (6 * std) for v in values]
+
+
+def dbsf(lists: Mapping[str, Sequence[tuple[str, float]]]) -> list[Fused]:
+    """Distribution-based score fusion, as Qdrant's ``Fusion.DBSF`` computes it."""
+    fused = _union(lists)
+    for hits in lists.values():
+        for (pid, _), scaled in zip(hits, dbsf_scale([s for _, s in hits]), strict=True):
+            fused[pid].score += scaled
     return _sorted(fused)
 
 

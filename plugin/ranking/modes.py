@@ -1,7 +1,7 @@
 """From each retriever's ranked list to one query's answer, per search mode.
 
-GENERATIVE and DENSE return their own list. HYBRID fuses both: RRF (with, when given, a third list: BM25
-over the tenant's own documents); WEIGHTED: weighted score fusion,
+GENERATIVE and DENSE return their own list. HYBRID fuses both: DBSF or RRF (with, when given, a third
+list: BM25 over the tenant's own documents); WEIGHTED: weighted score fusion,
 dense cosine + w * generative log-probability with w tuned by calibration, where every candidate of
 either list is scored by both retrievers (Qdrant scores the generative candidates by id, the model
 scores the dense candidates' docids); the calibrated LEARNED model; or RESCORE: only the generative
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from genret.errors import FailedPrecondition
 from genret.ranking.calibration import DENSE, GENERATIVE, WEIGHTED, Calibration
-from genret.ranking.fusion import Fused, rrf, weighted
+from genret.ranking.fusion import Fused, dbsf, rrf, weighted
 from genret.types import Fusion, Mode, Ranked
 
 
@@ -54,6 +54,16 @@ def _fused(fused: Sequence[Fused], cal: Calibration | None, weighted_scores: boo
     return [Answer(f.point_id, f.score, "hybrid", f.sources, prob(f)) for f in fused]
 
 
+READ_EVERY_LIST = frozenset({Fusion.DBSF, Fusion.RRF})  # the fusions that read the lexical list too
+
+
+def resolved(fusion: Fusion, cal: Calibration | None) -> Fusion:
+    """The fusion a query asking for ``fusion`` gets: DEFAULT is WEIGHTED on a calibrated index, else DBSF."""
+    if fusion != Fusion.DEFAULT:
+        return fusion
+    return Fusion.WEIGHTED if cal is not None else Fusion.DBSF
+
+
 def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str, float]]:
     """Every retriever's score of every point in the union of the lists: its own list's scores, plus
     what its scorer gives for the points it did not return."""
@@ -66,11 +76,10 @@ def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str,
 
 
 def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping[str, Scorer]) -> list[Answer]:
-    """RRF fuses every list given (the lexical one too); the calibrated fusions and RESCORE read the
-    generative and dense lists only."""
-    if fusion == Fusion.DEFAULT:
-        fusion = Fusion.WEIGHTED if cal is not None else Fusion.RRF
-    if fusion != Fusion.RRF:
+    """DBSF and RRF fuse every list given (the lexical one too); the calibrated fusions and RESCORE read
+    the generative and dense lists only."""
+    fusion = resolved(fusion, cal)
+    if fusion not in READ_EVERY_LIST:
         lists = {name: lists[name] for name in (GENERATIVE, DENSE)}
     if fusion in (Fusion.WEIGHTED, Fusion.LEARNED):
         if cal is None:
@@ -83,7 +92,7 @@ def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping
         dense = scorers[DENSE]([pid for pid, _ in gen])
         rescored = {GENERATIVE: gen, DENSE: sorted(dense.items(), key=lambda h: (-h[1], h[0]))}
         return _fused(cal.hybrid.fuse(rescored) if cal is not None else rrf(rescored), cal)
-    return _fused(rrf(lists), cal)
+    return _fused(dbsf(lists) if fusion == Fusion.DBSF else rrf(lists), cal)
 
 
 def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None,

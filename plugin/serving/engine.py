@@ -32,7 +32,7 @@ from genret.kernels import BACKENDS, SCORING
 from genret.metrics import BATCH_ROWS, NAMESPACE_DOCS, OTHER, PUBLISHES, SEARCH_SECONDS, TENANTS
 from genret.names import check_tenant
 from genret.ranking.calibration import DENSE, GENERATIVE, LEXICAL, Calibration, read_calibration
-from genret.ranking.modes import Answer, Scorer, answer
+from genret.ranking.modes import READ_EVERY_LIST, Answer, Scorer, answer, resolved
 from genret.serving.filtered import FilteredTries
 from genret.serving.lexical import LexicalIndexes
 from genret.serving.namespaces import Namespace, Namespaces, load_namespaces
@@ -394,10 +394,10 @@ class Engine:
         return out
 
     def _reads_lexical(self, q: SearchQuery, live: _Live) -> bool:
-        """Whether the query fuses the lexical list: HYBRID or AUTO under RRF (only RRF reads it), on a
-        tenant that has documents, unless the server or the query turns it off."""
-        rrf = q.fusion == Fusion.RRF or (q.fusion == Fusion.DEFAULT and self.calibration is None)
-        return (self.config.hybrid_lexical and q.lexical and rrf and q.mode in (Mode.HYBRID, Mode.AUTO)
+        """Whether the query fuses the lexical list: HYBRID or AUTO under DBSF or RRF (only they read it),
+        on a tenant that has documents, unless the server or the query turns it off."""
+        reads = resolved(q.fusion, self.calibration) in READ_EVERY_LIST
+        return (self.config.hybrid_lexical and q.lexical and reads and q.mode in (Mode.HYBRID, Mode.AUTO)
                 and live.namespaces.get(q.tenant) is not None)
 
     def prepared(self, q: SearchQuery) -> bool:

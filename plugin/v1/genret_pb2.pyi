@@ -23,6 +23,7 @@ class Fusion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FUSION_LEARNED: _ClassVar[Fusion]
     FUSION_RESCORE: _ClassVar[Fusion]
     FUSION_WEIGHTED: _ClassVar[Fusion]
+    FUSION_DBSF: _ClassVar[Fusion]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_GENERATIVE: SearchMode
 SEARCH_MODE_DENSE: SearchMode
@@ -33,6 +34,7 @@ FUSION_RRF: Fusion
 FUSION_LEARNED: Fusion
 FUSION_RESCORE: Fusion
 FUSION_WEIGHTED: Fusion
+FUSION_DBSF: Fusion
 
 class SearchRequest(_message.Message):
     __slots__ = ("tenant", "query", "top_k", "beam_size", "mode", "score_threshold", "with_payload", "index", "fusion", "min_probability", "filter", "without_lexical")

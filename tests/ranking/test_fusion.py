@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from qdrant_client import models
+from qdrant_client.hybrid.fusion import distribution_based_score_fusion
 
 from genret.errors import FailedPrecondition
 from genret.ranking.calibration import (
@@ -21,7 +26,7 @@ from genret.ranking.calibration import (
     read_calibration,
     write_calibration,
 )
-from genret.ranking.fusion import Candidates, LogisticFusion, ndcg_at_10, rrf, tune_weight, weighted
+from genret.ranking.fusion import Candidates, LogisticFusion, dbsf, ndcg_at_10, rrf, tune_weight, weighted
 from genret.ranking.modes import answer, complete
 from genret.types import Fusion, Mode, Ranked
 
@@ -37,6 +42,37 @@ def test_rrf_sums_reciprocal_ranks() -> None:
     assert scores["b"] == pytest.approx(1 / 62) and scores["d"] == pytest.approx(1 / 63)
     assert [f.point_id for f in fused] == ["a", "c", "b", "d"]
     assert fused[0].sources["dense"] == Ranked("a", 0.8, 2)
+
+
+def test_dbsf_scales_each_list_by_its_mean_and_three_deviations() -> None:
+    """Generative's top hit leads by far, so DBSF ranks it above two points both lists return near their
+    bottom, where rank fusion puts it below them."""
+    gen, dense = [("a", -0.1), ("b", -5.0), ("c", -5.1)], [("c", 0.9), ("b", 0.89), ("d", 0.2)]
+
+    def scaled(hits: list[tuple[str, float]]) -> dict[str, float]:
+        mean, std = statistics.mean(s for _, s in hits), statistics.stdev(s for _, s in hits)
+        return {pid: (s - (mean - 3 * std)) / (6 * std) for pid, s in hits}
+
+    g, d = scaled(gen), scaled(dense)
+    fused = dbsf({"generative": gen, "dense": dense})
+    assert {f.point_id: f.score for f in fused} == pytest.approx(
+        {"a": g["a"], "b": g["b"] + d["b"], "c": g["c"] + d["c"], "d": d["d"]})
+    assert [f.point_id for f in fused] == ["b", "c", "a", "d"]
+    assert [f.point_id for f in rrf({"generative": gen, "dense": dense})] == ["c", "b", "a", "d"]
+    assert fused[0].sources == {"generative": Ranked("b", -5.0, 2), "dense": Ranked("b", 0.89, 2)}
+    one = dbsf({"generative": [("a", -3.0)], "dense": [("a", 0.4), ("b", 0.4)]})  # one score, equal scores: 0.5
+    assert {f.point_id: f.score for f in one} == {"a": 1.0, "b": 0.5}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.integers(0, 30), st.floats(-5, 5, allow_nan=False), max_size=12),
+                min_size=1, max_size=4))
+def test_dbsf_is_qdrants(lists: list[dict[int, float]]) -> None:
+    ranked = [sorted(x.items(), key=lambda h: -h[1]) for x in lists]
+    ours = dbsf({str(i): [(str(pid), s) for pid, s in hits] for i, hits in enumerate(ranked)})
+    theirs = distribution_based_score_fusion(
+        [[models.ScoredPoint(id=pid, version=0, score=s) for pid, s in hits] for hits in ranked], limit=10_000)
+    assert {f.point_id: round(f.score, 9) for f in ours} == {str(p.id): round(p.score, 9) for p in theirs}
 
 
 # every retriever's score of every point in the union of GEN and DENSE
@@ -134,7 +170,8 @@ def test_modes_route_and_fuse() -> None:
     scorers = {name: (lambda ids, n=name: {i: FULL[n][i] for i in ids}) for name in FULL}
     assert [a.point_id for a in answer(Mode.GENERATIVE, Fusion.DEFAULT, lists, None, scorers)] == ["a", "b", "c"]
     assert [a.point_id for a in answer(Mode.DENSE, Fusion.DEFAULT, lists, None, scorers)] == ["c", "a", "d"]
-    hybrid = answer(Mode.HYBRID, Fusion.DEFAULT, lists, None, scorers)  # uncalibrated: RRF
+    hybrid = answer(Mode.HYBRID, Fusion.DEFAULT, lists, None, scorers)  # uncalibrated: DBSF
+    assert [(a.point_id, a.score) for a in hybrid] == [(f.point_id, f.score) for f in dbsf(lists)]
     assert [a.point_id for a in hybrid] == ["a", "c", "b", "d"] and hybrid[0].retriever == "hybrid"
     assert set(hybrid[0].sources) == {"generative", "dense"}
     for fusion in (Fusion.LEARNED, Fusion.WEIGHTED):
@@ -156,7 +193,7 @@ def test_modes_route_and_fuse() -> None:
     assert all(p is not None and 0 <= p <= 1 for p in probs) and probs == sorted(probs, reverse=True)
 
 
-def test_rrf_fuses_the_lexical_list_and_calibrated_fusions_leave_it_out() -> None:
+def test_dbsf_and_rrf_fuse_the_lexical_list_and_calibrated_fusions_leave_it_out() -> None:
     lexical = [("d", 7.0), ("e", 5.0)]
     lists = {"generative": GEN, "dense": DENSE, "lexical": lexical}
     scorers = {name: (lambda ids, n=name: {i: FULL[n][i] for i in ids}) for name in FULL}  # none for lexical
@@ -164,6 +201,10 @@ def test_rrf_fuses_the_lexical_list_and_calibrated_fusions_leave_it_out() -> Non
     assert [(a.point_id, a.score) for a in three] == [(f.point_id, f.score) for f in rrf(lists)]
     assert [a.point_id for a in three][:2] == ["a", "c"] and "e" in {a.point_id for a in three}
     assert set(next(a for a in three if a.point_id == "d").sources) == {"dense", "lexical"}
+    for fusion in (Fusion.DBSF, Fusion.DEFAULT):  # uncalibrated, DEFAULT is DBSF
+        got = answer(Mode.HYBRID, fusion, lists, None, scorers)
+        assert [(a.point_id, a.score) for a in got] == [(f.point_id, f.score) for f in dbsf(lists)]
+        assert "e" in {a.point_id for a in got}
     two = {"generative": GEN, "dense": DENSE}
     cal = calibrated()
     for fusion in (Fusion.WEIGHTED, Fusion.LEARNED, Fusion.RESCORE):

@@ -215,7 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if load_config({"log_format": getattr(args, "log_format", None)}).log_format == "json":
+    try:
+        log_format = load_config({"log_format": getattr(args, "log_format", None)}).log_format
+    except ValueError as exc:
+        print(f"genret {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if log_format == "json":
         from genret.api.access_log import JsonFormatter
 
         for handler in logging.getLogger().handlers:

@@ -70,6 +70,19 @@ class Config:
     hybrid_lexical: bool = True  # HYBRID/AUTO with DBSF or RRF also fuse BM25 over the tenant's own documents
     lexical_max_docs: int = 1_000_000  # documents in the tenants' lexical indexes held at once (least recent go)
 
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be at least {low}, got {getattr(self, name)}"
+                    for name, low in _AT_LEAST.items() if getattr(self, name) < low]
+        problems += [f"{name} must be at most 65535, got {getattr(self, name)}" for name in _PORTS
+                     if getattr(self, name) > 65535]
+        problems += [f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {getattr(self, name)!r}"
+                     for name, choices in _CHOICES.items() if getattr(self, name) not in choices]
+        problems += [f"{default} must be at most {cap} ({getattr(self, cap)}), got {getattr(self, default)}"
+                     for default, cap in (("default_top_k", "max_top_k"), ("default_beam", "max_beam"))
+                     if getattr(self, default) > getattr(self, cap)]
+        if problems:
+            raise ValueError("invalid configuration: " + "; ".join(problems))
+
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with secrets replaced, for logging."""
         out = dataclasses.asdict(self)
@@ -83,14 +96,36 @@ class Config:
         return bool(self.qdrant_url)
 
 
-def _coerce(value: str, like: Any) -> Any:
+# Each field's lowest allowed value (the ports' -1 is "off", 0 "a free one"); ports are also at most 65535.
+_AT_LEAST: dict[str, float] = {
+    "port": 0, "qdrant_port": -1, "qdrant_grpc_port": 1, "metrics_port": -1, "metrics_tenant_labels": 0,
+    "grace_s": 0, "follow_s": 0, "health_interval_s": 0.001, "keys_grace_s": 0, "admission_wait_s": 0,
+    "max_query_chars": 1, "max_top_k": 1, "max_beam": 1, "max_batch": 1, "default_top_k": 1, "default_beam": 1,
+    "max_write_batch": 1, "max_document_chars": 1, "max_write_chars": 1, "tenant_max_inflight": 1,
+    "max_inflight": 1, "tenant_max_new_docids": 0, "batch_rows": 0, "write_workers": 1, "lexical_max_docs": 1,
+}
+_PORTS = ("port", "qdrant_port", "qdrant_grpc_port", "metrics_port")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "log_format": ("text", "json"), "otel_exporter": ("", "otlp", "console"),
+    "kernel_backend": ("auto", "triton", "torch"), "scoring": ("vocab", "children"),
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _coerce(name: str, value: str, like: Any) -> Any:
+    """An environment variable's text as the field's type; ValueError naming the variable otherwise."""
+    text = value.strip()
     if isinstance(like, bool):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
-    return value
+        if text.lower() not in _TRUE | _FALSE:
+            raise ValueError(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
+        return text.lower() in _TRUE
+    kind = int if isinstance(like, int) else float if isinstance(like, float) else None
+    if kind is None:
+        return value
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
 
 def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
@@ -101,7 +136,7 @@ def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str]
     for f in fields(Config):
         raw = env.get(ENV_PREFIX + f.name.upper())
         if raw is not None:
-            values[f.name] = _coerce(raw, getattr(base, f.name))
+            values[f.name] = _coerce(ENV_PREFIX + f.name.upper(), raw, getattr(base, f.name))
     for key, val in (overrides or {}).items():
         if val is not None and key in {f.name for f in fields(Config)}:
             values[key] = val

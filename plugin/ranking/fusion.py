@@ -57,7 +57,8 @@ def rrf(lists: Mapping[str, Sequence[tuple[str, float]]], k: int = RRF_K) -> lis
 
 
 def dbsf_scale(values: Sequence[float]) -> list[float]:
-    """One list's scores on DBSF's scale: (score - (mean - 3 std)) / (6 std)."""
+    """One list's scores on DBSF's scale: (score - low) / (high - low), low and high the mean -+ 3 standard
+    deviations (computed in Qdrant's order, so equal sums tie as they tie in Qdrant)."""
     if len(values) < 2:
         return [0.5] * len(values)
     mean = sum(values) / len(values)
@@ -65,7 +66,8 @@ def dbsf_scale(values: Sequence[float]) -> list[float]:
     if var == 0:
         return [0.5] * len(values)
     std = math.sqrt(var)
-    return [(v - mean + 3 * std) / (6 * std) for v in values]
+    low, high = mean - 3 * std, mean + 3 * std
+    return [(v - low) / (high - low) for v in values]
 
 
 def dbsf(lists: Mapping[str, Sequence[tuple[str, float]]]) -> list[Fused]:

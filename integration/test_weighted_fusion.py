@@ -98,7 +98,7 @@ def test_calibration_report_on_held_out_queries(calibrated: Stack, tmp_path: Pat
                                                 + "\n" for d in docs))
     (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"h{d}\t{d}\t1\n" for d in docs))
     report = calibration_report(calibrated.engine, data, "test", TENANT, tmp_path / "out", "held-out", depth=3)
-    assert set(report["retrievers"]) == {"generative", "dense", "hybrid (weighted)", "hybrid (learned)"}
+    assert set(report["retrievers"]) == {"generative", "dense", "hybrid (DBSF)", "hybrid (weighted)", "hybrid (learned)"}
     for r in report["retrievers"].values():
         assert r["hits"] == 12 and 0.0 <= r["ece"] <= 1.0 and sum(b["count"] for b in r["bins"]) == 12
         kept = [r["precision"][str(t)]["kept"] for t in THRESHOLDS]
@@ -124,3 +124,20 @@ def test_weighted_fusion_and_min_probability_under_a_filter(calibrated: Stack) -
     cut = sorted(h.probability or 0.0 for h in hits)[len(hits) // 2]
     kept = engine.search([dataclasses.replace(q, min_probability=cut)])[0]
     assert kept and {h.point_id for h in kept} == {h.point_id for h in hits if (h.probability or 0) >= cut}
+
+
+def test_a_calibrated_index_fuses_by_dbsf_by_default(calibrated: Stack) -> None:
+    """Calibration gives hits probabilities and makes WEIGHTED and LEARNED available; HYBRID's default
+    stays DBSF of the three lists, and min_probability cuts its hits by their calibrated probability."""
+    q = SearchQuery(TENANT, QUERY, 10, 20, Mode.HYBRID)
+    default = calibrated.engine.search([q])[0]
+    explicit = calibrated.engine.search([dataclasses.replace(q, fusion=Fusion.DBSF)])[0]
+    assert [(h.point_id, h.score) for h in default] == [(h.point_id, h.score) for h in explicit]
+    assert any("lexical" in h.source_names for h in default)
+    assert all(h.probability is not None and 0.0 <= h.probability <= 1.0 for h in default)
+    cut = sorted(h.probability for h in default if h.probability is not None)[len(default) // 2]
+    kept = calibrated.engine.search([dataclasses.replace(q, min_probability=cut)])[0]
+    assert kept and all((h.probability or 0.0) >= cut for h in kept)
+    assert [h.score for h in kept] == sorted((h.score for h in kept), reverse=True)
+    passing = [h.point_id for h in default if (h.probability or 0.0) >= cut]  # they rank first among those kept
+    assert [h.point_id for h in kept][: len(passing)] == passing

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=0)
     p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"])
     p.add_argument("--fusion", default="default", choices=["default", "dbsf", "rrf", "weighted", "learned", "rescore"],
-                   help="HYBRID's fusion (default: weighted on a calibrated index, else dbsf)")
+                   help="HYBRID's fusion (default: dbsf)")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--api-key", default="", help="sent as x-api-key metadata")
     p.add_argument("--tls-ca", default="", help="PEM CA certificate: connect with TLS")

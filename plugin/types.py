@@ -23,7 +23,7 @@ class Mode(Enum):
 
 
 class Fusion(Enum):
-    DEFAULT = "default"  # WEIGHTED when the index is calibrated, else DBSF
+    DEFAULT = "default"  # DBSF
     RRF = "rrf"
     DBSF = "dbsf"
     LEARNED = "learned"

@@ -74,7 +74,8 @@ def calibrate_index(engine: Engine, data: str | Path, split: str, tenant: str, b
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
 REPORTED = (("generative", Mode.GENERATIVE, Fusion.DEFAULT), ("dense", Mode.DENSE, Fusion.DEFAULT),
-            ("hybrid (weighted)", Mode.HYBRID, Fusion.WEIGHTED), ("hybrid (learned)", Mode.HYBRID, Fusion.LEARNED))
+            ("hybrid (DBSF)", Mode.HYBRID, Fusion.DBSF), ("hybrid (weighted)", Mode.HYBRID, Fusion.WEIGHTED),
+            ("hybrid (learned)", Mode.HYBRID, Fusion.LEARNED))
 
 
 def calibration_report(engine: Engine, data: str | Path, split: str, tenant: str, out_dir: str | Path, name: str,

@@ -57,11 +57,9 @@ def _fused(fused: Sequence[Fused], cal: Calibration | None, weighted_scores: boo
 READ_EVERY_LIST = frozenset({Fusion.DBSF, Fusion.RRF})  # the fusions that read the lexical list too
 
 
-def resolved(fusion: Fusion, cal: Calibration | None) -> Fusion:
-    """The fusion a query asking for ``fusion`` gets: DEFAULT is WEIGHTED on a calibrated index, else DBSF."""
-    if fusion != Fusion.DEFAULT:
-        return fusion
-    return Fusion.WEIGHTED if cal is not None else Fusion.DBSF
+def resolved(fusion: Fusion) -> Fusion:
+    """The fusion a query asking for ``fusion`` gets: DEFAULT is DBSF, on a calibrated index too."""
+    return Fusion.DBSF if fusion == Fusion.DEFAULT else fusion
 
 
 def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str, float]]:
@@ -78,7 +76,7 @@ def complete(lists: Lists, scorers: Mapping[str, Scorer]) -> dict[str, dict[str,
 def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping[str, Scorer]) -> list[Answer]:
     """DBSF and RRF fuse every list given (the lexical one too); the calibrated fusions and RESCORE read
     the generative and dense lists only."""
-    fusion = resolved(fusion, cal)
+    fusion = resolved(fusion)
     if fusion not in READ_EVERY_LIST:
         lists = {name: lists[name] for name in (GENERATIVE, DENSE)}
     if fusion in (Fusion.WEIGHTED, Fusion.LEARNED):

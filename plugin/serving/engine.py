@@ -396,7 +396,7 @@ class Engine:
     def _reads_lexical(self, q: SearchQuery, live: _Live) -> bool:
         """Whether the query fuses the lexical list: HYBRID or AUTO under DBSF or RRF (only they read it),
         on a tenant that has documents, unless the server or the query turns it off."""
-        reads = resolved(q.fusion, self.calibration) in READ_EVERY_LIST
+        reads = resolved(q.fusion) in READ_EVERY_LIST
         return (self.config.hybrid_lexical and q.lexical and reads and q.mode in (Mode.HYBRID, Mode.AUTO)
                 and live.namespaces.get(q.tenant) is not None)
 

@@ -184,7 +184,11 @@ def test_modes_route_and_fuse() -> None:
     disagree = {"generative": [("z", -0.1)], "dense": DENSE}
     assert [a.retriever for a in answer(Mode.AUTO, Fusion.DEFAULT, disagree, None, scorers)] == ["dense"] * 3
     cal = calibrated()
-    fused = answer(Mode.HYBRID, Fusion.DEFAULT, lists, cal, scorers)  # calibrated default: WEIGHTED
+    default = answer(Mode.HYBRID, Fusion.DEFAULT, lists, cal, scorers)  # DBSF on a calibrated index too
+    assert [(a.point_id, a.score) for a in default] == [(f.point_id, f.score) for f in dbsf(lists)]
+    # a DBSF hit's probability is the LEARNED model's of its generative and dense scores
+    assert [a.probability for a in default] == [cal.hybrid.probability(a.sources) for a in default]
+    fused = answer(Mode.HYBRID, Fusion.WEIGHTED, lists, cal, scorers)
     assert [a.point_id for a in fused] == [f.point_id for f in weighted(lists, FULL, cal.fusion_weights)]
     # a WEIGHTED hit's probability is its fused score's, so it falls along the ranking
     assert [a.probability for a in fused] == [cal.probability(WEIGHTED, a.score) for a in fused]

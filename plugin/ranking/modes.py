@@ -8,7 +8,7 @@ scores the dense candidates' docids); the calibrated LEARNED model; or RESCORE: 
 candidates, re-ranked with their dense similarity as Qdrant computes it.
 AUTO routes: it fuses when generative's top hit is also among the dense results and, on a calibrated
 index, likely relevant given its beam score and its margin over the second hypothesis; otherwise it
-answers with dense.
+answers without the generative list: dense, fused with the lexical list when the query has one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from genret.errors import FailedPrecondition
-from genret.ranking.calibration import DENSE, GENERATIVE, WEIGHTED, Calibration
+from genret.ranking.calibration import DENSE, GENERATIVE, LEXICAL, WEIGHTED, Calibration
 from genret.ranking.fusion import Fused, dbsf, rrf, weighted
 from genret.types import Fusion, Mode, Ranked
 
@@ -103,11 +103,17 @@ def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None,
     if mode == Mode.HYBRID:
         return fuse(lists, fusion, cal, scorers)
     gen, dense = lists[GENERATIVE], lists[DENSE]
-    if not gen:
-        return _single(DENSE, dense, cal)
-    top = gen[0][0]
-    agrees = any(pid == top for pid, _ in dense)
-    confident = cal is None or cal.top_hit_probability(gen) >= cal.auto_min_probability
-    if confident and agrees:
+    agrees = bool(gen) and any(pid == gen[0][0] for pid, _ in dense)
+    if agrees and (cal is None or cal.top_hit_probability(gen) >= cal.auto_min_probability):
         return fuse(lists, fusion, cal, scorers)
-    return _single(DENSE, dense, cal)
+    return _without_generative(lists, fusion, cal)
+
+
+def _without_generative(lists: Lists, fusion: Fusion, cal: Calibration | None) -> list[Answer]:
+    """AUTO's answer when it does not trust the generative list: dense, fused with the lexical list by
+    DBSF or RRF when the query has one."""
+    fusion = resolved(fusion)
+    if LEXICAL not in lists or fusion not in READ_EVERY_LIST:
+        return _single(DENSE, lists[DENSE], cal)
+    rest = {DENSE: lists[DENSE], LEXICAL: lists[LEXICAL]}
+    return _fused(dbsf(rest) if fusion == Fusion.DBSF else rrf(rest), cal)

@@ -209,6 +209,14 @@ def test_dbsf_and_rrf_fuse_the_lexical_list_and_calibrated_fusions_leave_it_out(
         got = answer(Mode.HYBRID, fusion, lists, None, scorers)
         assert [(a.point_id, a.score) for a in got] == [(f.point_id, f.score) for f in dbsf(lists)]
         assert "e" in {a.point_id for a in got}
+    # AUTO not trusting the generative list answers with the others: dense fused with the lexical list.
+    distrust = {**lists, "generative": [("z", -0.1)]}
+    rest = {"dense": DENSE, "lexical": lexical}
+    for fusion, fuse in ((Fusion.DEFAULT, dbsf), (Fusion.RRF, rrf)):
+        got = answer(Mode.AUTO, fusion, distrust, None, scorers)
+        assert [(a.point_id, a.score) for a in got] == [(f.point_id, f.score) for f in fuse(rest)]
+        assert all("generative" not in a.sources for a in got) and "e" in {a.point_id for a in got}
+    assert [a.retriever for a in answer(Mode.AUTO, Fusion.WEIGHTED, distrust, calibrated(), scorers)] == ["dense"] * 3
     two = {"generative": GEN, "dense": DENSE}
     cal = calibrated()
     for fusion in (Fusion.WEIGHTED, Fusion.LEARNED, Fusion.RESCORE):

@@ -184,6 +184,7 @@ def test_a_tenants_waiting_searches_share_one_build_and_never_hold_up_another_te
         mine = stack.stub.Search(search_request(TENANT, QUERY, 10, "hybrid", "rrf", 20), timeout=30)
         assert mine.hits and not any(f.done() for f in waiting)  # served while the other tenant's build stalls
         assert len(entered) == 1  # twelve searches, one build thread
+        assert entered[0].startswith("genret-prepare")  # the builds' own threads, not the default executor's
         release.set()
         assert all(f.result().hits for f in waiting)
     finally:

@@ -57,6 +57,8 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+PREPARE_WORKERS = 2  # tenants whose search preparation (a lexical index build) runs at once
+
 _FUSIONS = {pb.FUSION_UNSPECIFIED: Fusion.DEFAULT, pb.FUSION_RRF: Fusion.RRF, pb.FUSION_DBSF: Fusion.DBSF,
             pb.FUSION_LEARNED: Fusion.LEARNED, pb.FUSION_RESCORE: Fusion.RESCORE, pb.FUSION_WEIGHTED: Fusion.WEIGHTED}
 
@@ -164,14 +166,16 @@ class GenRetServicer:
     """The genret.v1 methods. Each RPC authenticates first, then checks its request, then does the work.
 
     Searches go through the fair batcher onto one engine thread (the model serves one batch at a time);
-    writes run on ``write_workers`` threads, one at a time per tenant, so one tenant's writes never queue
-    another's.
+    a tenant's own preparation for them (its lexical index) runs on ``PREPARE_WORKERS`` threads of its
+    own, so tenants building at once never take the threads the server's health checks use; writes run
+    on ``write_workers`` threads, one at a time per tenant, so one tenant's writes never queue another's.
     """
 
     def __init__(self, config: Config, engine: SearchService) -> None:
         self.config = config
         self.engine = engine
         self._writes = ThreadPoolExecutor(max_workers=config.write_workers, thread_name_prefix="genret-writer")
+        self._prepares = ThreadPoolExecutor(max_workers=PREPARE_WORKERS, thread_name_prefix="genret-prepare")
         rows = config.batch_rows or (32 if engine.on_accelerator else 8)
         self._batcher: FairBatcher[SearchQuery, list[SearchHit]] = FairBatcher(engine.search, rows)
         self._keys = KeyRing(config.keys_file, grace_s=config.keys_grace_s) if config.keys_file else None
@@ -182,6 +186,7 @@ class GenRetServicer:
     def close(self) -> None:
         self._batcher.close()
         self._writes.shutdown(wait=False, cancel_futures=True)
+        self._prepares.shutdown(wait=False, cancel_futures=True)
 
     def methods(self) -> dict[str, tuple[Handler, Callable[[bytes], Any]]]:
         """Each RPC's handler and request parser."""
@@ -248,7 +253,7 @@ class GenRetServicer:
             running = self._preparing.get(q.tenant)
             if running is None:
                 work = tracing.carry(lambda: self.engine.prepare(q))
-                running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, work))
+                running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._prepares, work))
                 self._preparing[q.tenant] = running
                 running.add_done_callback(lambda _: self._preparing.pop(q.tenant, None))
             await asyncio.shield(running)

@@ -12,6 +12,7 @@ from typing import Any
 from genret.config import Config, force_offline, launcher_ranks, load_config
 from genret.docids import SCHEMES
 from genret.errors import GenretError
+from genret.types import Fusion
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -175,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--beam-size", type=int, default=0)
     p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"])
-    p.add_argument("--fusion", default="default", choices=["default", "dbsf", "rrf", "weighted", "learned", "rescore"],
-                   help="HYBRID's fusion (default: dbsf)")
+    p.add_argument("--fusion", default="default", choices=[f.value for f in Fusion], help="HYBRID's fusion (default: dbsf)")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--api-key", default="", help="sent as x-api-key metadata")
     p.add_argument("--tls-ca", default="", help="PEM CA certificate: connect with TLS")

@@ -54,7 +54,8 @@ def _fused(fused: Sequence[Fused], cal: Calibration | None, weighted_scores: boo
     return [Answer(f.point_id, f.score, "hybrid", f.sources, prob(f)) for f in fused]
 
 
-READ_EVERY_LIST = frozenset({Fusion.DBSF, Fusion.RRF})  # the fusions that read the lexical list too
+# The fusions that read every list given (the lexical one too), each by its function of the lists.
+LIST_FUSIONS: Mapping[Fusion, Callable[[Lists], list[Fused]]] = {Fusion.DBSF: dbsf, Fusion.RRF: rrf}
 
 
 def resolved(fusion: Fusion) -> Fusion:
@@ -77,7 +78,7 @@ def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping
     """DBSF and RRF fuse every list given (the lexical one too); the calibrated fusions and RESCORE read
     the generative and dense lists only."""
     fusion = resolved(fusion)
-    if fusion not in READ_EVERY_LIST:
+    if fusion not in LIST_FUSIONS:
         lists = {name: lists[name] for name in (GENERATIVE, DENSE)}
     if fusion in (Fusion.WEIGHTED, Fusion.LEARNED):
         if cal is None:
@@ -90,7 +91,7 @@ def fuse(lists: Lists, fusion: Fusion, cal: Calibration | None, scorers: Mapping
         dense = scorers[DENSE]([pid for pid, _ in gen])
         rescored = {GENERATIVE: gen, DENSE: sorted(dense.items(), key=lambda h: (-h[1], h[0]))}
         return _fused(cal.hybrid.fuse(rescored) if cal is not None else rrf(rescored), cal)
-    return _fused(dbsf(lists) if fusion == Fusion.DBSF else rrf(lists), cal)
+    return _fused(LIST_FUSIONS[fusion](lists), cal)
 
 
 def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None,
@@ -112,8 +113,7 @@ def answer(mode: Mode, fusion: Fusion, lists: Lists, cal: Calibration | None,
 def _without_generative(lists: Lists, fusion: Fusion, cal: Calibration | None) -> list[Answer]:
     """AUTO's answer when it does not trust the generative list: dense, fused with the lexical list by
     DBSF or RRF when the query has one."""
-    fusion = resolved(fusion)
-    if LEXICAL not in lists or fusion not in READ_EVERY_LIST:
+    fuse_lists = LIST_FUSIONS.get(resolved(fusion))
+    if LEXICAL not in lists or fuse_lists is None:
         return _single(DENSE, lists[DENSE], cal)
-    rest = {DENSE: lists[DENSE], LEXICAL: lists[LEXICAL]}
-    return _fused(dbsf(rest) if fusion == Fusion.DBSF else rrf(rest), cal)
+    return _fused(fuse_lists({DENSE: lists[DENSE], LEXICAL: lists[LEXICAL]}), cal)

@@ -32,7 +32,7 @@ from genret.kernels import BACKENDS, SCORING
 from genret.metrics import BATCH_ROWS, NAMESPACE_DOCS, OTHER, PUBLISHES, SEARCH_SECONDS, TENANTS
 from genret.names import check_tenant
 from genret.ranking.calibration import DENSE, GENERATIVE, LEXICAL, Calibration, read_calibration
-from genret.ranking.modes import READ_EVERY_LIST, Answer, Scorer, answer, resolved
+from genret.ranking.modes import LIST_FUSIONS, Answer, Scorer, answer, resolved
 from genret.serving.filtered import FilteredTries
 from genret.serving.lexical import LexicalIndexes
 from genret.serving.namespaces import Namespace, Namespaces, load_namespaces
@@ -396,7 +396,7 @@ class Engine:
     def _reads_lexical(self, q: SearchQuery, live: _Live) -> bool:
         """Whether the query fuses the lexical list: HYBRID or AUTO under DBSF or RRF (only they read it),
         on a tenant that has documents, unless the server or the query turns it off."""
-        reads = resolved(q.fusion) in READ_EVERY_LIST
+        reads = resolved(q.fusion) in LIST_FUSIONS
         return (self.config.hybrid_lexical and q.lexical and reads and q.mode in (Mode.HYBRID, Mode.AUTO)
                 and live.namespaces.get(q.tenant) is not None)
 

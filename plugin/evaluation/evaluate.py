@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MEASURES = {"Hits@1": Success @ 1, "Hits@10": Success @ 10, "MRR@10": RR @ 10, "nDCG@10": nDCG @ 10,
             "Recall@100": ir_measures.R @ 100}
 Run = dict[str, dict[str, float]]
-HYBRID_LABEL = "hybrid (DBSF: generative, dense, BM25)"  # HYBRID as served uncalibrated: the lexical list too
+HYBRID_LABEL = "hybrid (DBSF: generative, dense, BM25)"  # HYBRID as served by default: the lexical list too
 RRF_LABEL = "hybrid (RRF: generative, dense, BM25)"
 RRF_TWO_LABEL = "hybrid (RRF: generative, dense)"
 DENSE_LABEL = "dense (Qdrant, MiniLM)"

@@ -6,6 +6,7 @@ mode runs), the filter merge against the local mode's merge of a level's filter 
 
 from __future__ import annotations
 
+import pytest
 import qdrant_client.grpc as qg
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -35,8 +36,8 @@ def _theirs(src: list[list[tuple[int, float]]]) -> list[list[models.ScoredPoint]
 
 
 def _same(ours: list[tuple[qg.PointId, float]], theirs: list[models.ScoredPoint]) -> None:
-    assert [round(s, 9) for _, s in ours] == [round(p.score, 9) for p in theirs]
-    assert {(p.num, round(s, 9)) for p, s in ours} == {(p.id, round(p.score, 9)) for p in theirs}
+    assert [s for _, s in ours] == pytest.approx([p.score for p in theirs], rel=1e-9, abs=1e-12)
+    assert {p.num: s for p, s in ours} == pytest.approx({p.id: p.score for p in theirs}, rel=1e-9, abs=1e-12)
 
 
 @settings(max_examples=200, deadline=None)

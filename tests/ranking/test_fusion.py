@@ -72,7 +72,8 @@ def test_dbsf_is_qdrants(lists: list[dict[int, float]]) -> None:
     ours = dbsf({str(i): [(str(pid), s) for pid, s in hits] for i, hits in enumerate(ranked)})
     theirs = distribution_based_score_fusion(
         [[models.ScoredPoint(id=pid, version=0, score=s) for pid, s in hits] for hits in ranked], limit=10_000)
-    assert {f.point_id: round(f.score, 9) for f in ours} == {str(p.id): round(p.score, 9) for p in theirs}
+    want = {str(p.id): p.score for p in theirs}
+    assert {f.point_id: f.score for f in ours} == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
 # every retriever's score of every point in the union of GEN and DENSE

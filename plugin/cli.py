@@ -63,6 +63,9 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=None,
                    help="train only the decoder on cached encoder states (default: on for the default model, whose "
                    "encoder is pretrained MiniLM; off for others)")
+    p.add_argument("--train-encoder-layers", type=int, default=0,
+                   help="with --freeze-encoder: train the encoder's top N layers (at --encoder-lr) on cached states "
+                   "of the layers below them; 0: the encoder stays frozen")
     p.add_argument("--encoder-cache", help="with --freeze-encoder: directory keeping encoder states, so "
                    "indexing the same texts again skips the encoder")
     p.add_argument("--freeze-docid-embeddings", action=argparse.BooleanOptionalAction, default=None,
@@ -346,7 +349,8 @@ def _train_config(args: argparse.Namespace, minilm: bool, freeze_rows: bool = Fa
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                        decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
                        freeze_encoder=freeze_encoder, freeze_docid_embeddings=rows,
-                       encoder_cache=args.encoder_cache, sam_rho=args.sam_rho,
+                       encoder_cache=args.encoder_cache, train_encoder_layers=args.train_encoder_layers,
+                       sam_rho=args.sam_rho,
                        listwise_weight=args.listwise_weight, seed=args.seed)
 
 

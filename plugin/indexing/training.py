@@ -3,7 +3,9 @@ where a teacher ranked candidates for each text, a listwise loss towards its ran
 
 The loss is read at the docid-vocabulary columns only (``genret.decoding.model.token_map``), the same distribution
 beam search decodes from. With ``freeze_encoder`` the encoder runs once per distinct input and its
-states are cached, so each epoch only trains the decoder: far cheaper on a CPU. With ``sam_rho`` > 0
+states are cached, so each epoch only trains the decoder: far cheaper on a CPU; with ``train_encoder_layers``
+the states cached are those below the encoder's top layers, which train with the decoder
+(``genret.indexing.encoder_layers``). With ``sam_rho`` > 0
 each step is a sharpness-aware (SAM) step: the gradient is taken at the weights moved ``rho`` along the
 normalised gradient, which seeks flatter minima (DSI++ uses it against forgetting); it costs two
 forward-backward passes per step.
@@ -35,6 +37,7 @@ from genret.data.progress import progress_interval
 from genret.decoding.model import pooled_query
 from genret.decoding.model import token_map as docid_token_map
 from genret.indexing.distributed import SINGLE, Ranks, any_rank, shard, share, wrap
+from genret.indexing.encoder_layers import LowerLayers, TopLayers, check_cut
 from genret.indexing.state_cache import cached_states, input_key
 
 log = logging.getLogger(__name__)
@@ -54,10 +57,17 @@ class TrainConfig:
     freeze_encoder: bool = False
     freeze_docid_embeddings: bool = False  # keep the output layer's rows (and the input embeddings tied to them)
     encoder_cache: str | None = None  # with freeze_encoder: a directory of encoder states (genret.indexing.state_cache)
+    train_encoder_layers: int = 0  # with freeze_encoder: the encoder's top layers that still train (at encoder_lr)
     sam_rho: float = 0.0
     listwise_weight: float = 1.0  # weight of the listwise loss against teacher targets, when given
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.train_encoder_layers < 0:
+            raise ValueError(f"--train-encoder-layers must be at least 0, got {self.train_encoder_layers}")
+        if self.train_encoder_layers and not self.freeze_encoder:
+            raise ValueError("--train-encoder-layers needs --freeze-encoder: without it the whole encoder trains")
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,8 @@ def _fingerprint(texts: Sequence[str], labels: torch.Tensor, cfg: TrainConfig, w
         h.update(str(cfg.listwise_weight).encode())
     h.update(json.dumps([cfg.epochs, cfg.batch_size, cfg.encoder_lr, cfg.decoder_lr, cfg.seed, cfg.freeze_encoder,
                          cfg.freeze_docid_embeddings, cfg.sam_rho, world]).encode())
+    if cfg.train_encoder_layers:
+        h.update(f"top{cfg.train_encoder_layers}".encode())
     return h.hexdigest()[:24]
 
 
@@ -201,17 +213,26 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
 
     encoder = model.get_encoder()
     cache: dict[int, torch.Tensor] | None = None
+    top: TopLayers | None = None
     if cfg.freeze_encoder:
         for p in encoder.parameters():
             p.requires_grad_(False)
-        encode = partial(encode_inputs, encoder, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress,
+        below: torch.nn.Module = encoder
+        if cfg.train_encoder_layers:
+            if ranks.active:
+                raise ValueError("--train-encoder-layers trains in one process; run it without torchrun")
+            keep = check_cut(encoder, cfg.train_encoder_layers)
+            below, top = LowerLayers(encoder, keep), TopLayers(encoder, keep)
+            for p in top.parameters():
+                p.requires_grad_(True)
+        encode = partial(encode_inputs, below, device=device, batch_size=cfg.batch_size * 2, progress=cfg.progress,
                          budget_min=cfg.max_minutes)
-        known = known_states or {}
+        known = (known_states or {}) if top is None else {}  # known states are the last layer's, not the cut's
         cache = {i: known[k] for i in mine if (k := input_key(ids[i])) in known}
         todo = [i for i in mine if i not in cache]
         todo_ids = [ids[i] for i in todo]
         if todo:
-            states = cached_states(cfg.encoder_cache, encoder, todo_ids, encode) \
+            states = cached_states(cfg.encoder_cache, below, todo_ids, encode) \
                 if cfg.encoder_cache and not ranks.active else encode(todo_ids)
             cache.update(zip(todo, states, strict=True))
     if cfg.freeze_docid_embeddings:
@@ -219,7 +240,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
     enc_params = {id(p) for p in encoder.parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) not in enc_params and p.requires_grad],
                "lr": cfg.decoder_lr}]
-    if not cfg.freeze_encoder:
+    if any(p.requires_grad for p in encoder.parameters()):
         groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
     warm = max(1, int(total_steps * cfg.warmup_frac))
@@ -262,7 +283,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
                 inputs = {"input_ids": input_ids, "attention_mask": mask}
             opt.zero_grad(set_to_none=True)
             targets = None if soft is None else (soft[0][idx].to(device), soft[1][idx].to(device))
-            step_loss = partial(_loss, net, spec, labels, inputs, targets, cfg.listwise_weight)
+            step_loss = partial(_loss, net, spec, labels, inputs, targets, cfg.listwise_weight, top)
             loss = step_loss()
             loss.backward()
             if cfg.sam_rho > 0:
@@ -292,8 +313,12 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
 
 
 def _loss(model: torch.nn.Module, spec: ModelSpec, labels: torch.Tensor, inputs: dict[str, Any],
-          targets: tuple[torch.Tensor, torch.Tensor] | None, weight: float) -> torch.Tensor:
-    """One batch's loss: the labels' cross-entropy, plus the weighted listwise loss where targets are given."""
+          targets: tuple[torch.Tensor, torch.Tensor] | None, weight: float,
+          top: TopLayers | None = None) -> torch.Tensor:
+    """One batch's loss: the labels' cross-entropy, plus the weighted listwise loss where targets are given.
+    With ``top``, the cached states are the cut's and the encoder's top layers run on them first."""
+    if top is not None:
+        inputs = {**inputs, "encoder_hidden": top(inputs["encoder_hidden"], inputs["attention_mask"])}
     logits = docid_logits(model, spec, labels, **inputs)  # type: ignore[arg-type]
     loss = token_loss(logits, labels)
     if targets is not None:

@@ -82,7 +82,7 @@ def test_weighted_fusion_scores_only_the_callers_documents(calibrated: Stack) ->
     for name, kwargs in rec.calls:
         if name == "query_points":
             assert reads_only(kwargs, OTHER)
-        else:
+        elif name != "collection_exists":  # the running server's health probe may land here: it reads no point
             assert name == "retrieve" and set(kwargs["ids"]) <= own, name
     # the model never scores another tenant's docid: its scorer skips points outside the namespace
     foreign = point_id_for(TENANT, next(iter(calibrated.titles)))

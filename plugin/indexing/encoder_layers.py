@@ -28,7 +28,11 @@ def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
 
 def check_cut(encoder: nn.Module, top: int) -> int:
     """The number of layers below the cut, for ``top`` trained layers (at least one stays below)."""
-    total = len(encoder_layers(encoder))
+    return layers_below(len(encoder_layers(encoder)), top)
+
+
+def layers_below(total: int, top: int) -> int:
+    """The number of layers below the cut of a ``total``-layer encoder whose top ``top`` layers train."""
     if not 0 < top < total:
         raise ValueError(f"--train-encoder-layers must be between 1 and {total - 1} for this "
                          f"{total}-layer encoder, got {top}")

@@ -41,8 +41,15 @@ from genret.docids import PLACED_BY_VECTOR, AtomicCodec, DocidCodec, assign_doci
 from genret.docids.keywords import vocabulary
 from genret.docids.placement import TenantDocids, docid_for
 from genret.indexing.distributed import SINGLE, Ranks, share
+from genret.indexing.encoder_layers import layers_below
 from genret.indexing.frozen_states import FrozenStates
-from genret.indexing.models import build_default_model, build_tiny_model, grow_docid_vocab, load_checkpoint_for_docids
+from genret.indexing.models import (
+    build_default_model,
+    build_tiny_model,
+    encoder_depth,
+    grow_docid_vocab,
+    load_checkpoint_for_docids,
+)
 from genret.indexing.pairs import KINDS, passage
 from genret.indexing.teacher import Teacher, TeacherOptions
 from genret.indexing.training import TrainConfig, TrainStats, train
@@ -301,6 +308,9 @@ def build_index(store: QdrantStore | None, index_dir: str | Path, options: Index
     """Train a new index of every document in the collection. Under ``torchrun`` every rank calls this:
     rank 0 (the only one given a ``store``) plans, all train, rank 0 writes and returns the manifest; the
     other ranks return None."""
+    top = options.train.train_encoder_layers
+    if top and (depth := encoder_depth(options.model)) is not None:
+        layers_below(depth, top)  # a cut outside the encoder is refused before any work
     if ranks.main:
         assert store is not None, "rank 0 reads the collection"
         plan: _Plan | None = _plan(store, index_dir, options, device, training_queries, not ranks.active)

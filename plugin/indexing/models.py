@@ -88,7 +88,18 @@ def load_checkpoint_for_docids(path: str | Path, docid_vocab: int) -> tuple[PreT
     return model, tokenizer, ModelSpec("checkpoint", str(path), offset, int(start), docid_vocab)
 
 
-def build_tiny_model(docid_vocab: int, hidden: int = 64, layers: int = 2, max_docid_len: int = 32,
+def encoder_depth(model: str) -> int | None:
+    """The encoder layers of ``model`` ('default' or 'tiny'), read from its config alone; None for a
+    checkpoint, whose encoder is known once it is loaded."""
+    if model == "default":
+        return int(BertConfig.from_pretrained(str(minilm_path())).num_hidden_layers)
+    return TINY_LAYERS if model == "tiny" else None
+
+
+TINY_LAYERS = 2
+
+
+def build_tiny_model(docid_vocab: int, hidden: int = 64, layers: int = TINY_LAYERS, max_docid_len: int = 32,
                      seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
     """A small randomly initialised encoder-decoder with MiniLM's tokenizer (tests, smoke runs)."""
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))

@@ -52,6 +52,16 @@ def test_a_cut_outside_the_encoder_is_refused(top: int) -> None:
         check_cut(model.get_encoder(), top)
 
 
+@pytest.mark.parametrize("model, top", [("tiny", 2), ("default", 6)])
+def test_a_build_refuses_a_cut_outside_the_encoder_before_any_work(tmp_path: Path, model: str, top: int) -> None:
+    from genret.cli import build_parser, index_options
+    from genret.indexing.indexer import build_index
+
+    args = ["index", "--model", model, "--freeze-encoder", "--train-encoder-layers", str(top)]
+    with pytest.raises(ValueError, match="between 1 and"):  # before the collection is read (no store given)
+        build_index(None, tmp_path, index_options(build_parser().parse_args(args)), CPU)
+
+
 def test_top_layers_need_a_frozen_encoder() -> None:
     with pytest.raises(ValueError, match="needs --freeze-encoder"):
         TrainConfig(train_encoder_layers=1)

@@ -309,8 +309,8 @@ def build_index(store: QdrantStore | None, index_dir: str | Path, options: Index
     rank 0 (the only one given a ``store``) plans, all train, rank 0 writes and returns the manifest; the
     other ranks return None."""
     top = options.train.train_encoder_layers
-    if top and (depth := encoder_depth(options.model)) is not None:
-        layers_below(depth, top)  # a cut outside the encoder is refused before any work
+    if top:
+        layers_below(encoder_depth(options.model), top)  # a cut outside the encoder is refused before any work
     if ranks.main:
         assert store is not None, "rank 0 reads the collection"
         plan: _Plan | None = _plan(store, index_dir, options, device, training_queries, not ranks.active)

@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     BertConfig,
     BertLMHeadModel,
     BertModel,
     EncoderDecoderModel,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -75,9 +77,7 @@ def grow_docid_vocab(model: PreTrainedModel, spec: ModelSpec, extra: int) -> Mod
 def load_checkpoint_for_docids(path: str | Path, docid_vocab: int) -> tuple[PreTrainedModel,
                                                                              PreTrainedTokenizerBase, ModelSpec]:
     """A local HF seq2seq checkpoint with ``docid_vocab`` new tokens appended to its vocabulary."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model checkpoint {path} is not a directory")
+    path = _checkpoint_dir(path)
     model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     offset = int(model.get_input_embeddings().weight.shape[0])
@@ -88,12 +88,27 @@ def load_checkpoint_for_docids(path: str | Path, docid_vocab: int) -> tuple[PreT
     return model, tokenizer, ModelSpec("checkpoint", str(path), offset, int(start), docid_vocab)
 
 
-def encoder_depth(model: str) -> int | None:
-    """The encoder layers of ``model`` ('default' or 'tiny'), read from its config alone; None for a
-    checkpoint, whose encoder is known once it is loaded."""
+def encoder_depth(model: str) -> int:
+    """The number of layers in the BERT-style encoder of ``model`` ('default', 'tiny' or a local checkpoint),
+    read from its config alone, so a bad ``--train-encoder-layers`` is refused before any work."""
     if model == "default":
         return int(BertConfig.from_pretrained(str(minilm_path())).num_hidden_layers)
-    return TINY_LAYERS if model == "tiny" else None
+    if model == "tiny":
+        return TINY_LAYERS
+    path = _checkpoint_dir(model)
+    config = AutoConfig.from_pretrained(str(path))
+    encoder = getattr(config, "encoder", None)  # an encoder-decoder pair names its encoder's own config
+    layers = getattr(encoder, "num_hidden_layers", None) if isinstance(encoder, PretrainedConfig) else None
+    if layers is None:
+        raise ValueError(f"training the encoder's top layers needs a BERT-style encoder (the default model), "
+                         f"not the {config.model_type} checkpoint {path}")
+    return int(layers)
+
+
+def _checkpoint_dir(path: str | Path) -> Path:
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"model checkpoint {path} is not a directory")
+    return Path(path)
 
 
 TINY_LAYERS = 2

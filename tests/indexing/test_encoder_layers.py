@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genret.indexing.encoder_layers import LowerLayers, TopLayers, check_cut
-from genret.indexing.models import build_tiny_model
+from genret.indexing.models import build_tiny_model, encoder_depth
 from genret.indexing.state_cache import encoder_fingerprint
 from genret.indexing.training import TrainConfig, sequence_loss, train
 
@@ -52,14 +52,31 @@ def test_a_cut_outside_the_encoder_is_refused(top: int) -> None:
         check_cut(model.get_encoder(), top)
 
 
-@pytest.mark.parametrize("model, top", [("tiny", 2), ("default", 6)])
-def test_a_build_refuses_a_cut_outside_the_encoder_before_any_work(tmp_path: Path, model: str, top: int) -> None:
+def _refused_before_any_work(tmp_path: Path, model: str, top: int) -> None:
     from genret.cli import build_parser, index_options
     from genret.indexing.indexer import build_index
 
     args = ["index", "--model", model, "--freeze-encoder", "--train-encoder-layers", str(top)]
-    with pytest.raises(ValueError, match="between 1 and"):  # before the collection is read (no store given)
-        build_index(None, tmp_path, index_options(build_parser().parse_args(args)), CPU)
+    build_index(None, tmp_path, index_options(build_parser().parse_args(args)), CPU)  # no store: never read
+
+
+@pytest.mark.parametrize("model, top", [("tiny", 2), ("default", 6)])
+def test_a_build_refuses_a_cut_outside_the_encoder_before_any_work(tmp_path: Path, model: str, top: int) -> None:
+    with pytest.raises(ValueError, match="between 1 and"):
+        _refused_before_any_work(tmp_path, model, top)
+
+
+def test_a_checkpoint_is_checked_from_its_config_before_any_work(tmp_path: Path, tiny_t5: Path) -> None:
+    model, tok, _ = build_tiny_model(6, layers=3)
+    model.save_pretrained(tmp_path / "bert")
+    tok.save_pretrained(tmp_path / "bert")
+    assert encoder_depth(str(tmp_path / "bert")) == 3
+    with pytest.raises(ValueError, match="between 1 and 2 for this 3-layer"):
+        _refused_before_any_work(tmp_path / "idx", str(tmp_path / "bert"), 3)
+    with pytest.raises(ValueError, match="BERT-style encoder .* not the t5 checkpoint"):
+        _refused_before_any_work(tmp_path / "idx", str(tiny_t5), 1)
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        _refused_before_any_work(tmp_path / "idx", str(tmp_path / "missing"), 1)
 
 
 def test_top_layers_need_a_frozen_encoder() -> None:

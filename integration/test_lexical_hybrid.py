@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -115,27 +117,32 @@ def test_a_tenant_with_no_indexable_word_gets_no_lexical_list(stack: Stack) -> N
 
 
 
-def test_a_search_builds_its_tenants_lexical_index_before_it_joins_a_batch(stack: Stack) -> None:
+@pytest.mark.parametrize("cap", ["fits", "does not fit"])
+def test_a_search_builds_its_tenants_lexical_index_before_it_joins_a_batch(stack: Stack, cap: str) -> None:
     """The build runs in the caller's worker thread, never on the engine thread that decodes a batch of
-    several tenants' searches, so no batch-mate waits for it."""
+    several tenants' searches, so no batch-mate waits for it; a build that does not fit under the cap is
+    held for the search that made it, then let go."""
     lexical = stack.engine._lexical
     calls: list[tuple[str, bool]] = []  # (thread, whether the tenant's index was already built)
-    index = lexical._index
+    index, max_docs = lexical._index, lexical._max_docs
 
     def recorded(tenant: str) -> object:
-        calls.append((threading.current_thread().name, tenant in lexical.held()))
+        calls.append((threading.current_thread().name, lexical.ready(tenant)))
         return index(tenant)
 
     lexical.changed(OTHER)  # as after a write: the next search needs a fresh build
     lexical._index = recorded  # type: ignore[method-assign]
+    lexical._max_docs = max_docs if cap == "fits" else 1
     try:
         resp = stack.stub.Search(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20), timeout=60)
     finally:
         del lexical._index
+        lexical._max_docs = max_docs
     assert any("lexical" in [s.retriever for s in h.sources] for h in resp.hits)
     engine_calls = [built for thread, built in calls if thread == "genret-engine"]
     assert engine_calls and all(engine_calls)  # the batch read it, already built
     assert any(thread != "genret-engine" and not built for thread, built in calls)  # built before
+    assert lexical.ready(OTHER) == (cap == "fits")  # a build over the cap goes with its search
     # Searches that do not fuse the lexical list build nothing.
     lexical.changed(OTHER)
     for mode, fusion in ((Mode.DENSE, Fusion.DEFAULT), (Mode.GENERATIVE, Fusion.DEFAULT),
@@ -145,17 +152,49 @@ def test_a_search_builds_its_tenants_lexical_index_before_it_joins_a_batch(stack
     assert OTHER not in lexical.held() and "no-such-tenant" not in lexical.held()
 
 
-def test_lexical_indexes_are_capped_least_recently_used_first(stack: Stack) -> None:
+class _Reads:
+    """The collection's store, counting each tenant's scrolls (one per lexical index build)."""
+
+    def __init__(self, store: QdrantStore) -> None:
+        self.store, self.scrolls = store, Counter[str]()
+
+    def scroll_tenant(self, tenant: str) -> Iterator[Any]:
+        self.scrolls[tenant] += 1
+        return iter(self.store.scroll_tenant(tenant))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_no_tenants_searches_drop_another_tenants_lexical_index(stack: Stack) -> None:
+    """Indexes are capped, but one tenant's index is dropped only by its own writes or its own idleness:
+    another tenant's builds never push it out, whatever the cap; a build that does not fit is not kept."""
     sizes = {t: len(_texts(stack.store, t)[0]) for t in (TENANT, OTHER)}
-    indexes = LexicalIndexes(stack.store, max_docs=max(sizes.values()))
-    first = indexes.search(TENANT, QUERY, 10)
-    indexes.search(OTHER, QUERY, 10)
-    assert indexes.held() == {OTHER: sizes[OTHER]}  # both would pass the cap: the older one went
-    assert indexes.search(TENANT, QUERY, 10) == first  # built again, the same answer
-    assert indexes.held() == {TENANT: sizes[TENANT]}
-    alone = LexicalIndexes(stack.store, max_docs=1)  # a tenant larger than the cap keeps its own
-    alone.search(OTHER, QUERY, 10)
-    assert alone.held() == {OTHER: sizes[OTHER]}
+    answers = {t: LexicalIndexes(stack.store).search(t, QUERY, 10) for t in sizes}
+    reads, clock = _Reads(stack.store), _Clock()
+    indexes = LexicalIndexes(reads, max_docs=max(sizes.values()), idle_s=60, clock=clock)  # type: ignore[arg-type]
+    assert indexes.search(TENANT, QUERY, 10) == answers[TENANT]
+    for _ in range(3):  # OTHER's index does not fit beside TENANT's: built for each search, not kept
+        clock.now += 10
+        assert indexes.search(OTHER, QUERY, 10) == answers[OTHER]
+    assert indexes.held() == {TENANT: sizes[TENANT]} and reads.scrolls == {TENANT: 1, OTHER: 3}
+    with indexes.using(OTHER):  # while OTHER has searches in flight, their build is held for them
+        indexes.prepare(OTHER)
+        assert indexes.ready(OTHER) and indexes.search(OTHER, QUERY, 10) == answers[OTHER]
+    assert not indexes.ready(OTHER) and reads.scrolls[OTHER] == 4
+    assert indexes.search(TENANT, QUERY, 10) == answers[TENANT] and reads.scrolls[TENANT] == 1  # never rebuilt
+    clock.now += 61  # TENANT idle for longer than idle_s: its own idleness lets it go
+    assert indexes.held() == {}
+    assert indexes.search(OTHER, QUERY, 10) == answers[OTHER] and indexes.held() == {OTHER: sizes[OTHER]}
+    indexes.changed(OTHER)  # its own write drops it
+    assert indexes.held() == {}
+    alone = LexicalIndexes(stack.store, max_docs=1)  # larger than the cap: served, never kept
+    assert alone.search(OTHER, QUERY, 10) == answers[OTHER] and alone.held() == {}
     both = LexicalIndexes(stack.store, max_docs=sum(sizes.values()))
     both.search(TENANT, QUERY, 10)
     both.search(OTHER, QUERY, 10)

@@ -68,7 +68,8 @@ class Config:
     kernel_backend: str = "auto"  # auto | triton | torch
     scoring: str = "vocab"  # vocab | children (see genret.decoding.beam)
     hybrid_lexical: bool = True  # HYBRID/AUTO with DBSF or RRF also fuse BM25 over the tenant's own documents
-    lexical_max_docs: int = 1_000_000  # documents in the tenants' lexical indexes held at once (least recent go)
+    lexical_max_docs: int = 1_000_000  # documents in the tenants' lexical indexes held at once
+    lexical_idle_s: float = 600.0  # a tenant's lexical index is dropped after this long without its searches
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be at least {low}, got {getattr(self, name)}"
@@ -103,6 +104,7 @@ _AT_LEAST: dict[str, float] = {
     "max_query_chars": 1, "max_top_k": 1, "max_beam": 1, "max_batch": 1, "default_top_k": 1, "default_beam": 1,
     "max_write_batch": 1, "max_document_chars": 1, "max_write_chars": 1, "tenant_max_inflight": 1,
     "max_inflight": 1, "tenant_max_new_docids": 0, "batch_rows": 0, "write_workers": 1, "lexical_max_docs": 1,
+    "lexical_idle_s": 1,
 }
 _PORTS = ("port", "qdrant_port", "qdrant_grpc_port", "metrics_port")
 _CHOICES: dict[str, tuple[str, ...]] = {

@@ -7,6 +7,7 @@ loads without the model stack.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -145,6 +146,9 @@ class SearchService(Protocol):
 
     def prepare(self, q: SearchQuery) -> None:
         """Work the search needs that is its tenant's alone, done before it joins a batch."""
+
+    def searching(self, tenant: str) -> AbstractContextManager[None]:
+        """One search of the tenant in flight: what ``prepare`` made for it is kept until the search ends."""
 
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]: ...
 

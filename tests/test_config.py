@@ -30,6 +30,7 @@ def test_qdrant_url_selects_server_mode() -> None:
     ({"GENRET_GRACE_S": "soon"}, "GENRET_GRACE_S must be a number"),
     ({"GENRET_READ_ONLY": "maybe"}, "GENRET_READ_ONLY must be a boolean"),
     ({"GENRET_LEXICAL_MAX_DOCS": "0"}, "lexical_max_docs must be at least 1, got 0"),
+    ({"GENRET_LEXICAL_IDLE_S": "0.5"}, "lexical_idle_s must be at least 1, got 0.5"),
     ({"GENRET_PORT": "70000"}, "port must be at most 65535"),
     ({"GENRET_MAX_INFLIGHT": "-3"}, "max_inflight must be at least 1"),
     ({"GENRET_SCORING": "logits"}, "scoring must be one of 'vocab', 'children', got 'logits'"),

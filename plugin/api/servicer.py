@@ -248,16 +248,18 @@ class GenRetServicer:
         """The engine first does, in a worker thread, what the search needs that is its tenant's alone (see
         ``SearchService.prepare``), so that work never holds up a batch of other tenants' searches; then the
         fair batcher serves it. A tenant's concurrent searches share one such thread, so one tenant's
-        waiting searches never take the threads other tenants' searches need."""
-        if not self.engine.prepared(q):
-            running = self._preparing.get(q.tenant)
-            if running is None:
-                work = tracing.carry(lambda: self.engine.prepare(q))
-                running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._prepares, work))
-                self._preparing[q.tenant] = running
-                running.add_done_callback(lambda _: self._preparing.pop(q.tenant, None))
-            await asyncio.shield(running)
-        return await self._batcher.submit(q.tenant, q, deadline)
+        waiting searches never take the threads other tenants' searches need. What the preparation made is
+        kept for the search until it has been served."""
+        with self.engine.searching(q.tenant):
+            if not self.engine.prepared(q):
+                running = self._preparing.get(q.tenant)
+                if running is None:
+                    work = tracing.carry(lambda: self.engine.prepare(q))
+                    running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._prepares, work))
+                    self._preparing[q.tenant] = running
+                    running.add_done_callback(lambda _: self._preparing.pop(q.tenant, None))
+                await asyncio.shield(running)
+            return await self._batcher.submit(q.tenant, q, deadline)
 
     def check_writable(self) -> None:
         """A read replica (``--read-only``) refuses writes to the served collection before touching Qdrant."""

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,7 @@ class Engine:
         self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
         atomic = isinstance(codec, AtomicCodec)
         self._filtered = FilteredTries(store, lambda: self.backend.device, atomic)
-        self._lexical = LexicalIndexes(store, config.lexical_max_docs)
+        self._lexical = LexicalIndexes(store, config.lexical_max_docs, config.lexical_idle_s)
         trained = trained_docids(config.index_dir)
         self.writer = DocumentWriter(config, store, codec, self.embed_documents,
                                      Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
@@ -410,6 +410,10 @@ class Engine:
         if self._reads_lexical(q, self._live):
             with tracing.span("lexical.prepare"):
                 self._lexical.prepare(q.tenant)
+
+    def searching(self, tenant: str) -> AbstractContextManager[None]:
+        """One search of the tenant in flight (see ``LexicalIndexes.using``)."""
+        return self._lexical.using(tenant)
 
     @staticmethod
     def _filter(q: SearchQuery) -> Any:

@@ -7,34 +7,47 @@ up only the tenant's own search, never the other tenants' searches decoded besid
 (document frequencies, average length) are the tenant's own: another tenant's documents never change a
 tenant's lexical scores or ranks.
 
-Built indexes are kept up to ``max_docs`` documents in all; past it the least recently used tenants'
-indexes are dropped (and built again when next needed). A tenant larger than the cap keeps its own.
+Built indexes are held up to ``max_docs`` documents in all, and what happens to one tenant's index depends on
+that tenant alone: it is dropped when the tenant's documents change or when the tenant has not searched for
+``idle_s`` seconds, and another tenant's build never pushes it out. A build that does not fit beside the
+indexes held (or is larger than the cap) is held only while its tenant has searches in flight (``using``),
+so only that tenant's later searches pay to build it again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from genret.data.lexical import Bm25
 from genret.store import QdrantStore
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class _Built:
     point_ids: tuple[str, ...]  # row i of the index is point_ids[i]
     bm25: Bm25 | None  # None: the tenant has no text to index
+    used: float = 0.0  # when the tenant last searched it (monotonic seconds)
 
 
 class LexicalIndexes:
-    def __init__(self, store: QdrantStore, max_docs: int = 1_000_000) -> None:
+    def __init__(self, store: QdrantStore, max_docs: int = 1_000_000, idle_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._max_docs = max_docs
-        self._built: OrderedDict[str, _Built] = OrderedDict()  # least recently used first
+        self._idle_s = idle_s
+        self._clock = clock
+        self._built: dict[str, _Built] = {}  # held within the cap
+        self._leased: dict[str, _Built] = {}  # did not fit: held while the tenant has searches in flight
+        self._users: dict[str, int] = {}  # tenant -> its searches in flight
         self._changes: dict[str, int] = {}  # tenant -> how many times its documents changed
         self._lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
@@ -44,6 +57,21 @@ class LexicalIndexes:
         with self._lock:
             self._changes[tenant] = self._changes.get(tenant, 0) + 1
             self._built.pop(tenant, None)
+            self._leased.pop(tenant, None)
+
+    @contextmanager
+    def using(self, tenant: str) -> Iterator[None]:
+        """One search of the tenant in flight: an index of its that did not fit is held until none is."""
+        with self._lock:
+            self._users[tenant] = self._users.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users[tenant] -= 1
+                if not self._users[tenant]:
+                    del self._users[tenant]
+                    self._leased.pop(tenant, None)
 
     def prepare(self, tenant: str) -> None:
         """Build the tenant's index now if it is not built (a search then finds it ready)."""
@@ -52,11 +80,13 @@ class LexicalIndexes:
     def ready(self, tenant: str) -> bool:
         """Whether the tenant's index is built (a search needs no build first)."""
         with self._lock:
-            return tenant in self._built
+            self._expire()
+            return tenant in self._built or tenant in self._leased
 
     def held(self) -> dict[str, int]:
-        """Documents in each tenant's built index."""
+        """Documents in each tenant's index held within the cap."""
         with self._lock:
+            self._expire()
             return {t: len(b.point_ids) for t, b in self._built.items()}
 
     def search(self, tenant: str, text: str, k: int,
@@ -79,33 +109,50 @@ class LexicalIndexes:
 
     def _index(self, tenant: str) -> _Built:
         with self._lock:
-            found = self._built.get(tenant)
+            found = self._use(tenant)
             if found is not None:
-                self._built.move_to_end(tenant)
                 return found
             building = self._building.setdefault(tenant, threading.Lock())
         with building:  # one build per tenant at a time; other tenants are not held up
             with self._lock:
-                found = self._built.get(tenant)
+                found = self._use(tenant)
                 seen = self._changes.get(tenant, 0)
             if found is not None:
                 return found
             docs = [d for d in self._store.scroll_tenant(tenant) if f"{d.title} {d.text}".strip()]
             built = _Built(tuple(d.point_id for d in docs), _bm25([f"{d.title} {d.text}" for d in docs]))
             with self._lock:
-                if self._changes.get(tenant, 0) == seen:  # not changed while it was read: keep it
-                    self._built[tenant] = built
-                    self._evict(tenant)
+                if self._changes.get(tenant, 0) == seen:  # not changed while it was read: hold it
+                    self._hold(tenant, built)
             return built
 
-    def _evict(self, keep: str) -> None:
-        """Drop the least recently used indexes (never ``keep``'s) until the cap holds. Under ``_lock``."""
+    def _use(self, tenant: str) -> _Built | None:
+        """The tenant's held index (marked used now), else its leased one, else None. Under ``_lock``."""
+        self._expire()
+        found = self._built.get(tenant)
+        if found is not None:
+            self._built[tenant] = replace(found, used=self._clock())
+            return found
+        return self._leased.get(tenant)
+
+    def _hold(self, tenant: str, built: _Built) -> None:
+        """Hold ``built`` within the cap if it fits beside the indexes held (no other tenant's is dropped for
+        it), else while the tenant has searches in flight. Under ``_lock``."""
         held = sum(len(b.point_ids) for b in self._built.values())
-        for tenant in list(self._built):
-            if held <= self._max_docs:
-                break
-            if tenant != keep:
-                held -= len(self._built.pop(tenant).point_ids)
+        if held + len(built.point_ids) <= self._max_docs:
+            self._built[tenant] = replace(built, used=self._clock())
+            return
+        log.warning("the lexical index of tenant %s (%d documents) is not kept: %d of GENRET_LEXICAL_MAX_DOCS=%d "
+                    "are held; it is built again for the tenant's next searches", tenant, len(built.point_ids), held,
+                    self._max_docs)
+        if self._users.get(tenant):
+            self._leased[tenant] = built
+
+    def _expire(self) -> None:
+        """Drop the indexes whose tenants have not searched for ``idle_s``. Under ``_lock``."""
+        now = self._clock()
+        for tenant in [t for t, b in self._built.items() if now - b.used > self._idle_s]:
+            del self._built[tenant]
 
 
 def _bm25(texts: list[str]) -> Bm25 | None:

@@ -13,6 +13,7 @@ import pytest
 
 from genret.client import search_request
 from genret.data.lexical import Bm25
+from genret.metrics import REGISTRY
 from genret.ranking.fusion import dbsf, rrf
 from genret.serving.lexical import LexicalIndexes
 from genret.store import QdrantStore
@@ -177,6 +178,8 @@ def test_no_tenants_searches_drop_another_tenants_lexical_index(stack: Stack) ->
     sizes = {t: len(_texts(stack.store, t)[0]) for t in (TENANT, OTHER)}
     answers = {t: LexicalIndexes(stack.store).search(t, QUERY, 10) for t in sizes}
     reads, clock = _Reads(stack.store), _Clock()
+    not_kept = lambda: REGISTRY.get_sample_value("genret_lexical_builds_total", {"kept": "no"}) or 0.0  # noqa: E731
+    before = not_kept()
     indexes = LexicalIndexes(reads, max_docs=max(sizes.values()), idle_s=60, clock=clock)  # type: ignore[arg-type]
     assert indexes.search(TENANT, QUERY, 10) == answers[TENANT]
     for _ in range(3):  # OTHER's index does not fit beside TENANT's: built for each search, not kept
@@ -187,10 +190,12 @@ def test_no_tenants_searches_drop_another_tenants_lexical_index(stack: Stack) ->
         indexes.prepare(OTHER)
         assert indexes.ready(OTHER) and indexes.search(OTHER, QUERY, 10) == answers[OTHER]
     assert not indexes.ready(OTHER) and reads.scrolls[OTHER] == 4
+    assert not_kept() - before == 4  # each build that was not kept is counted for the operator
     assert indexes.search(TENANT, QUERY, 10) == answers[TENANT] and reads.scrolls[TENANT] == 1  # never rebuilt
     clock.now += 61  # TENANT idle for longer than idle_s: its own idleness lets it go
     assert indexes.held() == {}
     assert indexes.search(OTHER, QUERY, 10) == answers[OTHER] and indexes.held() == {OTHER: sizes[OTHER]}
+    assert REGISTRY.get_sample_value("genret_lexical_documents") == sizes[OTHER]
     indexes.changed(OTHER)  # its own write drops it
     assert indexes.held() == {}
     alone = LexicalIndexes(stack.store, max_docs=1)  # larger than the cap: served, never kept

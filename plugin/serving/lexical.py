@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from genret.data.lexical import Bm25
+from genret.metrics import LEXICAL_BUILDS, LEXICAL_DOCS
 from genret.store import QdrantStore
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class LexicalIndexes:
             self._changes[tenant] = self._changes.get(tenant, 0) + 1
             self._built.pop(tenant, None)
             self._leased.pop(tenant, None)
+            self._count()
 
     @contextmanager
     def using(self, tenant: str) -> Iterator[None]:
@@ -138,9 +140,12 @@ class LexicalIndexes:
     def _hold(self, tenant: str, built: _Built) -> None:
         """Hold ``built`` within the cap if it fits beside the indexes held (no other tenant's is dropped for
         it), else while the tenant has searches in flight. Under ``_lock``."""
-        held = sum(len(b.point_ids) for b in self._built.values())
-        if held + len(built.point_ids) <= self._max_docs:
+        held = self._count()
+        kept = held + len(built.point_ids) <= self._max_docs
+        LEXICAL_BUILDS.labels(kept="yes" if kept else "no").inc()
+        if kept:
             self._built[tenant] = replace(built, used=self._clock())
+            self._count()
             return
         log.warning("the lexical index of tenant %s (%d documents) is not kept: %d of GENRET_LEXICAL_MAX_DOCS=%d "
                     "are held; it is built again for the tenant's next searches", tenant, len(built.point_ids), held,
@@ -151,8 +156,17 @@ class LexicalIndexes:
     def _expire(self) -> None:
         """Drop the indexes whose tenants have not searched for ``idle_s``. Under ``_lock``."""
         now = self._clock()
-        for tenant in [t for t, b in self._built.items() if now - b.used > self._idle_s]:
+        idle = [t for t, b in self._built.items() if now - b.used > self._idle_s]
+        for tenant in idle:
             del self._built[tenant]
+        if idle:
+            self._count()
+
+    def _count(self) -> int:
+        """Documents in the indexes kept, also set on the metric. Under ``_lock``."""
+        held = sum(len(b.point_ids) for b in self._built.values())
+        LEXICAL_DOCS.set(held)
+        return held
 
 
 def _bm25(texts: list[str]) -> Bm25 | None:

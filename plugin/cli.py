@@ -60,6 +60,9 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="time budget of training: the frozen-encoder pass (its estimate is logged first) and the epochs")
+    p.add_argument("--checkpoint-every-s", type=float, default=60.0,
+                   help="save the training state (which a rerun resumes from) after an epoch at most this often; "
+                   "0: after every epoch")
     p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=None,
                    help="train only the decoder on cached encoder states (default: on for the default model, whose "
                    "encoder is pretrained MiniLM; off for others)")
@@ -350,8 +353,8 @@ def _train_config(args: argparse.Namespace, minilm: bool, freeze_rows: bool = Fa
                        decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
                        freeze_encoder=freeze_encoder, freeze_docid_embeddings=rows,
                        encoder_cache=args.encoder_cache, train_encoder_layers=args.train_encoder_layers,
-                       sam_rho=args.sam_rho,
-                       listwise_weight=args.listwise_weight, seed=args.seed)
+                       sam_rho=args.sam_rho, listwise_weight=args.listwise_weight, seed=args.seed,
+                       checkpoint_every_s=args.checkpoint_every_s)
 
 
 def _pair_options(args: argparse.Namespace) -> Any:

@@ -126,19 +126,12 @@ def _train(model: Any, tokenizer: Any, spec: ModelSpec, codec: DocidCodec, texts
     labels = codec.encode_many(docids)
     rows = [row[: int((row != 0).sum())] for row in labels]
 
-    def save_model() -> None:
+    stats = train(model, tokenizer, spec, texts, rows, cfg, device, ranks=ranks,
+                  state_path=train_state_path(index_dir), soft=soft, known_states=states)
+    if ranks.main:
         assert staging is not None  # rank 0's
         model.save_pretrained(staging / MODEL_DIR)
         tokenizer.save_pretrained(staging / MODEL_DIR)
-
-    def after_epoch(epoch: int) -> None:
-        save_model()
-        log.info("model saved after epoch %d", epoch)
-
-    stats = train(model, tokenizer, spec, texts, rows, cfg, device, on_epoch=after_epoch, ranks=ranks,
-                  state_path=train_state_path(index_dir), soft=soft, known_states=states)
-    if ranks.main:
-        save_model()
         log.info("model saved after training (%s steps)", stats.steps)
     return stats
 

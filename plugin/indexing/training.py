@@ -62,8 +62,11 @@ class TrainConfig:
     listwise_weight: float = 1.0  # weight of the listwise loss against teacher targets, when given
     seed: int = 0
     progress: bool = True
+    checkpoint_every_s: float = 60.0  # the training state is saved after an epoch at most this often; 0: every epoch
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every_s < 0:
+            raise ValueError(f"--checkpoint-every-s must be at least 0, got {self.checkpoint_every_s}")
         if self.train_encoder_layers < 0:
             raise ValueError(f"--train-encoder-layers must be at least 0, got {self.train_encoder_layers}")
         if self.train_encoder_layers and not self.freeze_encoder:
@@ -193,9 +196,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
 
     Under ``torchrun`` (``ranks.active``) every rank calls this with the same pairs and trains on its shard
     with ``ceil(batch_size / world)`` pairs per step; the gradients are averaged, so a step sees about
-    ``batch_size`` pairs as in one process. With ``state_path`` rank 0 saves the training state after every
-    epoch, and a run of the same pairs and settings started again resumes after the last saved epoch;
-    ``on_epoch`` (rank 0 only) runs after each epoch."""
+    ``batch_size`` pairs as in one process. With ``state_path`` rank 0 saves the training state after an
+    epoch once ``cfg.checkpoint_every_s`` has passed since the last save (or the start), and a run of the same
+    pairs and settings started again resumes after the last saved epoch; ``on_epoch`` (rank 0 only) runs
+    after each epoch."""
     if len(texts) != len(docids) or not texts:
         raise ValueError("training needs the same positive number of texts and docids")
     if soft is not None and not (soft[0].shape == soft[1].shape and soft[0].shape[0] == len(texts)):
@@ -259,7 +263,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
         log.info("resuming training after epoch %d (step %d of %d)", epoch, step, total_steps)
     net = wrap(model, ranks, device, unused_parameters=not cfg.freeze_encoder)
 
-    t0 = time.monotonic()
+    t0 = last_save = time.monotonic()
     last_loss, stopped_by, resumed_seen = float("nan"), "epochs", seen
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not cfg.progress or not ranks.main,
                mininterval=progress_interval(), unit="step")
@@ -299,10 +303,12 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
         if stopped_by == "time":
             break
         epoch += 1
-        if ranks.main and state_path is not None:
+        if ranks.main and state_path is not None and time.monotonic() - last_save >= cfg.checkpoint_every_s:
+            last_save = time.monotonic()
             _save(state_path, {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "step": step, "seen": seen, "epoch": epoch,
                                "rng": torch.get_rng_state()})
+            log.info("training state saved after epoch %d", epoch)
         if on_epoch is not None and ranks.main:
             on_epoch(epoch)
     bar.close()

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 class _Built:
     point_ids: tuple[str, ...]  # row i of the index is point_ids[i]
     bm25: Bm25 | None  # None: the tenant has no text to index
-    used: float = 0.0  # when the tenant last searched it (monotonic seconds)
 
 
 class LexicalIndexes:
@@ -47,6 +46,8 @@ class LexicalIndexes:
         self._idle_s = idle_s
         self._clock = clock
         self._built: dict[str, _Built] = {}  # held within the cap
+        self._used: dict[str, float] = {}  # tenant -> when it last searched its held index (clock seconds)
+        self._docs = 0  # documents in the indexes held within the cap
         self._leased: dict[str, _Built] = {}  # did not fit: held while the tenant has searches in flight
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
         self._changes: dict[str, int] = {}  # tenant -> how many times its documents changed
@@ -57,9 +58,8 @@ class LexicalIndexes:
         """The tenant's documents changed: its index is rebuilt on its next search."""
         with self._lock:
             self._changes[tenant] = self._changes.get(tenant, 0) + 1
-            self._built.pop(tenant, None)
+            self._drop(tenant)
             self._leased.pop(tenant, None)
-            self._count()
 
     @contextmanager
     def using(self, tenant: str) -> Iterator[None]:
@@ -82,13 +82,13 @@ class LexicalIndexes:
     def ready(self, tenant: str) -> bool:
         """Whether the tenant's index is built (a search needs no build first)."""
         with self._lock:
-            self._expire()
+            self._expire(tenant)
             return tenant in self._built or tenant in self._leased
 
     def held(self) -> dict[str, int]:
         """Documents in each tenant's index held within the cap."""
         with self._lock:
-            self._expire()
+            self._expire(*self._built)
             return {t: len(b.point_ids) for t, b in self._built.items()}
 
     def search(self, tenant: str, text: str, k: int,
@@ -130,22 +130,24 @@ class LexicalIndexes:
 
     def _use(self, tenant: str) -> _Built | None:
         """The tenant's held index (marked used now), else its leased one, else None. Under ``_lock``."""
-        self._expire()
+        self._expire(tenant)
         found = self._built.get(tenant)
         if found is not None:
-            self._built[tenant] = replace(found, used=self._clock())
+            self._used[tenant] = self._clock()
             return found
         return self._leased.get(tenant)
 
     def _hold(self, tenant: str, built: _Built) -> None:
         """Hold ``built`` within the cap if it fits beside the indexes held (no other tenant's is dropped for
         it), else while the tenant has searches in flight. Under ``_lock``."""
-        held = self._count()
+        self._expire(*self._built)  # idle indexes leave room first
+        held = self._docs
         kept = held + len(built.point_ids) <= self._max_docs
         LEXICAL_BUILDS.labels(kept="yes" if kept else "no").inc()
         if kept:
-            self._built[tenant] = replace(built, used=self._clock())
-            self._count()
+            self._built[tenant], self._used[tenant] = built, self._clock()
+            self._docs += len(built.point_ids)
+            LEXICAL_DOCS.set(self._docs)
             return
         log.warning("the lexical index of tenant %s (%d documents) is not kept: %d of GENRET_LEXICAL_MAX_DOCS=%d "
                     "are held; it is built again for the tenant's next searches", tenant, len(built.point_ids), held,
@@ -153,20 +155,19 @@ class LexicalIndexes:
         if self._users.get(tenant):
             self._leased[tenant] = built
 
-    def _expire(self) -> None:
-        """Drop the indexes whose tenants have not searched for ``idle_s``. Under ``_lock``."""
+    def _expire(self, *tenants: str) -> None:
+        """Drop those of the tenants' indexes unused for more than ``idle_s``. Under ``_lock``."""
         now = self._clock()
-        idle = [t for t, b in self._built.items() if now - b.used > self._idle_s]
-        for tenant in idle:
-            del self._built[tenant]
-        if idle:
-            self._count()
+        for tenant in [t for t in tenants if t in self._built and now - self._used[t] > self._idle_s]:
+            self._drop(tenant)
 
-    def _count(self) -> int:
-        """Documents in the indexes kept, also set on the metric. Under ``_lock``."""
-        held = sum(len(b.point_ids) for b in self._built.values())
-        LEXICAL_DOCS.set(held)
-        return held
+    def _drop(self, tenant: str) -> None:
+        """Let the tenant's held index go, if it has one. Under ``_lock``."""
+        built = self._built.pop(tenant, None)
+        if built is not None:
+            del self._used[tenant]
+            self._docs -= len(built.point_ids)
+            LEXICAL_DOCS.set(self._docs)
 
 
 def _bm25(texts: list[str]) -> Bm25 | None:

@@ -53,11 +53,11 @@ def small_corpus(tmp: Path, n: int, start: int = 0, name: str = "corpus") -> Pat
 
 
 def trained_engine(store: QdrantStore, cfg: Config, titles: dict[str, str], scheme: str, epochs: int,
-                   branching: int = 4) -> Engine:
+                   branching: int = 4, lr: float = 3e-3) -> Engine:
     """A tiny model trained on the documents and on each title as a query for its document; its engine."""
     tq = TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles})
     opts = IndexOptions(scheme=scheme, branching=branching, model="tiny", pairs=PairOptions(max_chunks=1),
-                        train=TrainConfig(epochs=epochs, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3,
+                        train=TrainConfig(epochs=epochs, batch_size=16, decoder_lr=lr, encoder_lr=lr,
                                           progress=False, seed=0))
     torch.manual_seed(0)
     build_index(store, cfg.index_dir, opts, torch.device("cpu"), tq)
@@ -75,7 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     load_beir(store, corpus, OTHER, with_vectors=True, limit=6)  # same texts, another namespace
     docs = load_corpus(corpus)
     titles = {d.doc_id: d.title for d in docs}
-    engine = trained_engine(store, cfg, titles, "semantic", epochs=60)
+    engine = trained_engine(store, cfg, titles, "semantic", epochs=40, lr=5e-3)
     server = ServerThread(cfg, engine).__enter__()
     channel = grpc.insecure_channel(server.target)
     try:

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from genret.config import Config, force_offline, launcher_ranks, load_config
@@ -232,10 +233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
         return _dispatch(args)
     except (FileNotFoundError, ValueError, GenretError) as exc:
@@ -266,9 +263,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(key)  # shown once; the file keeps only its SHA-256
         return 0
 
-    from genret.devices import resolve_device
-    from genret.store import QdrantStore
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     cfg = _config(args)
     if args.command == "serve":
         from genret.api.server import serve
@@ -281,45 +279,70 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(cfg, minutes=args.minutes, fresh=args.fresh)
 
+    work = _prepare(args, cfg)
     if args.command == "index" and launcher_ranks()[1] > 1:
-        return _index_ranked(args, cfg)
+        return _index_ranked(work, cfg)
+    from genret.store import QdrantStore
+
     store = QdrantStore(cfg)
     try:
-        if args.command == "load":
-            from genret.data.loader import load_beir
-
-            n = load_beir(store, args.data, args.tenant, not args.no_vectors, resolve_device(cfg.device),
-                          args.limit, args.payload_fields)
-            print(f"loaded {n} documents into '{cfg.collection}' (tenant '{args.tenant}')")
-        elif args.command == "index":
-            _index(args, cfg, store)
-        elif args.command == "eval":
-            _eval(args, cfg, store)
-        elif args.command == "calibrate":
-            from genret.evaluation.reliability import calibrate_index
-            from genret.serving.engine import Engine
-
-            cal, path = calibrate_index(Engine.load(cfg, store), args.data, args.split, args.tenant,
-                                        args.beam_size, limit=args.limit)
-            print(describe_calibration(cal, path))
+        work(store)
     finally:
         store.close()
     return 0
 
 
-def _index_ranked(args: argparse.Namespace, cfg: Config) -> int:
+def _prepare(args: argparse.Namespace, cfg: Config) -> Callable[..., None]:
+    """Check what a command reads besides Qdrant (its folder and split, its options, the index) and return
+    its work on the opened store: a bad input is refused before Qdrant is opened, so nothing is created."""
+    from genret.data.beir import corpus_file, load_qrels, load_queries
+
+    if args.command == "load":
+        corpus_file(args.data)
+        return lambda store: _load(args, cfg, store)
+    if args.command == "index":
+        job = _index_job(args, cfg)
+        return lambda store, ranks=None, device=None: _index(job, cfg, store, ranks, device)
+    load_queries(args.data)
+    load_qrels(args.data, args.split)
+    from genret.data.index_dir import read_manifest
+
+    read_manifest(cfg.index_dir)
+    return lambda store: (_eval if args.command == "eval" else _calibrate)(args, cfg, store)
+
+
+def _load(args: argparse.Namespace, cfg: Config, store: Any) -> None:
+    from genret.data.loader import load_beir
+
+    device = None
+    if not args.no_vectors:  # torch only to embed
+        from genret.devices import resolve_device
+
+        device = resolve_device(cfg.device)
+    n = load_beir(store, args.data, args.tenant, not args.no_vectors, device, args.limit, args.payload_fields)
+    print(f"loaded {n} documents into '{cfg.collection}' (tenant '{args.tenant}')")
+
+
+def _calibrate(args: argparse.Namespace, cfg: Config, store: Any) -> None:
+    from genret.evaluation.reliability import calibrate_index
+    from genret.serving.engine import Engine
+
+    cal, path = calibrate_index(Engine.load(cfg, store), args.data, args.split, args.tenant,
+                                args.beam_size, limit=args.limit)
+    print(describe_calibration(cal, path))
+
+
+def _index_ranked(work: Callable[..., None], cfg: Config) -> int:
     """`genret index` as one rank of several started by torchrun: rank 0 alone opens Qdrant."""
     from genret.devices import resolve_device
     from genret.indexing.distributed import Ranks, start, stop
     from genret.store import QdrantStore
 
-    if args.add:
-        raise ValueError("--add trains in one process; run it without torchrun")
     ranks = Ranks(*launcher_ranks())
     device = start(ranks, resolve_device(cfg.device))
     store = QdrantStore(cfg) if ranks.main else None
     try:
-        _index(args, cfg, store, ranks, device)
+        work(store, ranks, device)
     finally:
         if store is not None:
             store.close()
@@ -367,26 +390,45 @@ def _pair_options(args: argparse.Namespace) -> Any:
                        **({"query_instruction": args.query_instruction} if args.query_instruction else {}))
 
 
-def _index(args: argparse.Namespace, cfg: Config, store: Any, ranks: Any = None, device: Any = None) -> None:
+@dataclass(frozen=True)
+class _IndexJob:
+    """`genret index` as checked before Qdrant is opened: its options and training queries."""
+
+    options: Any  # IndexOptions, or AddOptions with --add
+    queries: Any  # TrainingQueries | None
+
+
+def _index_job(args: argparse.Namespace, cfg: Config) -> _IndexJob:
     from genret.data.beir import load_qrels, load_queries
     from genret.data.index_dir import read_manifest
-    from genret.devices import resolve_device
-    from genret.indexing.distributed import SINGLE
-    from genret.indexing.indexer import AddOptions, TrainingQueries, add_documents, build_index
+    from genret.indexing.indexer import AddOptions, TrainingQueries, check_index_options
     from genret.indexing.models import MINILM
 
-    ranks = ranks or SINGLE
+    if args.add and launcher_ranks()[1] > 1:
+        raise ValueError("--add trains in one process; run it without torchrun")
     tq = None
     if args.queries_from:
         tq = TrainingQueries(load_queries(args.queries_from), load_qrels(args.queries_from, args.queries_split))
-    device = device or resolve_device(cfg.device)
     if args.add:
         minilm = read_manifest(cfg.index_dir).model_spec.base == MINILM
-        m = add_documents(store, cfg.index_dir, AddOptions(args.replay, _pair_options(args), args.query_cache,
-                                                           _train_config(args, minilm)), device, tq)
+        return _IndexJob(AddOptions(args.replay, _pair_options(args), args.query_cache, _train_config(args, minilm)),
+                         tq)
+    options = index_options(args)
+    check_index_options(options)
+    return _IndexJob(options, tq)
+
+
+def _index(job: _IndexJob, cfg: Config, store: Any, ranks: Any = None, device: Any = None) -> None:
+    from genret.devices import resolve_device
+    from genret.indexing.distributed import SINGLE
+    from genret.indexing.indexer import AddOptions, add_documents, build_index
+
+    device = device or resolve_device(cfg.device)
+    if isinstance(job.options, AddOptions):
+        m = add_documents(store, cfg.index_dir, job.options, device, job.queries)
         stats = m.training["additions"][-1]["stats"]
     else:
-        built = build_index(store, cfg.index_dir, index_options(args), device, tq, ranks)
+        built = build_index(store, cfg.index_dir, job.options, device, job.queries, ranks or SINGLE)
         if built is None:  # a rank other than 0: rank 0 writes the index and reports
             return
         m = built
@@ -412,12 +454,9 @@ def describe_calibration(cal: Any, path: Any) -> str:
 
 
 def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
-    from genret.data.beir import load_qrels, load_queries
     from genret.evaluation.evaluate import evaluate, markdown_table, write_results
     from genret.serving.engine import Engine
 
-    load_queries(args.data)  # fail fast on a wrong folder or split, before loading the model
-    load_qrels(args.data, args.split)
     engine = Engine.load(cfg, store)
     results = evaluate(engine, store, args.data, args.split, args.tenant, beams=args.beam_size)
     name = args.name or f"eval-{cfg.collection}-{args.split}"

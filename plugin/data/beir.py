@@ -25,10 +25,16 @@ def demo_corpus_path() -> Path:
     return Path(str(resources.files("genret") / "demo_data" / "cranfield"))
 
 
-def load_corpus(folder: str | Path) -> list[Document]:
+def corpus_file(folder: str | Path) -> Path:
+    """The folder's corpus.jsonl; FileNotFoundError when it has none."""
     path = Path(folder) / "corpus.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: a BEIR folder holds corpus.jsonl")
+    return path
+
+
+def load_corpus(folder: str | Path) -> list[Document]:
+    path = corpus_file(folder)
     docs = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):

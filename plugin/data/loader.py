@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from genret.data.beir import Document, load_corpus, read_payload_fields
-from genret.data.embed import EMBED_DIM, TextEncoder
 from genret.store import QdrantStore
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,17 @@ def load_beir(store: QdrantStore, folder: str | Path, tenant: str, with_vectors:
     if not tenant:
         raise ValueError("a tenant name is required")
     docs = load_corpus(folder)[:limit]
-    store.ensure_collection(EMBED_DIM if with_vectors else None)
-    if with_vectors and not store.has_vectors():
-        raise ValueError(f"collection '{store.collection}' exists without dense vectors; "
-                         "load with --no-vectors or use a new collection")
     vectors = None
     if with_vectors:
+        from genret.data.embed import EMBED_DIM, TextEncoder  # torch and transformers only to embed
+
+        store.ensure_collection(EMBED_DIM)
+        if not store.has_vectors():
+            raise ValueError(f"collection '{store.collection}' exists without dense vectors; "
+                             "load with --no-vectors or use a new collection")
         vectors = TextEncoder(device=device).encode([f"{d.title}. {d.text}" for d in docs], progress=True)
+    else:
+        store.ensure_collection(None)
     more = read_payload_fields(payload_fields) if payload_fields else {}
     payloads = [{**d.fields, **more.get(d.doc_id, {}), **(derive(d) if derive else {})} for d in docs]
     store.upsert_documents(tenant, [(d.doc_id, d.title, d.text) for d in docs], vectors,

@@ -228,8 +228,9 @@ def _neutral_rows(model: Any, spec: ModelSpec, codec: AtomicCodec, first: int) -
                               np.zeros((len(spare), model.get_output_embeddings().weight.shape[1]), np.float32))
 
 
-def _check_options(options: IndexOptions) -> None:
-    """What cannot work together, refused before anything is read or written."""
+def check_index_options(options: IndexOptions) -> None:
+    """What cannot work together, refused before anything is read or written: option pairs, and a cut of
+    the encoder's layers outside the encoder (read from a local checkpoint's config)."""
     if options.pairs.round_trip < 0 or options.query_skip < 0 or options.train.listwise_weight < 0:
         raise ValueError("--round-trip, --query-skip and --listwise-weight cannot be negative")
     if options.docid_init not in DOCID_INITS:
@@ -241,6 +242,8 @@ def _check_options(options: IndexOptions) -> None:
     if options.teacher.kind != "none" and options.scheme != "atomic":
         raise ValueError(f"teacher targets ({options.teacher.kind}) need atomic docids (one token per document): "
                          "--scheme atomic, or --teacher none")
+    if options.train.train_encoder_layers:
+        layers_below(encoder_depth(options.model), options.train.train_encoder_layers)
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,6 @@ def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, devi
     if not tenants:
         raise ValueError(f"collection '{store.collection}' has no documents with a "
                          f"'{store.config.tenant_key}' field: load documents first")
-    _check_options(options)
     teaching = options.teacher.kind != "none" or options.pairs.round_trip > 0
     by_vector = options.scheme in PLACED_BY_VECTOR or options.docid_init == "embeddings" or teaching
     parts: list[_Trained] = []
@@ -301,9 +303,7 @@ def build_index(store: QdrantStore | None, index_dir: str | Path, options: Index
     """Train a new index of every document in the collection. Under ``torchrun`` every rank calls this:
     rank 0 (the only one given a ``store``) plans, all train, rank 0 writes and returns the manifest; the
     other ranks return None."""
-    top = options.train.train_encoder_layers
-    if top:
-        layers_below(encoder_depth(options.model), top)  # a cut outside the encoder is refused before any work
+    check_index_options(options)
     if ranks.main:
         assert store is not None, "rank 0 reads the collection"
         plan: _Plan | None = _plan(store, index_dir, options, device, training_queries, not ranks.active)

@@ -186,6 +186,7 @@ def test_no_tenants_searches_drop_another_tenants_lexical_index(stack: Stack) ->
         clock.now += 10
         assert indexes.search(OTHER, QUERY, 10) == answers[OTHER]
     assert indexes.held() == {TENANT: sizes[TENANT]} and reads.scrolls == {TENANT: 1, OTHER: 3}
+    assert indexes.overflows(OTHER) and not indexes.overflows(TENANT)
     with indexes.using(OTHER):  # while OTHER has searches in flight, their build is held for them
         indexes.prepare(OTHER)
         assert indexes.ready(OTHER) and indexes.search(OTHER, QUERY, 10) == answers[OTHER]
@@ -195,6 +196,7 @@ def test_no_tenants_searches_drop_another_tenants_lexical_index(stack: Stack) ->
     clock.now += 61  # TENANT idle for longer than idle_s: its own idleness lets it go
     assert indexes.held() == {}
     assert indexes.search(OTHER, QUERY, 10) == answers[OTHER] and indexes.held() == {OTHER: sizes[OTHER]}
+    assert not indexes.overflows(OTHER)  # its build fits again
     assert REGISTRY.get_sample_value("genret_lexical_documents") == sizes[OTHER]
     indexes.changed(OTHER)  # its own write drops it
     assert indexes.held() == {}
@@ -235,3 +237,46 @@ def test_a_tenants_waiting_searches_share_one_build_and_never_hold_up_another_te
         release.set()
         del lexical._index
     assert len(entered) == 1
+
+
+def test_rebuilds_of_indexes_too_large_to_keep_never_take_the_other_tenants_build_threads(stack: Stack) -> None:
+    """Two tenants whose lexical indexes do not fit under the cap rebuild them for each burst of searches.
+    Their builds run in one lane of their own: with both stalled, a third tenant's first build still gets a
+    thread and its search is served."""
+    lexical = stack.engine._lexical
+    big, small = ["spill-a", "spill-b"], "spill-small"
+    words = "supersonic flow over swept wings at high incidence"
+    docs = {t: [pb.Document(id=f"d{i}", title=t, text=f"{words} {i}") for i in range(3)] for t in big}
+    docs[small] = [pb.Document(id="d0", title=small, text=words)]
+    for tenant, batch in docs.items():
+        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=batch), timeout=60)
+    release, entered = threading.Event(), Counter[str]()
+    index, max_docs = lexical._index, lexical._max_docs
+
+    def stalled(tenant: str) -> object:
+        if tenant in big and threading.current_thread().name != "genret-engine":
+            entered[threading.current_thread().name] += 1
+            release.wait(60)
+        return index(tenant)
+
+    search = lambda tenant: search_request(tenant, QUERY, 10, "hybrid", "rrf", 20)  # noqa: E731
+    lexical._max_docs = sum(lexical.held().values()) + 2  # the small tenant's index fits, the big ones' do not
+    try:
+        for tenant in big:  # first builds: not kept, so these tenants overflow from now on
+            assert stack.stub.Search(search(tenant), timeout=60).hits and not lexical.ready(tenant)
+            assert stack.engine.overflows(tenant)
+        lexical._index = stalled  # type: ignore[method-assign]
+        waiting = [stack.stub.Search.future(search(t), timeout=90) for t in big]
+        mine = stack.stub.Search(search(small), timeout=30)  # its first build, on a thread of its own
+        assert mine.hits and not any(f.done() for f in waiting)
+        assert lexical.ready(small) and not stack.engine.overflows(small)
+        assert set(entered) == {"genret-prepare-overflow_0"} and entered.total() == 1  # the other waits its turn
+        release.set()
+        assert all(f.result().hits for f in waiting)
+        assert entered == {"genret-prepare-overflow_0": 2}
+    finally:
+        release.set()
+        del lexical._index
+        lexical._max_docs = max_docs
+        for tenant, batch in docs.items():
+            stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=[d.id for d in batch]), timeout=60)

@@ -167,7 +167,9 @@ class GenRetServicer:
 
     Searches go through the fair batcher onto one engine thread (the model serves one batch at a time);
     a tenant's own preparation for them (its lexical index) runs on ``PREPARE_WORKERS`` threads of its
-    own, so tenants building at once never take the threads the server's health checks use; writes run
+    own, so tenants building at once never take the threads the server's health checks use, and the
+    preparations of tenants whose last one was too large to keep (``overflows``) run on one more thread,
+    their own lane, so their rebuilds never take those threads from the other tenants; writes run
     on ``write_workers`` threads, one at a time per tenant, so one tenant's writes never queue another's.
     """
 
@@ -176,6 +178,7 @@ class GenRetServicer:
         self.engine = engine
         self._writes = ThreadPoolExecutor(max_workers=config.write_workers, thread_name_prefix="genret-writer")
         self._prepares = ThreadPoolExecutor(max_workers=PREPARE_WORKERS, thread_name_prefix="genret-prepare")
+        self._overflow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-prepare-overflow")
         rows = config.batch_rows or (32 if engine.on_accelerator else 8)
         self._batcher: FairBatcher[SearchQuery, list[SearchHit]] = FairBatcher(engine.search, rows)
         self._keys = KeyRing(config.keys_file, grace_s=config.keys_grace_s) if config.keys_file else None
@@ -187,6 +190,7 @@ class GenRetServicer:
         self._batcher.close()
         self._writes.shutdown(wait=False, cancel_futures=True)
         self._prepares.shutdown(wait=False, cancel_futures=True)
+        self._overflow.shutdown(wait=False, cancel_futures=True)
 
     def methods(self) -> dict[str, tuple[Handler, Callable[[bytes], Any]]]:
         """Each RPC's handler and request parser."""
@@ -255,7 +259,8 @@ class GenRetServicer:
                 running = self._preparing.get(q.tenant)
                 if running is None:
                     work = tracing.carry(lambda: self.engine.prepare(q))
-                    running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._prepares, work))
+                    lane = self._overflow if self.engine.overflows(q.tenant) else self._prepares
+                    running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(lane, work))
                     self._preparing[q.tenant] = running
                     running.add_done_callback(lambda _: self._preparing.pop(q.tenant, None))
                 await asyncio.shield(running)

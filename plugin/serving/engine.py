@@ -415,6 +415,10 @@ class Engine:
         """One search of the tenant in flight (see ``LexicalIndexes.using``)."""
         return self._lexical.using(tenant)
 
+    def overflows(self, tenant: str) -> bool:
+        """Whether the tenant's last lexical index build did not fit under the cap (``LexicalIndexes``)."""
+        return self._lexical.overflows(tenant)
+
     @staticmethod
     def _filter(q: SearchQuery) -> Any:
         return parse_filter(q.filter) if q.filter is not None else None

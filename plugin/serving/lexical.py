@@ -11,7 +11,8 @@ Built indexes are held up to ``max_docs`` documents in all, and what happens to 
 that tenant alone: it is dropped when the tenant's documents change or when the tenant has not searched for
 ``idle_s`` seconds, and another tenant's build never pushes it out. A build that does not fit beside the
 indexes held (or is larger than the cap) is held only while its tenant has searches in flight (``using``),
-so only that tenant's later searches pay to build it again.
+so only that tenant's later searches pay to build it again; until one of its builds fits, the tenant
+``overflows`` and the server runs its builds in a lane of their own (see the API layer's servicer).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class LexicalIndexes:
         self._docs = 0  # documents in the indexes held within the cap
         self._leased: dict[str, _Built] = {}  # did not fit: held while the tenant has searches in flight
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
+        self._overflowing: set[str] = set()  # tenants whose last build was not kept
         self._changes: dict[str, int] = {}  # tenant -> how many times its documents changed
         self._lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
@@ -84,6 +86,11 @@ class LexicalIndexes:
         with self._lock:
             self._expire(tenant)
             return tenant in self._built or tenant in self._leased
+
+    def overflows(self, tenant: str) -> bool:
+        """Whether the tenant's last build did not fit under the cap (so its next one is likely not to)."""
+        with self._lock:
+            return tenant in self._overflowing
 
     def held(self) -> dict[str, int]:
         """Documents in each tenant's index held within the cap."""
@@ -145,6 +152,7 @@ class LexicalIndexes:
         kept = held + len(built.point_ids) <= self._max_docs
         LEXICAL_BUILDS.labels(kept="yes" if kept else "no").inc()
         if kept:
+            self._overflowing.discard(tenant)
             self._built[tenant], self._used[tenant] = built, self._clock()
             self._docs += len(built.point_ids)
             LEXICAL_DOCS.set(self._docs)
@@ -152,6 +160,7 @@ class LexicalIndexes:
         log.warning("the lexical index of tenant %s (%d documents) is not kept: %d of GENRET_LEXICAL_MAX_DOCS=%d "
                     "are held; it is built again for the tenant's next searches", tenant, len(built.point_ids), held,
                     self._max_docs)
+        self._overflowing.add(tenant)
         if self._users.get(tenant):
             self._leased[tenant] = built
 

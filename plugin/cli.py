@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from genret.config import Config, force_offline, launcher_ranks, load_config
@@ -299,16 +300,15 @@ def _prepare(args: argparse.Namespace, cfg: Config) -> Callable[..., None]:
 
     if args.command == "load":
         corpus_file(args.data)
-        return lambda store: _load(args, cfg, store)
+        return partial(_load, args, cfg)
     if args.command == "index":
-        job = _index_job(args, cfg)
-        return lambda store, ranks=None, device=None: _index(job, cfg, store, ranks, device)
+        return partial(_index, _index_job(args, cfg), cfg)
     load_queries(args.data)
     load_qrels(args.data, args.split)
     from genret.data.index_dir import read_manifest
 
     read_manifest(cfg.index_dir)
-    return lambda store: (_eval if args.command == "eval" else _calibrate)(args, cfg, store)
+    return partial(_eval if args.command == "eval" else _calibrate, args, cfg)
 
 
 def _load(args: argparse.Namespace, cfg: Config, store: Any) -> None:

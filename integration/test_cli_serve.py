@@ -1,4 +1,5 @@
-"""`genret load`, `genret index`, `genret serve` and `genret search` as a user runs them; SIGTERM drains."""
+"""`genret load`, `genret serve` and `genret search` as a user runs them, each in its own process, with
+`genret index` through the same entry point in this one; SIGTERM drains."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qdrant_client import QdrantClient
+
+from genret.cli import main
 
 from .conftest import small_corpus
 
@@ -29,8 +32,10 @@ def test_cli_load_index_serve_search_sigterm(tmp_path: Path) -> None:
     r = genret("load", "--data", str(corpus), "--tenant", "t1", "--no-vectors", env=env)
     assert r.returncode == 0, r.stderr
     assert "loaded 12 documents" in r.stdout
-    r = genret("index", "--model", "tiny", "--scheme", "atomic", "--epochs", "1", "--generated-queries", "0", env=env)
-    assert r.returncode == 0, r.stderr
+    # index in this process: `genret index` in processes of its own is test_distributed_training.py's
+    assert main(["index", "--qdrant-path", env["GENRET_QDRANT_PATH"], "--index-dir", env["GENRET_INDEX_DIR"],
+                 "--collection", "cli", "--device", "cpu", "--model", "tiny", "--scheme", "atomic", "--epochs", "1",
+                 "--generated-queries", "0"]) == 0
     assert (tmp_path / "idx" / "manifest.json").is_file() and (tmp_path / "idx" / "docids.jsonl").is_file()
 
     bad = genret("eval", "--data", str(tmp_path / "missing"), env=env)

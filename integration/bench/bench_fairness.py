@@ -15,7 +15,8 @@ Each phase runs ``--seconds``:
             per-call size limit (40 documents of 95,000 characters).
 The baseline is B alone, in the same run on the same machine. ``--before DIR`` (a directory holding
 another build of the ``genret`` package, e.g. ``git archive`` of an earlier commit with ``plugin/`` as
-``genret/`` and ``kernels/`` as ``genret/kernels/``) runs every phase against that build's server too, on
+``genret/`` and its kernels folder, ``kernels/`` or, in later versions, ``kernels/ops/``, as
+``genret/kernels/``) runs every phase against that build's server too, on
 the same collection and index. A's clients run in a process of their own.
 Target: B's p99 with A flooding <= 2x B's p99 alone.
 """

@@ -113,6 +113,14 @@ def test_the_api_layer_loads_without_torch() -> None:
     assert out.stdout.strip() == "", f"importing the API layer loaded {out.stdout.strip()}"
 
 
+def test_the_kernels_folder_never_shadows_the_kernels_package() -> None:
+    """transformers imports the PyPI package ``kernels``: run from the repository root, ``import kernels``
+    must never find this repository's kernels/ folder as a regular package."""
+    code = "import kernels\nprint(getattr(kernels, '__file__', None) or '')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert not out.stdout.strip().startswith(str(ROOT / "kernels")), out.stdout
+
+
 def test_each_layer_imports_only_the_layers_below_it() -> None:
     assert layering_violations() == []
 

@@ -208,6 +208,34 @@ def test_no_tenants_searches_drop_another_tenants_lexical_index(stack: Stack) ->
     assert both.held() == sizes
 
 
+def test_what_is_kept_about_a_tenant_goes_with_its_index_and_its_searches(stack: Stack) -> None:
+    """Searches and writes naming ever more tenants grow nothing that outlives them: an index goes after
+    ``idle_s``, a build's bookkeeping when it ends, a tenant's overflow ``idle_s`` after its last build that
+    did not fit. A build its tenant's write overtook is served but not kept."""
+    clock = _Clock()
+    indexes = LexicalIndexes(stack.store, max_docs=1, idle_s=60, clock=clock)
+    ghosts = [f"nobody-{i}" for i in range(20)]
+    for tenant in ghosts:  # no documents: an empty index, held until it idles
+        assert indexes.search(tenant, QUERY, 10) == []
+        indexes.changed(f"writer-{tenant}")  # a write of a tenant that never searched keeps nothing
+    assert indexes.search(OTHER, QUERY, 10) and indexes.overflows(OTHER)  # larger than the cap: not kept
+    assert indexes.tracked() == len(ghosts) + 1
+    clock.now += 61
+    assert indexes.tracked() == 0 and not indexes.overflows(OTHER)
+    reads = _Reads(stack.store)
+    overtaken = LexicalIndexes(reads, idle_s=60, clock=clock)  # type: ignore[arg-type]
+    scroll = reads.scroll_tenant
+
+    def written_meanwhile(tenant: str) -> Iterator[Any]:
+        overtaken.changed(tenant)  # the tenant's write lands while its build reads
+        return scroll(tenant)
+
+    reads.scroll_tenant = written_meanwhile  # type: ignore[method-assign]
+    assert overtaken.search(TENANT, QUERY, 10) and not overtaken.ready(TENANT) and overtaken.tracked() == 0
+    reads.scroll_tenant = scroll  # type: ignore[method-assign]
+    assert overtaken.search(TENANT, QUERY, 10) and overtaken.ready(TENANT) and overtaken.tracked() == 1
+
+
 def test_a_tenants_waiting_searches_share_one_build_and_never_hold_up_another_tenant(stack: Stack) -> None:
     """While one tenant's index build is stalled, its many concurrent searches wait on that one build
     (one worker thread, not one each), and another tenant's search is served meanwhile."""

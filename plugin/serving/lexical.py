@@ -11,8 +11,11 @@ Built indexes are held up to ``max_docs`` documents in all, and what happens to 
 that tenant alone: it is dropped when the tenant's documents change or when the tenant has not searched for
 ``idle_s`` seconds, and another tenant's build never pushes it out. A build that does not fit beside the
 indexes held (or is larger than the cap) is held only while its tenant has searches in flight (``using``),
-so only that tenant's later searches pay to build it again; until one of its builds fits, the tenant
-``overflows`` and the server runs its builds in a lane of their own (see the API layer's servicer).
+so only that tenant's later searches pay to build it again; until one of its builds fits (or for ``idle_s``
+after the last that did not), the tenant ``overflows`` and the server runs its builds in a lane of their own
+(see the API layer's servicer). What is kept about a tenant outlives neither its index, its searches in
+flight and its builds, nor ``idle_s`` after its last build that did not fit: naming ever more tenants grows
+nothing here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +42,15 @@ class _Built:
     bm25: Bm25 | None  # None: the tenant has no text to index
 
 
+@dataclass
+class _Build:
+    """A tenant's build in progress, and the searches waiting for it to finish."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one build per tenant at a time
+    waiting: int = 0  # builders holding or waiting for the lock; the entry goes when none is left
+    stale: bool = False  # the tenant's documents changed after the build began to read them
+
+
 class LexicalIndexes:
     def __init__(self, store: QdrantStore, max_docs: int = 1_000_000, idle_s: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -51,15 +63,16 @@ class LexicalIndexes:
         self._docs = 0  # documents in the indexes held within the cap
         self._leased: dict[str, _Built] = {}  # did not fit: held while the tenant has searches in flight
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
-        self._overflowing: set[str] = set()  # tenants whose last build was not kept
-        self._changes: dict[str, int] = {}  # tenant -> how many times its documents changed
+        self._overflowing: dict[str, float] = {}  # tenant -> when its last build was not kept (clock seconds)
         self._lock = threading.Lock()
-        self._building: dict[str, threading.Lock] = {}
+        self._building: dict[str, _Build] = {}
 
     def changed(self, tenant: str) -> None:
         """The tenant's documents changed: its index is rebuilt on its next search."""
         with self._lock:
-            self._changes[tenant] = self._changes.get(tenant, 0) + 1
+            build = self._building.get(tenant)
+            if build is not None:
+                build.stale = True
             self._drop(tenant)
             self._leased.pop(tenant, None)
 
@@ -88,9 +101,18 @@ class LexicalIndexes:
             return tenant in self._built or tenant in self._leased
 
     def overflows(self, tenant: str) -> bool:
-        """Whether the tenant's last build did not fit under the cap (so its next one is likely not to)."""
+        """Whether the tenant's last build, less than ``idle_s`` ago, did not fit under the cap (so its next one
+        is likely not to)."""
         with self._lock:
+            self._forget_overflows()
             return tenant in self._overflowing
+
+    def tracked(self) -> int:
+        """Tenants anything is kept about: an index, a search in flight, a build, a recent overflow."""
+        with self._lock:
+            self._expire(*self._built)
+            self._forget_overflows()
+            return len({*self._built, *self._leased, *self._users, *self._building, *self._overflowing})
 
     def held(self) -> dict[str, int]:
         """Documents in each tenant's index held within the cap."""
@@ -121,19 +143,26 @@ class LexicalIndexes:
             found = self._use(tenant)
             if found is not None:
                 return found
-            building = self._building.setdefault(tenant, threading.Lock())
-        with building:  # one build per tenant at a time; other tenants are not held up
+            build = self._building.setdefault(tenant, _Build())
+            build.waiting += 1
+        try:
+            with build.lock:  # one build per tenant at a time; other tenants are not held up
+                with self._lock:
+                    found = self._use(tenant)
+                    build.stale = False
+                if found is not None:
+                    return found
+                docs = [d for d in self._store.scroll_tenant(tenant) if f"{d.title} {d.text}".strip()]
+                built = _Built(tuple(d.point_id for d in docs), _bm25([f"{d.title} {d.text}" for d in docs]))
+                with self._lock:
+                    if not build.stale:  # not changed while it was read: hold it
+                        self._hold(tenant, built)
+                return built
+        finally:
             with self._lock:
-                found = self._use(tenant)
-                seen = self._changes.get(tenant, 0)
-            if found is not None:
-                return found
-            docs = [d for d in self._store.scroll_tenant(tenant) if f"{d.title} {d.text}".strip()]
-            built = _Built(tuple(d.point_id for d in docs), _bm25([f"{d.title} {d.text}" for d in docs]))
-            with self._lock:
-                if self._changes.get(tenant, 0) == seen:  # not changed while it was read: hold it
-                    self._hold(tenant, built)
-            return built
+                build.waiting -= 1
+                if not build.waiting:
+                    del self._building[tenant]
 
     def _use(self, tenant: str) -> _Built | None:
         """The tenant's held index (marked used now), else its leased one, else None. Under ``_lock``."""
@@ -151,8 +180,9 @@ class LexicalIndexes:
         held = self._docs
         kept = held + len(built.point_ids) <= self._max_docs
         LEXICAL_BUILDS.labels(kept="yes" if kept else "no").inc()
+        self._forget_overflows()
         if kept:
-            self._overflowing.discard(tenant)
+            self._overflowing.pop(tenant, None)
             self._built[tenant], self._used[tenant] = built, self._clock()
             self._docs += len(built.point_ids)
             LEXICAL_DOCS.set(self._docs)
@@ -160,9 +190,15 @@ class LexicalIndexes:
         log.warning("the lexical index of tenant %s (%d documents) is not kept: %d of GENRET_LEXICAL_MAX_DOCS=%d "
                     "are held; it is built again for the tenant's next searches", tenant, len(built.point_ids), held,
                     self._max_docs)
-        self._overflowing.add(tenant)
+        self._overflowing[tenant] = self._clock()
         if self._users.get(tenant):
             self._leased[tenant] = built
+
+    def _forget_overflows(self) -> None:
+        """Forget the overflows older than ``idle_s``. Under ``_lock``."""
+        now = self._clock()
+        for tenant in [t for t, when in self._overflowing.items() if now - when > self._idle_s]:
+            del self._overflowing[tenant]
 
     def _expire(self, *tenants: str) -> None:
         """Drop those of the tenants' indexes unused for more than ``idle_s``. Under ``_lock``."""

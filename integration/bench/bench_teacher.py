@@ -43,7 +43,7 @@ def main() -> None:
                for i, q in enumerate(qids)}
         m = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], qrels, run)
         rows.append({"teacher": kind, "nDCG@10": round(m[nDCG @ 10], 3), "Recall@100": round(m[R @ 100], 3)})
-    print(print_table(rows, ["teacher", "nDCG@10", "Recall@100"]))
+    print_table(rows, ["teacher", "nDCG@10", "Recall@100"])
     write_json(args.out, {"data": args.data, "split": args.split, "queries": len(qids), "rows": rows,
                           "environment": environment(torch.device("cpu"))})
 

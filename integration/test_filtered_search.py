@@ -154,6 +154,34 @@ def test_scores_and_filters_outlive_writes(filtered: Filtered, tmp_path: Path) -
     assert {h.point_id for h in res.hits} == before
 
 
+def test_a_tenants_cached_filtered_trie_is_renewed_by_its_own_writes_only(filtered: Filtered,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another tenant's writes leave a tenant's cached filtered trie in place (its next filtered search asks
+    Qdrant for nothing); the tenant's own write makes its next one read the filter's points again."""
+    flt = {"must": [{"key": "color", "match": {"value": "red"}}]}
+    reads: list[str] = []
+    matching = filtered.store.matching
+    monkeypatch.setattr(filtered.store, "matching", lambda tenant, cond: reads.append(tenant) or matching(tenant, cond))
+    search = lambda: filtered.stub.Search(pb.SearchRequest(tenant="acme", query=filtered.titles[0],  # noqa: E731
+                                                           filter=_struct(flt)))
+    doc = lambda i: pb.Document(id=f"late-{i}", title="late", text="a red newcomer",  # noqa: E731
+                                payload=_struct({"color": "red"}))
+    search()
+    first = len(reads)
+    filtered.stub.UpsertDocuments(pb.UpsertRequest(tenant="globex", documents=[doc(0)]))
+    try:
+        search()
+        assert len(reads) == first  # globex's write: acme's filtered trie is still the cached one
+        filtered.stub.UpsertDocuments(pb.UpsertRequest(tenant="acme", documents=[doc(1)]))
+        try:
+            search()
+            assert reads[first:] == ["acme"]  # its own write: read again
+        finally:
+            filtered.stub.DeleteDocuments(pb.DeleteRequest(tenant="acme", ids=["late-1"]))
+    finally:
+        filtered.stub.DeleteDocuments(pb.DeleteRequest(tenant="globex", ids=["late-0"]))
+
+
 @pytest.mark.parametrize("mode", [pb.SEARCH_MODE_DENSE, pb.SEARCH_MODE_HYBRID, pb.SEARCH_MODE_AUTO])
 @pytest.mark.parametrize("fusion", [pb.FUSION_RRF, pb.FUSION_RESCORE])
 def test_every_retriever_and_fusion_sees_only_matching_points(stack: Stack, mode: int, fusion: int) -> None:

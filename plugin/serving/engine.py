@@ -67,6 +67,7 @@ class _Live:
     namespaces: Namespaces
     tries: Mapping[str, ServedTrie]
     epoch: int
+    changed_at: Mapping[str, int]  # tenant -> the epoch in which its documents last changed
 
 
 class Engine:
@@ -83,7 +84,7 @@ class Engine:
         self.manifest = manifest
         self._pins: Counter[int] = Counter()  # epoch -> searches reading that snapshot
         self._pin_lock = threading.Lock()
-        self._live = self._snapshot(namespaces, {}, namespaces.tenants, 0)  # replaced whole
+        self._live = self._snapshot(namespaces, _Live(namespaces, {}, 0, {}), namespaces.tenants, 0)  # replaced whole
         self.calibration: Calibration | None = read_calibration(config.index_dir)
         self._dense_encoder: Any = None
         self._dense_lock = threading.Lock()
@@ -123,23 +124,24 @@ class Engine:
                 vectors = self.embed_documents(tenant, [f"{d.title}. {d.text}" for d in docs])
             self._seed_rows([d.docid or "" for d in docs], vectors)
 
-    def _snapshot(self, namespaces: Namespaces, tries: Mapping[str, ServedTrie], changed: Iterable[str],
-                  epoch: int) -> _Live:
-        """``namespaces`` with the device tries of ``tries``, remade for the ``changed`` tenants only."""
-        out = dict(tries)
+    def _snapshot(self, namespaces: Namespaces, before: _Live, changed: Iterable[str], epoch: int) -> _Live:
+        """``namespaces`` with the device tries of ``before``, remade for the ``changed`` tenants only."""
+        out, at = dict(before.tries), dict(before.changed_at)
         for tenant in changed:
             ns = namespaces.get(tenant)
             if ns is None:
                 out.pop(tenant, None)
+                at.pop(tenant, None)
             else:
                 out[tenant] = served_trie(ns, self.backend.device, isinstance(self.codec, AtomicCodec))
-        return _Live(namespaces, out, epoch)
+                at[tenant] = epoch
+        return _Live(namespaces, out, epoch, at)
 
     def _publish(self, namespaces: Namespaces, tenant: str) -> int:
         """Swap in a new snapshot in which ``tenant`` changed: one reference assignment, so readers see the
         old one or the new one."""
         live = self._live
-        self._live = self._snapshot(namespaces, live.tries, (tenant,), live.epoch + 1)
+        self._live = self._snapshot(namespaces, live, (tenant,), live.epoch + 1)
         self._lexical.changed(tenant)
         PUBLISHES.inc()
         label = TENANTS(tenant)
@@ -274,7 +276,7 @@ class Engine:
         ns = live.namespaces.get(q.tenant)
         if ns is None or q.filter is None:
             return ns, live.tries.get(q.tenant)
-        cut = self._filtered.get(ns, q.filter, live.epoch)
+        cut = self._filtered.get(ns, q.filter, live.changed_at[q.tenant])  # another tenant's writes keep it
         return cut.ns, cut.served
 
     # --- search --------------------------------------------------------------------------------

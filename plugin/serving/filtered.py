@@ -10,9 +10,13 @@ Rows of one batch may carry different filters: each decodes in a trie of its own
 packed into one forest per batch as tenants' are. The kernels read the restricted trie's live counts as
 they read any trie's: the trie is the per-row mask.
 
-Restricted tries are cached per (tenant, filter, snapshot epoch) in a bounded LRU for at most
-``CACHE_TTL_S``: a write through the sidecar publishes a new epoch, so no cached trie outlives the
-documents it was built from, and a payload change made in Qdrant directly shows within the TTL.
+Restricted tries are cached per (tenant, filter, version) for at most ``CACHE_TTL_S``, where the version
+is the snapshot epoch in which the tenant's documents last changed: a write of the tenant through the
+sidecar makes a new version, so no cached trie outlives the documents it was built from, and a payload
+change made in Qdrant directly shows within the TTL. What happens to one tenant's cached tries depends on
+that tenant alone: its own writes, its own filters (at most ``TENANT_SHARE`` kept, its least recently used
+go first) and the TTL; another tenant's writes or filters never push them out. When ``CACHE_SIZE`` tries are
+cached, a new one is served but not kept.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +91,8 @@ def restrict(ns: Namespace, match: set[PointId], device: torch.device, atomic: b
 
 
 class FilteredTries:
-    """Restricted tries by (tenant, filter, epoch), the ``CACHE_SIZE`` most recently used kept (at most
-    ``TENANT_SHARE`` of one tenant's), each for at most ``CACHE_TTL_S``."""
+    """Restricted tries by (tenant, filter, version), at most ``CACHE_SIZE`` kept (at most ``TENANT_SHARE`` of
+    one tenant's), each for at most ``CACHE_TTL_S``."""
 
     def __init__(self, store: QdrantStore, device: Callable[[], torch.device], atomic: bool) -> None:
         self._store = store
@@ -97,8 +101,10 @@ class FilteredTries:
         self._cache: OrderedDict[tuple[str, str, int], Restricted] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, ns: Namespace, flt: dict[str, Any], epoch: int) -> Restricted:
-        key = (ns.tenant, json.dumps(flt, sort_keys=True), epoch)
+    def get(self, ns: Namespace, flt: dict[str, Any], version: int) -> Restricted:
+        """``ns`` restricted to the points of ``flt``; ``version``: the epoch in which the tenant's documents
+        last changed."""
+        key = (ns.tenant, json.dumps(flt, sort_keys=True), version)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and time.monotonic() - hit.built < CACHE_TTL_S:
@@ -108,10 +114,18 @@ class FilteredTries:
         match = self._store.matching(ns.tenant, parse_filter(flt))
         out = dataclasses.replace(restrict(ns, match, self._device(), self._atomic), built=now)
         with self._lock:
-            self._cache[key] = out
-            mine = [k for k in self._cache if k[0] == ns.tenant]
-            for old in mine[: max(0, len(mine) - TENANT_SHARE)]:
+            self._cache.pop(key, None)
+            late = time.monotonic() - CACHE_TTL_S
+            for old in [k for k, r in self._cache.items() if r.built <= late]:
                 del self._cache[old]
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+            mine = [k for k in self._cache if k[0] == ns.tenant]  # least recently used first
+            for old in mine[: max(0, len(mine) + 1 - TENANT_SHARE)]:
+                del self._cache[old]
+            if len(self._cache) < CACHE_SIZE:
+                self._cache[key] = out
         return out
+
+    def cached(self) -> dict[str, int]:
+        """Tries each tenant has cached."""
+        with self._lock:
+            return dict(Counter(k[0] for k in self._cache))

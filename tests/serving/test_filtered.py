@@ -109,5 +109,32 @@ def test_one_tenants_many_filters_evict_only_its_own_cached_tries(tmp_path: Path
             cache.get(ns.get("a"), {"must": [{"key": "n", "match": {"value": i}}]}, 0)  # type: ignore[arg-type]
     finally:
         store.close()
-    tenants = [k[0] for k in cache._cache]
-    assert tenants.count("a") == filtered.TENANT_SHARE and tenants.count("b") == 1
+    assert cache.cached() == {"a": filtered.TENANT_SHARE, "b": 1}
+
+
+def test_other_tenants_filters_never_push_out_a_tenants_cached_tries(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cache full, a new filter's trie is served but not kept: no tenant's cached tries make room
+    for another's. Tries older than the TTL leave first."""
+    from genret.config import Config
+    from genret.serving import filtered
+    from genret.store import QdrantStore
+
+    store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c"))
+    store.ensure_collection(None)
+    many = [f"t{i}" for i in range(filtered.CACHE_SIZE // filtered.TENANT_SHARE + 2)]
+    ns = build_namespaces(CODEC, {t: [(f"p{i}", ALL[i]) for i in range(5)] for t in ["b", *many]})
+    cache = filtered.FilteredTries(store, lambda: torch.device("cpu"), atomic=False)
+    flt = lambda i: {"must": [{"key": "n", "match": {"value": i}}]}  # noqa: E731
+    try:
+        cache.get(ns.get("b"), flt(0), 0)  # type: ignore[arg-type]
+        for tenant in many:
+            for i in range(filtered.TENANT_SHARE):
+                assert cache.get(ns.get(tenant), flt(i), 0).matching == 0  # type: ignore[arg-type]
+        held = cache.cached()
+        assert held["b"] == 1 and sum(held.values()) == filtered.CACHE_SIZE and many[-1] not in held
+        monkeypatch.setattr(filtered, "CACHE_TTL_S", 0.0)  # everything cached is now out of date
+        cache.get(ns.get(many[-1]), flt(0), 0)  # type: ignore[arg-type]
+        assert cache.cached() == {many[-1]: 1}
+    finally:
+        store.close()

@@ -1,5 +1,5 @@
 """`genret load`, `genret serve` and `genret search` as a user runs them, each in its own process, with
-`genret index` through the same entry point in this one; SIGTERM drains."""
+`genret index` through the same entry point in this one; SIGTERM drains, and the server exits clean."""
 
 from __future__ import annotations
 
@@ -68,6 +68,9 @@ def test_cli_load_index_serve_search_sigterm(tmp_path: Path) -> None:
         t0 = time.monotonic()
         assert proc.wait(timeout=30) == 0
         assert time.monotonic() - t0 < 30
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "leaked" not in err, err[-3000:]  # the interpreter's last collections freed every object
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,6 +166,7 @@ def load_generator(source: str, device: torch.device,
                    settings: SamplingSettings | None = None) -> HFQueryGenerator:
     """``"default"`` (packaged SmolLM2-135M-Instruct) or a local Hugging Face checkpoint directory."""
     settings = settings or SamplingSettings()
+    kwargs: dict[str, Any]
     if source == "default":
         path, kwargs = default_generator_path(), {"gguf_file": DEFAULT_GGUF}
     else:

@@ -6,6 +6,7 @@ ids -> hydrate from Qdrant under the tenant filter -> threshold -> hits.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import math
@@ -53,6 +54,15 @@ from genret.types import (
     Synced,
     Upserted,
 )
+
+
+def _freeze_for_life() -> None:
+    """Move what is alive now out of the collector's reach: the model and namespaces live as long as the
+    process, so the collector need not rescan them. At exit they are handed back, so the interpreter's last
+    collections still free them (frozen cycles would outlive the extension modules they hold objects of)."""
+    gc.freeze()
+    atexit.unregister(gc.unfreeze)  # one hand-back, however many engines were loaded
+    atexit.register(gc.unfreeze)
 
 
 def _none_of(point_ids: Sequence[str]) -> dict[str, Any]:
@@ -185,7 +195,7 @@ class Engine:
         backend = HFSeq2SeqBackend(model, tokenizer, spec, resolve_device(config.device))
         codec = manifest.docid_codec()
         engine = cls(config, store, backend, codec, load_namespaces(store, codec), manifest)
-        gc.freeze()  # the model and namespaces live as long as the process: the collector need not rescan them
+        _freeze_for_life()
         return engine
 
     @property

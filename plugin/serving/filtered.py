@@ -14,9 +14,10 @@ Restricted tries are cached per (tenant, filter, version) for at most ``CACHE_TT
 is the snapshot epoch in which the tenant's documents last changed: a write of the tenant through the
 sidecar makes a new version, so no cached trie outlives the documents it was built from, and a payload
 change made in Qdrant directly shows within the TTL. What happens to one tenant's cached tries depends on
-that tenant alone: its own writes, its own filters (at most ``TENANT_SHARE`` kept, its least recently used
-go first) and the TTL; another tenant's writes or filters never push them out. When ``CACHE_SIZE`` tries are
-cached, a new one is served but not kept.
+that tenant alone: its own writes, its own filters and the TTL. A tenant keeps at most ``TENANT_SHARE``
+tries, together at most ``TENANT_NODES`` times the nodes of its own trie (its least recently used go
+first), so what is cached is bounded by the tenants' own tries, no bound is shared between tenants, and
+another tenant's writes or filters never push a tenant's tries out or keep its new one from being kept.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from genret.serving.served import ServedTrie, served_trie
 from genret.store import QdrantStore, parse_filter
 from genret.types import PointId
 
-CACHE_SIZE = 64
 TENANT_SHARE = 16  # cached filters one tenant may hold: its own many filters evict its own, not everyone's
+TENANT_NODES = 4  # ... holding together at most this many times the nodes of the tenant's own trie
 CACHE_TTL_S = 5.0
 COUNT_SHARE = 0.05  # filters keeping at least this share of a tenant recount live counts instead of rebuilding
 
@@ -52,6 +53,11 @@ class Restricted:
     served: ServedTrie | None
     matching: int
     built: float = 0.0  # time.monotonic() when it was built
+
+    @property
+    def nodes(self) -> int:
+        """Trie nodes it holds (a recount holds the tenant's whole trie again, a rebuild only the matching)."""
+        return self.ns.num_nodes if self.ns is not None else 0
 
 
 def _rows(part: Part, match: set[PointId]) -> np.ndarray:
@@ -91,8 +97,8 @@ def restrict(ns: Namespace, match: set[PointId], device: torch.device, atomic: b
 
 
 class FilteredTries:
-    """Restricted tries by (tenant, filter, version), at most ``CACHE_SIZE`` kept (at most ``TENANT_SHARE`` of
-    one tenant's), each for at most ``CACHE_TTL_S``."""
+    """Restricted tries by (tenant, filter, version), each for at most ``CACHE_TTL_S``: of one tenant's, at
+    most ``TENANT_SHARE``, with at most ``TENANT_NODES`` times its own trie's nodes between them."""
 
     def __init__(self, store: QdrantStore, device: Callable[[], torch.device], atomic: bool) -> None:
         self._store = store
@@ -119,10 +125,10 @@ class FilteredTries:
             for old in [k for k, r in self._cache.items() if r.built <= late]:
                 del self._cache[old]
             mine = [k for k in self._cache if k[0] == ns.tenant]  # least recently used first
-            for old in mine[: max(0, len(mine) + 1 - TENANT_SHARE)]:
-                del self._cache[old]
-            if len(self._cache) < CACHE_SIZE:
-                self._cache[key] = out
+            budget, held = TENANT_NODES * ns.num_nodes, sum(self._cache[k].nodes for k in mine)
+            while mine and (len(mine) + 1 > TENANT_SHARE or held + out.nodes > budget):
+                held -= self._cache.pop(mine.pop(0)).nodes
+            self._cache[key] = out  # it fits now: a restriction has at most the tenant's own nodes
         return out
 
     def cached(self) -> dict[str, int]:

@@ -105,7 +105,7 @@ def test_one_tenants_many_filters_evict_only_its_own_cached_tries(tmp_path: Path
     cache = filtered.FilteredTries(store, lambda: torch.device("cpu"), atomic=False)
     try:
         cache.get(ns.get("b"), {"must": []}, 0)  # type: ignore[arg-type]
-        for i in range(filtered.CACHE_SIZE):
+        for i in range(2 * filtered.TENANT_SHARE):
             cache.get(ns.get("a"), {"must": [{"key": "n", "match": {"value": i}}]}, 0)  # type: ignore[arg-type]
     finally:
         store.close()
@@ -114,15 +114,16 @@ def test_one_tenants_many_filters_evict_only_its_own_cached_tries(tmp_path: Path
 
 def test_other_tenants_filters_never_push_out_a_tenants_cached_tries(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the cache full, a new filter's trie is served but not kept: no tenant's cached tries make room
-    for another's. Tries older than the TTL leave first."""
+    """However many tenants cache their full share, each keeps its own: no bound is shared, so no tenant's
+    cached tries make room for another's, and none is kept from caching by the others. Tries older than
+    the TTL leave first."""
     from genret.config import Config
     from genret.serving import filtered
     from genret.store import QdrantStore
 
     store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c"))
     store.ensure_collection(None)
-    many = [f"t{i}" for i in range(filtered.CACHE_SIZE // filtered.TENANT_SHARE + 2)]
+    many = [f"t{i}" for i in range(6)]
     ns = build_namespaces(CODEC, {t: [(f"p{i}", ALL[i]) for i in range(5)] for t in ["b", *many]})
     cache = filtered.FilteredTries(store, lambda: torch.device("cpu"), atomic=False)
     flt = lambda i: {"must": [{"key": "n", "match": {"value": i}}]}  # noqa: E731
@@ -131,10 +132,35 @@ def test_other_tenants_filters_never_push_out_a_tenants_cached_tries(tmp_path: P
         for tenant in many:
             for i in range(filtered.TENANT_SHARE):
                 assert cache.get(ns.get(tenant), flt(i), 0).matching == 0  # type: ignore[arg-type]
-        held = cache.cached()
-        assert held["b"] == 1 and sum(held.values()) == filtered.CACHE_SIZE and many[-1] not in held
+        assert cache.cached() == {"b": 1, **{t: filtered.TENANT_SHARE for t in many}}
         monkeypatch.setattr(filtered, "CACHE_TTL_S", 0.0)  # everything cached is now out of date
         cache.get(ns.get(many[-1]), flt(0), 0)  # type: ignore[arg-type]
         assert cache.cached() == {many[-1]: 1}
+    finally:
+        store.close()
+
+
+def test_a_tenants_cached_tries_hold_at_most_a_few_times_its_own_trie(tmp_path: Path) -> None:
+    """A broad filter's trie is the tenant's whole trie recounted: at most ``TENANT_NODES`` of them stay
+    cached. A selective filter's is rebuilt over its few documents, and several fit beside them."""
+    from genret.config import Config
+    from genret.serving import filtered
+    from genret.store import QdrantStore
+
+    store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c"))
+    store.ensure_collection(None)
+    docs = [(f"d{i}", f"title {i}", "text") for i in range(len(ALL))]
+    try:
+        pids = store.upsert_documents("a", docs, None, extras=[({"n": i}, {}) for i in range(len(ALL))])
+        ns = build_namespaces(CODEC, {"a": list(zip(pids, ALL, strict=True))}).get("a")
+        assert ns is not None
+        cache = filtered.FilteredTries(store, lambda: torch.device("cpu"), atomic=False)
+        broad = [cache.get(ns, {"must": [{"key": "n", "range": {"gte": k}}]}, 0) for k in range(6)]
+        assert all(r.nodes == ns.num_nodes for r in broad)  # recounted, not rebuilt
+        assert cache.cached() == {"a": filtered.TENANT_NODES}
+        few = [cache.get(ns, {"must": [{"key": "n", "match": {"value": i}}]}, 0) for i in range(3)]
+        assert all(r.matching == 1 and 0 < r.nodes < ns.num_nodes // 8 for r in few)
+        # the oldest broad trie made room for the first selective one, and the other two fit beside
+        assert cache.cached() == {"a": filtered.TENANT_NODES - 1 + len(few)}
     finally:
         store.close()

@@ -26,7 +26,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,34 +104,49 @@ class FilteredTries:
         self._store = store
         self._device = device
         self._atomic = atomic
-        self._cache: OrderedDict[tuple[str, str, int], Restricted] = OrderedDict()
+        # tenant -> its tries by (filter, version), least recently used first
+        self._cache: dict[str, OrderedDict[tuple[str, int], Restricted]] = {}
+        self._swept = time.monotonic()
         self._lock = threading.Lock()
 
     def get(self, ns: Namespace, flt: dict[str, Any], version: int) -> Restricted:
         """``ns`` restricted to the points of ``flt``; ``version``: the epoch in which the tenant's documents
         last changed."""
-        key = (ns.tenant, json.dumps(flt, sort_keys=True), version)
+        key = (json.dumps(flt, sort_keys=True), version)
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit.built < CACHE_TTL_S:
-                self._cache.move_to_end(key)
+            mine = self._cache.get(ns.tenant)
+            hit = mine.get(key) if mine is not None else None
+            if mine is not None and hit is not None and time.monotonic() - hit.built < CACHE_TTL_S:
+                mine.move_to_end(key)
                 return hit
         now = time.monotonic()
         match = self._store.matching(ns.tenant, parse_filter(flt))
         out = dataclasses.replace(restrict(ns, match, self._device(), self._atomic), built=now)
         with self._lock:
-            self._cache.pop(key, None)
-            late = time.monotonic() - CACHE_TTL_S
-            for old in [k for k, r in self._cache.items() if r.built <= late]:
-                del self._cache[old]
-            mine = [k for k in self._cache if k[0] == ns.tenant]  # least recently used first
-            budget, held = TENANT_NODES * ns.num_nodes, sum(self._cache[k].nodes for k in mine)
+            self._sweep()
+            mine = self._cache.setdefault(ns.tenant, OrderedDict())
+            mine.pop(key, None)
+            budget, held = TENANT_NODES * ns.num_nodes, sum(r.nodes for r in mine.values())
             while mine and (len(mine) + 1 > TENANT_SHARE or held + out.nodes > budget):
-                held -= self._cache.pop(mine.pop(0)).nodes
-            self._cache[key] = out  # it fits now: a restriction has at most the tenant's own nodes
+                held -= mine.popitem(last=False)[1].nodes
+            mine[key] = out  # it fits now: a restriction has at most the tenant's own nodes
         return out
 
     def cached(self) -> dict[str, int]:
         """Tries each tenant has cached."""
         with self._lock:
-            return dict(Counter(k[0] for k in self._cache))
+            return {tenant: len(mine) for tenant, mine in self._cache.items() if mine}
+
+    def _sweep(self) -> None:
+        """Drop the tries older than the TTL, at most once per TTL, so a miss reads only its own tenant's
+        tries otherwise. Under ``_lock``."""
+        now = time.monotonic()
+        if now - self._swept < CACHE_TTL_S:
+            return
+        self._swept, late = now, now - CACHE_TTL_S
+        for tenant in list(self._cache):
+            mine = self._cache[tenant]
+            for key in [k for k, r in mine.items() if r.built <= late]:
+                del mine[key]
+            if not mine:
+                del self._cache[tenant]

@@ -33,7 +33,8 @@ def _payload_docids(store: QdrantStore) -> dict[str, str]:
 
 
 def _train(epochs: float = 3) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3, progress=False)
+    return TrainConfig(epochs=epochs, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3, max_input_tokens=32,
+                       progress=False)
 
 
 @pytest.fixture()

@@ -32,6 +32,7 @@ TENANT = "acme"
 MIN_AGREEMENT = 0.8
 MIN_ACCURACY = 0.8
 INDEX_ARGS = ("--model", "tiny", "--scheme", "semantic", "--branching", "4", "--epochs", "25", "--batch-size", "8",
+              "--max-input-tokens", "32",
               "--decoder-lr", "5e-3", "--encoder-lr", "5e-3", "--max-chunks", "1", "--rehearsal", "0",
               "--generated-queries", "0", "--seed", "3")
 
@@ -83,7 +84,7 @@ def _one_process_build(env: dict[str, str], corpus: Path, titles: dict[str, str]
     try:
         opts = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=PairOptions(max_chunks=1),
                             train=TrainConfig(epochs=25, batch_size=8, decoder_lr=5e-3, encoder_lr=5e-3, seed=3,
-                                              progress=False))
+                                              max_input_tokens=32, progress=False))
         build_index(store, cfg.index_dir, opts, torch.device("cpu"),
                     TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles}))
     finally:

@@ -84,7 +84,7 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     cfg = Config(qdrant_path=str(tmp / "qdrant"), collection=COLLECTION, index_dir=str(tmp / "index"), port=0,
                  device="cpu", tenant_key="org", text_key="body", title_key="heading", qdrant_port=0)
     store = QdrantStore(cfg)
-    engine = trained_engine(store, cfg, {str(d["id"]): d["heading"] for d in docs}, "atomic", epochs=20, lr=5e-3)
+    engine = trained_engine(store, cfg, {str(d["id"]): d["heading"] for d in docs}, "atomic", epochs=30, lr=5e-3)
     server = ServerThread(cfg, engine, store.upstream()).__enter__()
     channel = grpc.insecure_channel(server.target)
     qdrant = _client(server.door_port)

@@ -46,7 +46,8 @@ def _unit_vectors(store: QdrantStore, tenant: str) -> dict[str, np.ndarray]:
 def test_seeded_rows_stay_put_and_added_documents_get_rows_of_their_own(tmp_path: Path) -> None:
     cfg = Config(qdrant_path=str(tmp_path / "q"), collection="seeded", index_dir=str(tmp_path / "idx"), device="cpu")
     store = QdrantStore(cfg)
-    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, progress=False)
+    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, max_input_tokens=32,
+                        progress=False)
     try:
         load_beir(store, small_corpus(tmp_path, 12, name="a"), A)
         load_beir(store, small_corpus(tmp_path, 6, 12, "b"), B)
@@ -108,7 +109,7 @@ def test_upserted_documents_get_their_rows_at_once_and_after_a_restart(tmp_path:
     store = QdrantStore(cfg)
     try:
         load_beir(store, small_corpus(tmp_path, 16, name="a"), A)
-        train = TrainConfig(epochs=2, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True,
+        train = TrainConfig(epochs=2, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, max_input_tokens=32,
                             progress=False)
         build_index(store, cfg.index_dir, IndexOptions(scheme="atomic", docid_init="embeddings", spare_docids=3,
                                                        pairs=PairOptions(max_chunks=0), train=train), CPU)

@@ -44,7 +44,7 @@ def test_soft_targets_stay_inside_each_tenant(tmp_path: Path, monkeypatch: pytes
         opts = IndexOptions(scheme="atomic", model="tiny", spare_docids=2,
                             pairs=PairOptions(max_chunks=1, rehearsal=1),
                             teacher=TeacherOptions("fusion", candidates=4),
-                            train=TrainConfig(epochs=1, batch_size=16, progress=False))
+                            train=TrainConfig(epochs=1, batch_size=16, max_input_tokens=32, progress=False))
         m = build_index(store, cfg.index_dir, opts, CPU)
         assert m.training["options"]["teacher"] == {"kind": "fusion", "candidates": 4, "temperature": 0.5}
         tokens, probs = seen["soft"]

@@ -74,7 +74,8 @@ def atomic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atomic]:
     store = QdrantStore(cfg)
     load_beir(store, small_corpus(tmp, 10, name="a"), A)
     load_beir(store, small_corpus(tmp, 8, 10, "b"), B)
-    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, progress=False)
+    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, max_input_tokens=32,
+                        progress=False)
     torch.manual_seed(0)
     build_index(store, cfg.index_dir, IndexOptions(scheme="atomic", docid_init="embeddings", spare_docids=SPARE,
                                                    pairs=PairOptions(max_chunks=0), train=train), torch.device("cpu"))

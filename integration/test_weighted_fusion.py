@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from genret.evaluation.reliability import THRESHOLDS, calibrate_index, calibration_report
-from genret.ranking.calibration import CALIBRATION, DENSE, GENERATIVE
+from genret.ranking.calibration import CALIBRATION, DENSE, GENERATIVE, Calibration
 from genret.store import point_id_for
 from genret.types import Fusion, Mode, SearchQuery
 
@@ -22,10 +22,10 @@ from .test_tenant_filter import Recorder, reads_only
 QUERY = "supersonic flow over wings"
 
 
-@pytest.fixture
-def calibrated(stack: Stack, tmp_path: Path) -> Iterator[Stack]:
-    """The stack calibrated on its training queries (the titles); uncalibrated again afterwards."""
-    data = tmp_path / "beir"
+@pytest.fixture(scope="module")
+def calibration(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calibration]:
+    """The stack calibrated once on its training queries (the titles); uncalibrated again after the module."""
+    data = tmp_path_factory.mktemp("beir")
     (data / "qrels").mkdir(parents=True)
     (data / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{d}", "text": t}) + "\n"
                                                 for d, t in stack.titles.items()))
@@ -37,10 +37,17 @@ def calibrated(stack: Stack, tmp_path: Path) -> Iterator[Stack]:
         tried = cal.fit_on["weighted_ndcg_at_10"]
         assert cal.fusion_weights[GENERATIVE] in {float(w) for w in tried}
         assert tried[str(cal.fusion_weights[GENERATIVE])] == max(tried.values())
-        yield stack
+        yield cal
     finally:
         stack.engine.calibration = None
         Path(stack.config.index_dir, CALIBRATION).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def calibrated(stack: Stack, calibration: Calibration) -> Stack:
+    """The stack with the module's calibration, as fitted (a test may change its own copy)."""
+    stack.engine.calibration = calibration
+    return stack
 
 
 def _scores(stack: Stack, tenant: str, mode: Mode, depth: int = N_DOCS) -> dict[str, float]:

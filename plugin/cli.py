@@ -60,6 +60,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--encoder-lr", type=float, default=5e-5)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
+    p.add_argument("--max-input-tokens", type=int, default=128,
+                   help="encoder input tokens per training text (a longer text is cut); at most 512")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="time budget of training: the frozen-encoder pass (its estimate is logged first) and the epochs")
     p.add_argument("--checkpoint-every-s", type=float, default=60.0,
@@ -374,6 +376,7 @@ def _train_config(args: argparse.Namespace, minilm: bool, freeze_rows: bool = Fa
     rows = freeze_rows if args.freeze_docid_embeddings is None else args.freeze_docid_embeddings
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, encoder_lr=args.encoder_lr,
                        decoder_lr=args.decoder_lr, max_minutes=args.max_minutes,
+                       max_input_tokens=args.max_input_tokens,
                        freeze_encoder=freeze_encoder, freeze_docid_embeddings=rows,
                        encoder_cache=args.encoder_cache, train_encoder_layers=args.train_encoder_layers,
                        sam_rho=args.sam_rho, listwise_weight=args.listwise_weight, seed=args.seed,

@@ -42,6 +42,7 @@ from genret.indexing.state_cache import cached_states, input_key
 
 log = logging.getLogger(__name__)
 IGNORE = -100
+MAX_INPUT_TOKENS = 512  # the encoders' position embeddings
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.checkpoint_every_s < 0:
             raise ValueError(f"--checkpoint-every-s must be at least 0, got {self.checkpoint_every_s}")
+        if not 8 <= self.max_input_tokens <= MAX_INPUT_TOKENS:
+            raise ValueError(f"--max-input-tokens must be 8 to {MAX_INPUT_TOKENS}, got {self.max_input_tokens}")
         if self.train_encoder_layers < 0:
             raise ValueError(f"--train-encoder-layers must be at least 0, got {self.train_encoder_layers}")
         if self.train_encoder_layers and not self.freeze_encoder:
@@ -246,7 +249,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
                "lr": cfg.decoder_lr}]
     if any(p.requires_grad for p in encoder.parameters()):
         groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=True)
     warm = max(1, int(total_steps * cfg.warmup_frac))
     decay = max(1, total_steps - warm)  # linear warm-up, then linear decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, (total_steps - s) / decay))

@@ -11,6 +11,7 @@ qdrant-client, and end with each retriever's nDCG@10 on the whole test split.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,8 @@ def run_demo(cfg: Config, minutes: float, fresh: bool) -> int:
     from genret.indexing.pairs import passage
     from genret.serving.engine import Engine
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # the demo prints its own tables; RPC lines with -v
+        logging.getLogger("genret.access").setLevel(logging.WARNING)
     if cfg.collection == Config.collection:
         cfg = dataclasses.replace(cfg, collection=DEMO_COLLECTION)
     cfg = dataclasses.replace(cfg, port=0, qdrant_port=0)

@@ -30,8 +30,8 @@ from genret.v1 import genret_pb2_grpc as pb_grpc  # noqa: E402
 N_DOCS = 24
 TENANT = "acme"
 OTHER = "globex"
-# Encoder input tokens per training text in the tiny builds: a title and a document's first words are enough
-# for a tiny model to learn its documents, at a quarter of the work of the default 128.
+# Encoder input tokens per training text in the test builds: a title and a document's first words are enough
+# for a small model to learn its documents, at a quarter of the work of the default 128.
 INPUT_TOKENS = 32
 
 

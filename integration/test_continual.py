@@ -22,7 +22,7 @@ from genret.serving.engine import Engine
 from genret.store import QdrantStore
 from genret.types import Mode, SearchQuery
 
-from .conftest import small_corpus
+from .conftest import INPUT_TOKENS, small_corpus
 
 TENANT = "acme"
 FIRST, LATER = 16, 8
@@ -33,7 +33,7 @@ def _payload_docids(store: QdrantStore) -> dict[str, str]:
 
 
 def _train(epochs: float = 3) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3, max_input_tokens=32,
+    return TrainConfig(epochs=epochs, batch_size=16, decoder_lr=3e-3, encoder_lr=3e-3, max_input_tokens=INPUT_TOKENS,
                        progress=False)
 
 

@@ -23,7 +23,7 @@ from genret.serving.engine import Engine
 from genret.store import QdrantStore, point_id_for
 from genret.types import SearchQuery
 
-from .conftest import small_corpus
+from .conftest import INPUT_TOKENS, small_corpus
 
 N = 16
 TENANT = "acme"
@@ -32,7 +32,7 @@ TENANT = "acme"
 MIN_AGREEMENT = 0.8
 MIN_ACCURACY = 0.8
 INDEX_ARGS = ("--model", "tiny", "--scheme", "semantic", "--branching", "4", "--epochs", "25", "--batch-size", "8",
-              "--max-input-tokens", "32",
+              "--max-input-tokens", str(INPUT_TOKENS),
               "--decoder-lr", "5e-3", "--encoder-lr", "5e-3", "--max-chunks", "1", "--rehearsal", "0",
               "--generated-queries", "0", "--seed", "3")
 
@@ -84,7 +84,7 @@ def _one_process_build(env: dict[str, str], corpus: Path, titles: dict[str, str]
     try:
         opts = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=PairOptions(max_chunks=1),
                             train=TrainConfig(epochs=25, batch_size=8, decoder_lr=5e-3, encoder_lr=5e-3, seed=3,
-                                              max_input_tokens=32, progress=False))
+                                              max_input_tokens=INPUT_TOKENS, progress=False))
         build_index(store, cfg.index_dir, opts, torch.device("cpu"),
                     TrainingQueries({f"q{d}": t for d, t in titles.items()}, {f"q{d}": {d: 1} for d in titles}))
     finally:

@@ -23,7 +23,7 @@ from genret.serving.engine import Engine
 from genret.store import QdrantStore
 from genret.types import Mode, SearchQuery
 
-from .conftest import small_corpus
+from .conftest import INPUT_TOKENS, small_corpus
 
 CPU = torch.device("cpu")
 A, B = "acme", "globex"
@@ -46,8 +46,8 @@ def _unit_vectors(store: QdrantStore, tenant: str) -> dict[str, np.ndarray]:
 def test_seeded_rows_stay_put_and_added_documents_get_rows_of_their_own(tmp_path: Path) -> None:
     cfg = Config(qdrant_path=str(tmp_path / "q"), collection="seeded", index_dir=str(tmp_path / "idx"), device="cpu")
     store = QdrantStore(cfg)
-    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, max_input_tokens=32,
-                        progress=False)
+    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True,
+                        max_input_tokens=INPUT_TOKENS, progress=False)
     try:
         load_beir(store, small_corpus(tmp_path, 12, name="a"), A)
         load_beir(store, small_corpus(tmp_path, 6, 12, "b"), B)
@@ -109,8 +109,8 @@ def test_upserted_documents_get_their_rows_at_once_and_after_a_restart(tmp_path:
     store = QdrantStore(cfg)
     try:
         load_beir(store, small_corpus(tmp_path, 16, name="a"), A)
-        train = TrainConfig(epochs=2, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, max_input_tokens=32,
-                            progress=False)
+        train = TrainConfig(epochs=2, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True,
+                            max_input_tokens=INPUT_TOKENS, progress=False)
         build_index(store, cfg.index_dir, IndexOptions(scheme="atomic", docid_init="embeddings", spare_docids=3,
                                                        pairs=PairOptions(max_chunks=0), train=train), CPU)
         later = load_corpus(small_corpus(tmp_path, 3, 16, "later"))

@@ -21,7 +21,7 @@ from genret.serving.engine import Engine
 from genret.store import QdrantStore
 from genret.types import Mode, SearchQuery
 
-from .conftest import small_corpus
+from .conftest import INPUT_TOKENS, small_corpus
 
 CPU = torch.device("cpu")
 A, B = "acme", "globex"
@@ -44,7 +44,7 @@ def test_soft_targets_stay_inside_each_tenant(tmp_path: Path, monkeypatch: pytes
         opts = IndexOptions(scheme="atomic", model="tiny", spare_docids=2,
                             pairs=PairOptions(max_chunks=1, rehearsal=1),
                             teacher=TeacherOptions("fusion", candidates=4),
-                            train=TrainConfig(epochs=1, batch_size=16, max_input_tokens=32, progress=False))
+                            train=TrainConfig(epochs=1, batch_size=16, max_input_tokens=INPUT_TOKENS, progress=False))
         m = build_index(store, cfg.index_dir, opts, CPU)
         assert m.training["options"]["teacher"] == {"kind": "fusion", "candidates": 4, "temperature": 0.5}
         tokens, probs = seen["soft"]

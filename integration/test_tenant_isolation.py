@@ -34,7 +34,7 @@ from genret.store import QdrantStore
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
 
-from .conftest import OTHER, TENANT, Stack, small_corpus
+from .conftest import INPUT_TOKENS, OTHER, TENANT, Stack, small_corpus
 
 A, B = "tenA", "tenB"
 SPARE = 16  # spare atomic docids of the index
@@ -74,8 +74,8 @@ def atomic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atomic]:
     store = QdrantStore(cfg)
     load_beir(store, small_corpus(tmp, 10, name="a"), A)
     load_beir(store, small_corpus(tmp, 8, 10, "b"), B)
-    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True, max_input_tokens=32,
-                        progress=False)
+    train = TrainConfig(epochs=1, batch_size=16, freeze_encoder=True, freeze_docid_embeddings=True,
+                        max_input_tokens=INPUT_TOKENS, progress=False)
     torch.manual_seed(0)
     build_index(store, cfg.index_dir, IndexOptions(scheme="atomic", docid_init="embeddings", spare_docids=SPARE,
                                                    pairs=PairOptions(max_chunks=0), train=train), torch.device("cpu"))

@@ -59,7 +59,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--encoder-lr", type=float, default=5e-5)
-    p.add_argument("--decoder-lr", type=float, default=1e-3)
+    p.add_argument("--decoder-lr", type=float, default=5e-4,
+                   help="peak learning rate of the decoder (linear warm-up, then linear decay to 0)")
     p.add_argument("--max-input-tokens", type=int, default=128,
                    help="encoder input tokens per training text (a longer text is cut); at most 512")
     p.add_argument("--max-minutes", type=float, default=None,
@@ -103,6 +104,8 @@ def _index_args(p: argparse.ArgumentParser) -> None:
                    help="weight of the listwise loss beside the cross-entropy")
     p.add_argument("--replay", type=float, default=1.0, help="with --add: old-document pairs per new pair")
     p.add_argument("--sam-rho", type=float, default=0.0, help="sharpness-aware minimisation radius; 0: off")
+    p.add_argument("--input-dropout", type=float, default=0.0,
+                   help="share of each training input's tokens hidden from the decoder at each step (0 to <1); 0: off")
     p.add_argument("--queries-from", help="BEIR folder whose training queries become training pairs")
     p.add_argument("--queries-split", default="train")
 
@@ -379,7 +382,8 @@ def _train_config(args: argparse.Namespace, minilm: bool, freeze_rows: bool = Fa
                        max_input_tokens=args.max_input_tokens,
                        freeze_encoder=freeze_encoder, freeze_docid_embeddings=rows,
                        encoder_cache=args.encoder_cache, train_encoder_layers=args.train_encoder_layers,
-                       sam_rho=args.sam_rho, listwise_weight=args.listwise_weight, seed=args.seed,
+                       sam_rho=args.sam_rho, input_dropout=args.input_dropout, listwise_weight=args.listwise_weight,
+                       seed=args.seed,
                        checkpoint_every_s=args.checkpoint_every_s)
 
 

@@ -25,6 +25,7 @@ BAD = {
     "index: bad option": (["index", "--checkpoint-every-s", "-1"], "--checkpoint-every-s must be at least 0"),
     "index: inputs longer than the encoder": (["index", "--max-input-tokens", "1024"],
                                               "--max-input-tokens must be 8 to 512"),
+    "index: every input token dropped": (["index", "--input-dropout", "1"], "--input-dropout must be at least 0"),
     "index: options that do not go together": (["index", "--scheme", "semantic", "--docid-init", "embeddings"],
                                                "needs atomic docids"),
     "index: a cut outside the encoder": (["index", "--freeze-encoder", "--train-encoder-layers", "6"],

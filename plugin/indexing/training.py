@@ -8,7 +8,9 @@ the states cached are those below the encoder's top layers, which train with the
 (``genret.indexing.encoder_layers``). With ``sam_rho`` > 0
 each step is a sharpness-aware (SAM) step: the gradient is taken at the weights moved ``rho`` along the
 normalised gradient, which seeks flatter minima (DSI++ uses it against forgetting); it costs two
-forward-backward passes per step.
+forward-backward passes per step. With ``input_dropout`` > 0 each training input loses that share of its
+tokens (all but the first) from the attention mask at each step: the decoder learns to find a document
+from part of a text, as a short query gives it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class TrainConfig:
     encoder_cache: str | None = None  # with freeze_encoder: a directory of encoder states (genret.indexing.state_cache)
     train_encoder_layers: int = 0  # with freeze_encoder: the encoder's top layers that still train (at encoder_lr)
     sam_rho: float = 0.0
+    input_dropout: float = 0.0  # share of each input's tokens (all but the first) hidden at each step
     listwise_weight: float = 1.0  # weight of the listwise loss against teacher targets, when given
     seed: int = 0
     progress: bool = True
@@ -70,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every-s must be at least 0, got {self.checkpoint_every_s}")
         if not 8 <= self.max_input_tokens <= MAX_INPUT_TOKENS:
             raise ValueError(f"--max-input-tokens must be 8 to {MAX_INPUT_TOKENS}, got {self.max_input_tokens}")
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ValueError(f"--input-dropout must be at least 0 and below 1, got {self.input_dropout}")
         if self.train_encoder_layers < 0:
             raise ValueError(f"--train-encoder-layers must be at least 0, got {self.train_encoder_layers}")
         if self.train_encoder_layers and not self.freeze_encoder:
@@ -161,6 +166,8 @@ def _fingerprint(texts: Sequence[str], labels: torch.Tensor, cfg: TrainConfig, w
                          cfg.freeze_docid_embeddings, cfg.sam_rho, world]).encode())
     if cfg.train_encoder_layers:
         h.update(f"top{cfg.train_encoder_layers}".encode())
+    if cfg.input_dropout:
+        h.update(f"drop{cfg.input_dropout}".encode())
     return h.hexdigest()[:24]
 
 
@@ -288,6 +295,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
             else:
                 input_ids, mask = _pad_ids([ids[i] for i in idx], tokenizer.pad_token_id or 0, device)
                 inputs = {"input_ids": input_ids, "attention_mask": mask}
+            if cfg.input_dropout:
+                inputs["attention_mask"] = drop_tokens(inputs["attention_mask"], cfg.input_dropout)
             opt.zero_grad(set_to_none=True)
             targets = None if soft is None else (soft[0][idx].to(device), soft[1][idx].to(device))
             step_loss = partial(_loss, net, spec, labels, inputs, targets, cfg.listwise_weight, top)
@@ -333,6 +342,13 @@ def _loss(model: torch.nn.Module, spec: ModelSpec, labels: torch.Tensor, inputs:
     if targets is not None:
         loss = loss + weight * listwise_loss(logits[:, 0], *targets)
     return loss
+
+
+def drop_tokens(mask: torch.Tensor, rate: float) -> torch.Tensor:
+    """The attention mask (b, n) with each token after the first hidden with probability ``rate``."""
+    keep = torch.rand(mask.shape, device=mask.device) >= rate
+    keep[:, 0] = True
+    return mask * keep
 
 
 def _sam_gradient(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], rho: float) -> None:

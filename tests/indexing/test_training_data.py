@@ -1,4 +1,4 @@
-"""Rehearsal contents, replay memory and sharpness-aware training, with a tiny real model."""
+"""Rehearsal contents, replay memory, sharpness-aware training and input dropout, with a tiny real model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from genret.indexing.models import build_tiny_model
 from genret.indexing.pairs import key_sentences, sentences
-from genret.indexing.training import TrainConfig, sequence_loss, train
+from genret.indexing.training import TrainConfig, drop_tokens, sequence_loss, train
 from genret.indexing.training_data import PairOptions, document_data, replay_pairs
 
 DOC = ("d1", "Wing in a slipstream",
@@ -42,7 +42,7 @@ def test_replay_covers_every_old_document_and_skips_deleted_ones() -> None:
     assert replay_pairs(memory, set(), 5, 0) == ([], [])
 
 
-def _fit(rho: float) -> tuple[torch.nn.Module, float, float]:
+def _fit(rho: float = 0.0, dropout: float = 0.0) -> tuple[torch.nn.Module, float, float]:
     model, tok, spec = build_tiny_model(6, seed=0)
     texts = ["alpha beta", "gamma delta", "epsilon zeta", "eta theta"]
     rows = [np.array([2 + i, 1]) for i in range(4)]
@@ -54,8 +54,9 @@ def _fit(rho: float) -> tuple[torch.nn.Module, float, float]:
             return float(sequence_loss(model, spec, labels, enc["input_ids"], enc["attention_mask"]))
 
     before = loss()
-    train(model, tok, spec, texts, rows, TrainConfig(epochs=25, batch_size=4, decoder_lr=3e-3, encoder_lr=3e-3,
-                                                     sam_rho=rho, progress=False), torch.device("cpu"))
+    cfg = TrainConfig(epochs=25, batch_size=4, decoder_lr=3e-3, encoder_lr=3e-3, sam_rho=rho, input_dropout=dropout,
+                      progress=False)
+    train(model, tok, spec, texts, rows, cfg, torch.device("cpu"))
     return model, before, loss()
 
 
@@ -65,3 +66,24 @@ def test_sam_training_learns_and_takes_other_steps() -> None:
     assert after < 0.5 * before
     diff = max(float((a - b).detach().abs().max()) for a, b in zip(sam.parameters(), plain.parameters(), strict=True))
     assert diff > 1e-4  # the perturbed gradients changed the trajectory
+
+
+def test_input_dropout_hides_tokens_but_never_the_first() -> None:
+    torch.manual_seed(0)
+    mask = torch.ones(64, 40, dtype=torch.long)
+    mask[:, 30:] = 0  # padding stays hidden
+    dropped = drop_tokens(mask, 0.25)
+    assert bool((dropped[:, 0] == 1).all()) and int(dropped[:, 30:].sum()) == 0
+    assert bool((dropped <= mask).all())
+    share = 1 - float(dropped[:, 1:30].float().mean())
+    assert 0.2 < share < 0.3, share
+    assert torch.equal(drop_tokens(mask, 0.0), mask)
+
+
+def test_training_with_input_dropout_learns_and_takes_other_steps() -> None:
+    dropped, before, after = _fit(dropout=0.3)
+    plain, _, _ = _fit()
+    assert after < 0.5 * before
+    diff = max(float((a - b).detach().abs().max()) for a, b in zip(dropped.parameters(), plain.parameters(),
+                                                                   strict=True))
+    assert diff > 1e-4

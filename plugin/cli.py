@@ -60,7 +60,7 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--encoder-lr", type=float, default=5e-5)
     p.add_argument("--decoder-lr", type=float, default=5e-4,
-                   help="peak learning rate of the decoder (linear warm-up, then linear decay to 0)")
+                   help="peak learning rate of the decoder (default 5e-4; linear warm-up, then linear decay to 0)")
     p.add_argument("--max-input-tokens", type=int, default=128,
                    help="encoder input tokens per training text (a longer text is cut); at most 512")
     p.add_argument("--max-minutes", type=float, default=None,

@@ -20,7 +20,7 @@ from common import environment, percentile, print_table, timed, write_json
 
 from genret.data.index_dir import ModelSpec
 from genret.indexing.models import build_default_model
-from genret.indexing.training import docid_logits, token_loss
+from genret.indexing.training import docid_logits, take_step, token_loss
 
 VARIANTS: dict[str, dict[str, Any]] = {"foreach": {"foreach": True}, "fused": {"fused": True}}
 
@@ -32,15 +32,10 @@ def _time(name: str, kind: dict[str, Any], model: torch.nn.Module, spec: ModelSp
     opt = torch.optim.AdamW([{"params": decoder, "lr": 1e-3}], weight_decay=0.01, **kind)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = token_loss(docid_logits(model, spec, labels, attention_mask=mask, encoder_hidden=hidden), labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
-        opt.step()
-        sched.step()
+    def loss() -> torch.Tensor:
+        return token_loss(docid_logits(model, spec, labels, attention_mask=mask, encoder_hidden=hidden), labels)
 
-    whole = timed(step, device, repeats, warmup=3)
+    whole = timed(lambda: take_step(model, opt, sched, loss), device, repeats, warmup=3)
     alone = timed(opt.step, device, repeats, warmup=1)
     return {"optimizer": name, "step_ms_p50": percentile(whole, 50) * 1e3,
             "update_ms_p50": percentile(alone, 50) * 1e3, "steps_per_s": 1 / percentile(whole, 50)}

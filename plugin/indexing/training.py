@@ -297,16 +297,9 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: Mode
                 inputs = {"input_ids": input_ids, "attention_mask": mask}
             if cfg.input_dropout:
                 inputs["attention_mask"] = drop_tokens(inputs["attention_mask"], cfg.input_dropout)
-            opt.zero_grad(set_to_none=True)
             targets = None if soft is None else (soft[0][idx].to(device), soft[1][idx].to(device))
-            step_loss = partial(_loss, net, spec, labels, inputs, targets, cfg.listwise_weight, top)
-            loss = step_loss()
-            loss.backward()
-            if cfg.sam_rho > 0:
-                _sam_gradient(model, step_loss, cfg.sam_rho)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            loss = take_step(model, opt, sched, partial(_loss, net, spec, labels, inputs, targets, cfg.listwise_weight,
+                                                        top), cfg.sam_rho)
             step += 1
             seen += len(idx) * ranks.world
             last_loss = float(loss.detach())
@@ -341,6 +334,21 @@ def _loss(model: torch.nn.Module, spec: ModelSpec, labels: torch.Tensor, inputs:
     loss = token_loss(logits, labels)
     if targets is not None:
         loss = loss + weight * listwise_loss(logits[:, 0], *targets)
+    return loss
+
+
+def take_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+              loss_fn: Callable[[], torch.Tensor], sam_rho: float = 0.0) -> torch.Tensor:
+    """One training step on ``loss_fn``'s loss: backward (sharpness-aware with ``sam_rho`` > 0), gradients
+    clipped to norm 1, the optimizer's update and the schedule's step. Returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn()
+    loss.backward()
+    if sam_rho > 0:
+        _sam_gradient(model, loss_fn, sam_rho)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
     return loss
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import grpc
 import pytest
@@ -56,7 +57,9 @@ def test_embedded_store_round_trip_under_tenant_filter(tmp_path) -> None:  # typ
 
     store = QdrantStore(Config(qdrant_path=str(tmp_path / "q"), collection="c"))
     try:
-        store.ensure_collection(4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "payload indexes have no effect" warning from the embedded Qdrant
+            store.ensure_collection(4)
         vec = np.eye(4, dtype=np.float32)
         a = store.upsert_documents("a", [("1", "t1", "x"), ("2", "t2", "y")], vec[:2])
         b = store.upsert_documents("b", [("1", "t1", "x")], vec[:1])

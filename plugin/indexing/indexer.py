@@ -293,8 +293,8 @@ def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, devi
                               options.train.progress, options.train.encoder_cache)
     pairs = _pairs(parts, options.pairs, device, cache, training_queries, options.teacher if teaching else None,
                    vectors or None, codec, states)
-    log.info("training pairs: %s%s", pairs.counts, f", {options.teacher.kind} teacher targets" if pairs.soft_tokens
-             else "")
+    log.info("training pairs: %s%s", ", ".join(f"{n:,} {kind}" for kind, n in pairs.counts.items()),
+             f"; {options.teacher.kind} teacher targets" if pairs.soft_tokens else "")
     return _Plan(parts, codec, pairs, vectors, states.states if states is not None else None)
 
 

@@ -196,12 +196,15 @@ class QdrantStore:
         return bool(self._call(self.client.collection_exists, self.collection))
 
     def ensure_collection(self, vector_size: int | None) -> None:
-        """Create the collection (and payload indexes) if it does not exist yet."""
+        """Create the collection if it does not exist yet, with payload indexes on a Qdrant server (the embedded
+        Qdrant has none: it would only warn that they do nothing)."""
         if self.exists():
             return
         vectors = ({VECTOR_NAME: models.VectorParams(size=vector_size, distance=models.Distance.COSINE)}
                    if vector_size else {})
         self._call(self.client.create_collection, self.collection, vectors_config=vectors)
+        if not self.config.qdrant_url:
+            return
         self._call(self.client.create_payload_index, self.collection, self.config.tenant_key,
                    field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True))
         self._call(self.client.create_payload_index, self.collection, self.docid_key,

@@ -127,9 +127,10 @@ class QdrantStore:
             self.client = QdrantClient(url=config.qdrant_url, api_key=config.qdrant_api_key or None)
         else:
             self.client = QdrantClient(path=config.qdrant_path)
+        self.embedded = not config.qdrant_url  # the embedded Qdrant (a local path), not a server
         # The embedded client is not safe for concurrent use (a server client is): calls take turns, in the
         # order they arrive, so one tenant's long run of calls cannot keep another's waiting.
-        self._lock = TurnLock() if not config.qdrant_url else None
+        self._lock = TurnLock() if self.embedded else None
         self._has_vectors: bool | None = None
         self.docid_key = config.docid_key  # the payload field holding each point's docid
         self._failed: tuple[float, str] | None = None  # (when, why) of the last failure while Qdrant is down
@@ -140,7 +141,7 @@ class QdrantStore:
     def upstream(self) -> Upstream:
         """Qdrant's gRPC API for the front door: the server's port, or the embedded Qdrant taking turns
         with this store's own calls."""
-        if self.config.qdrant_url:
+        if not self.embedded:
             return ServerUpstream(self.config.qdrant_url, self.config.qdrant_api_key, self.config.qdrant_grpc_port)
         return EmbeddedUpstream(self.client, self._lock)
 
@@ -203,7 +204,7 @@ class QdrantStore:
         vectors = ({VECTOR_NAME: models.VectorParams(size=vector_size, distance=models.Distance.COSINE)}
                    if vector_size else {})
         self._call(self.client.create_collection, self.collection, vectors_config=vectors)
-        if not self.config.qdrant_url:
+        if self.embedded:
             return
         self._call(self.client.create_payload_index, self.collection, self.config.tenant_key,
                    field_schema=models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True))

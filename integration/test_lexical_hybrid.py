@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import pytest
 
 from genret.client import search_request
 from genret.data.lexical import Bm25
+from genret.errors import ResourceExhausted
 from genret.metrics import REGISTRY
 from genret.ranking.fusion import dbsf, rrf
 from genret.serving.lexical import LexicalIndexes
@@ -118,32 +121,38 @@ def test_a_tenant_with_no_indexable_word_gets_no_lexical_list(stack: Stack) -> N
 
 
 
-@pytest.mark.parametrize("cap", ["fits", "does not fit"])
-def test_a_search_builds_its_tenants_lexical_index_before_it_joins_a_batch(stack: Stack, cap: str) -> None:
+@pytest.mark.parametrize("written", [False, True])
+def test_a_search_builds_its_tenants_lexical_index_before_it_joins_a_batch(stack: Stack, written: bool) -> None:
     """The build runs in the caller's worker thread, never on the engine thread that decodes a batch of
-    several tenants' searches, so no batch-mate waits for it; a build that does not fit under the cap is
-    held for the search that made it, then let go."""
+    several tenants' searches, so no batch-mate waits for it, not even when the tenant's write drops the
+    index between the build and the batch: the search keeps what its preparation built."""
     lexical = stack.engine._lexical
-    calls: list[tuple[str, bool]] = []  # (thread, whether the tenant's index was already built)
-    index, max_docs = lexical._index, lexical._max_docs
+    builds: list[str] = []  # the thread of each build
+    reads: list[tuple[str, bool]] = []  # (thread, whether the tenant's index was held) of each read
+    build, index = lexical._build, lexical._index
 
-    def recorded(tenant: str) -> object:
-        calls.append((threading.current_thread().name, lexical.ready(tenant)))
-        return index(tenant)
+    def recorded_build(tenant: str) -> object:
+        builds.append(threading.current_thread().name)
+        return build(tenant)
+
+    def recorded_index(tenant: str, fresh: bool) -> object:
+        on_engine = threading.current_thread().name == "genret-engine"
+        if on_engine and written:
+            lexical.changed(OTHER)  # the tenant's write lands after the preparation
+        reads.append((threading.current_thread().name, lexical.ready(tenant)))
+        return index(tenant, fresh)
 
     lexical.changed(OTHER)  # as after a write: the next search needs a fresh build
-    lexical._index = recorded  # type: ignore[method-assign]
-    lexical._max_docs = max_docs if cap == "fits" else 1
+    lexical._build, lexical._index = recorded_build, recorded_index  # type: ignore[method-assign]
     try:
         resp = stack.stub.Search(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20), timeout=60)
     finally:
-        del lexical._index
-        lexical._max_docs = max_docs
+        del lexical._build, lexical._index
     assert any("lexical" in [s.retriever for s in h.sources] for h in resp.hits)
-    engine_calls = [built for thread, built in calls if thread == "genret-engine"]
-    assert engine_calls and all(engine_calls)  # the batch read it, already built
-    assert any(thread != "genret-engine" and not built for thread, built in calls)  # built before
-    assert lexical.ready(OTHER) == (cap == "fits")  # a build over the cap goes with its search
+    assert len(builds) == 1 and builds[0].startswith("genret-prepare")  # built before, never in the batch
+    assert any(thread == "genret-engine" for thread, _ in reads)
+    assert any(thread != "genret-engine" and not held for thread, held in reads)
+    assert lexical.ready(OTHER) == (not written)  # a build its write overtook served its search, not held
     # Searches that do not fuse the lexical list build nothing.
     lexical.changed(OTHER)
     for mode, fusion in ((Mode.DENSE, Fusion.DEFAULT), (Mode.GENERATIVE, Fusion.DEFAULT),
@@ -154,10 +163,14 @@ def test_a_search_builds_its_tenants_lexical_index_before_it_joins_a_batch(stack
 
 
 class _Reads:
-    """The collection's store, counting each tenant's scrolls (one per lexical index build)."""
+    """The collection's store, counting each tenant's scrolls (one per lexical index build) and counts."""
 
     def __init__(self, store: QdrantStore) -> None:
-        self.store, self.scrolls = store, Counter[str]()
+        self.store, self.scrolls, self.counts = store, Counter[str](), Counter[str]()
+
+    def count_tenant(self, tenant: str) -> int:
+        self.counts[tenant] += 1
+        return self.store.count_tenant(tenant)
 
     def scroll_tenant(self, tenant: str) -> Iterator[Any]:
         self.scrolls[tenant] += 1
@@ -172,56 +185,55 @@ class _Clock:
         return self.now
 
 
-def test_no_tenants_searches_drop_another_tenants_lexical_index(stack: Stack) -> None:
-    """Indexes are capped, but one tenant's index is dropped only by its own writes or its own idleness:
-    another tenant's builds never push it out, whatever the cap; a build that does not fit is not kept."""
+def _refused() -> float:
+    return REGISTRY.get_sample_value("genret_lexical_builds_total", {"outcome": "refused"}) or 0.0
+
+
+def test_what_happens_to_a_tenants_lexical_index_depends_on_that_tenant_alone(stack: Stack) -> None:
+    """The limit is each tenant's own: an index within it is built once and held whatever other tenants hold
+    or search, and goes only by the tenant's own writes or idleness; a tenant over it is refused after a
+    count, its documents never read, and that changes nothing for the other tenants."""
     sizes = {t: len(_texts(stack.store, t)[0]) for t in (TENANT, OTHER)}
+    assert sizes[OTHER] < sizes[TENANT]
     answers = {t: LexicalIndexes(stack.store).search(t, QUERY, 10) for t in sizes}
     reads, clock = _Reads(stack.store), _Clock()
-    not_kept = lambda: REGISTRY.get_sample_value("genret_lexical_builds_total", {"kept": "no"}) or 0.0  # noqa: E731
-    before = not_kept()
-    indexes = LexicalIndexes(reads, max_docs=max(sizes.values()), idle_s=60, clock=clock)  # type: ignore[arg-type]
-    assert indexes.search(TENANT, QUERY, 10) == answers[TENANT]
-    for _ in range(3):  # OTHER's index does not fit beside TENANT's: built for each search, not kept
+    indexes = LexicalIndexes(reads, max_docs=sizes[TENANT], idle_s=60, clock=clock)  # type: ignore[arg-type]
+    for _ in range(3):  # together more than the limit: each tenant's own index is within it
         clock.now += 10
-        assert indexes.search(OTHER, QUERY, 10) == answers[OTHER]
-    assert indexes.held() == {TENANT: sizes[TENANT]} and reads.scrolls == {TENANT: 1, OTHER: 3}
-    assert indexes.overflows(OTHER) and not indexes.overflows(TENANT)
-    with indexes.using(OTHER):  # while OTHER has searches in flight, their build is held for them
-        indexes.prepare(OTHER)
-        assert indexes.ready(OTHER) and indexes.search(OTHER, QUERY, 10) == answers[OTHER]
-    assert not indexes.ready(OTHER) and reads.scrolls[OTHER] == 4
-    assert not_kept() - before == 4  # each build that was not kept is counted for the operator
-    assert indexes.search(TENANT, QUERY, 10) == answers[TENANT] and reads.scrolls[TENANT] == 1  # never rebuilt
-    clock.now += 61  # TENANT idle for longer than idle_s: its own idleness lets it go
-    assert indexes.held() == {}
-    assert indexes.search(OTHER, QUERY, 10) == answers[OTHER] and indexes.held() == {OTHER: sizes[OTHER]}
-    assert not indexes.overflows(OTHER)  # its build fits again
-    assert REGISTRY.get_sample_value("genret_lexical_documents") == sizes[OTHER]
+        assert all(indexes.search(t, QUERY, 10) == answers[t] for t in sizes)
+    assert indexes.held() == sizes and reads.scrolls == {TENANT: 1, OTHER: 1}
+    assert REGISTRY.get_sample_value("genret_lexical_documents") == sum(sizes.values())
+    clock.now += 50
+    assert indexes.search(OTHER, QUERY, 10) == answers[OTHER]
+    clock.now += 11  # TENANT idle for longer than idle_s: its own idleness lets it go, OTHER's stays
+    assert indexes.held() == {OTHER: sizes[OTHER]}
     indexes.changed(OTHER)  # its own write drops it
     assert indexes.held() == {}
-    alone = LexicalIndexes(stack.store, max_docs=1)  # larger than the cap: served, never kept
-    assert alone.search(OTHER, QUERY, 10) == answers[OTHER] and alone.held() == {}
-    both = LexicalIndexes(stack.store, max_docs=sum(sizes.values()))
-    both.search(TENANT, QUERY, 10)
-    both.search(OTHER, QUERY, 10)
-    assert both.held() == sizes
+    before, counted = _refused(), reads.counts[TENANT]
+    small = LexicalIndexes(reads, max_docs=sizes[OTHER])  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(ResourceExhausted, match="GENRET_LEXICAL_TENANT_MAX_DOCS"):
+            small.search(TENANT, QUERY, 10)
+        assert small.search(OTHER, QUERY, 10) == answers[OTHER]
+    assert reads.scrolls[TENANT] == 1 and reads.counts[TENANT] - counted == 2  # counted, never read
+    assert small.held() == {OTHER: sizes[OTHER]} and small.tracked() == 1 and _refused() - before == 2
 
 
 def test_what_is_kept_about_a_tenant_goes_with_its_index_and_its_searches(stack: Stack) -> None:
     """Searches and writes naming ever more tenants grow nothing that outlives them: an index goes after
-    ``idle_s``, a build's bookkeeping when it ends, a tenant's overflow ``idle_s`` after its last build that
-    did not fit. A build its tenant's write overtook is served but not kept."""
+    ``idle_s``, a build's bookkeeping when it ends, a refused tenant leaves nothing. A build its tenant's
+    write overtook is served but not held."""
     clock = _Clock()
     indexes = LexicalIndexes(stack.store, max_docs=1, idle_s=60, clock=clock)
     ghosts = [f"nobody-{i}" for i in range(20)]
     for tenant in ghosts:  # no documents: an empty index, held until it idles
         assert indexes.search(tenant, QUERY, 10) == []
         indexes.changed(f"writer-{tenant}")  # a write of a tenant that never searched keeps nothing
-    assert indexes.search(OTHER, QUERY, 10) and indexes.overflows(OTHER)  # larger than the cap: not kept
-    assert indexes.tracked() == len(ghosts) + 1
+    with indexes.using(OTHER), pytest.raises(ResourceExhausted):  # over the limit: nothing kept about it
+        indexes.prepare(OTHER)
+    assert indexes.tracked() == len(ghosts)
     clock.now += 61
-    assert indexes.tracked() == 0 and not indexes.overflows(OTHER)
+    assert indexes.tracked() == 0
     reads = _Reads(stack.store)
     overtaken = LexicalIndexes(reads, idle_s=60, clock=clock)  # type: ignore[arg-type]
     scroll = reads.scroll_tenant
@@ -231,8 +243,12 @@ def test_what_is_kept_about_a_tenant_goes_with_its_index_and_its_searches(stack:
         return scroll(tenant)
 
     reads.scroll_tenant = written_meanwhile  # type: ignore[method-assign]
-    assert overtaken.search(TENANT, QUERY, 10) and not overtaken.ready(TENANT) and overtaken.tracked() == 0
-    reads.scroll_tenant = scroll  # type: ignore[method-assign]
+    with overtaken.using(TENANT):
+        overtaken.prepare(TENANT)
+        assert not overtaken.ready(TENANT) and overtaken.tracked() == 1  # kept for its search in flight only
+        reads.scroll_tenant = scroll  # type: ignore[method-assign]
+        assert overtaken.search(TENANT, QUERY, 10) and reads.scrolls[TENANT] == 1  # the search keeps its build
+    assert overtaken.tracked() == 0
     assert overtaken.search(TENANT, QUERY, 10) and overtaken.ready(TENANT) and overtaken.tracked() == 1
 
 
@@ -242,16 +258,16 @@ def test_a_tenants_waiting_searches_share_one_build_and_never_hold_up_another_te
     lexical = stack.engine._lexical
     stack.engine.search([SearchQuery(TENANT, QUERY, 10, 20, Mode.HYBRID, fusion=Fusion.RRF)])  # TENANT built
     release, entered = threading.Event(), []
-    index = lexical._index
+    build = lexical._build
 
     def stalled(tenant: str) -> object:
-        if tenant == OTHER and threading.current_thread().name != "genret-engine":
+        if tenant == OTHER:
             entered.append(threading.current_thread().name)
             release.wait(60)
-        return index(tenant)
+        return build(tenant)
 
     lexical.changed(OTHER)
-    lexical._index = stalled  # type: ignore[method-assign]
+    lexical._build = stalled  # type: ignore[method-assign]
     try:
         waiting = [stack.stub.Search.future(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20), timeout=90)
                    for _ in range(12)]
@@ -263,48 +279,74 @@ def test_a_tenants_waiting_searches_share_one_build_and_never_hold_up_another_te
         assert all(f.result().hits for f in waiting)
     finally:
         release.set()
-        del lexical._index
+        del lexical._build
     assert len(entered) == 1
 
 
-def test_rebuilds_of_indexes_too_large_to_keep_never_take_the_other_tenants_build_threads(stack: Stack) -> None:
-    """Two tenants whose lexical indexes do not fit under the cap rebuild them for each burst of searches.
-    Their builds run in one lane of their own: with both stalled, a third tenant's first build still gets a
-    thread and its search is served."""
-    lexical = stack.engine._lexical
-    big, small = ["spill-a", "spill-b"], "spill-small"
-    words = "supersonic flow over swept wings at high incidence"
-    docs = {t: [pb.Document(id=f"d{i}", title=t, text=f"{words} {i}") for i in range(3)] for t in big}
-    docs[small] = [pb.Document(id="d0", title=small, text=words)]
-    for tenant, batch in docs.items():
-        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=batch), timeout=60)
-    release, entered = threading.Event(), Counter[str]()
-    index, max_docs = lexical._index, lexical._max_docs
+def test_a_search_sees_the_writes_acknowledged_before_it_began(stack: Stack) -> None:
+    """A search that finds its tenant's build under way waits for it; if the tenant's write landed while
+    that build read, it prepares again rather than search an index without the write."""
+    lexical, tenant, query = stack.engine._lexical, "lexicon-race", "quixotic hyperboloid nozzle"
+    stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[
+        pb.Document(id="a", title="shells", text="buckling of cylindrical shells")]), timeout=60)
+    read, release = threading.Event(), threading.Event()
+    build = lexical._build
 
-    def stalled(tenant: str) -> object:
-        if tenant in big and threading.current_thread().name != "genret-engine":
-            entered[threading.current_thread().name] += 1
+    def read_then_stall(name: str) -> object:
+        built = build(name)
+        if name == tenant and not release.is_set():
+            read.set()
             release.wait(60)
-        return index(tenant)
+        return built
 
-    search = lambda tenant: search_request(tenant, QUERY, 10, "hybrid", "rrf", 20)  # noqa: E731
-    lexical._max_docs = sum(lexical.held().values()) + 2  # the small tenant's index fits, the big ones' do not
+    lexical._build = read_then_stall  # type: ignore[method-assign]
     try:
-        for tenant in big:  # first builds: not kept, so these tenants overflow from now on
-            assert stack.stub.Search(search(tenant), timeout=60).hits and not lexical.ready(tenant)
-            assert stack.engine.overflows(tenant)
-        lexical._index = stalled  # type: ignore[method-assign]
-        waiting = [stack.stub.Search.future(search(t), timeout=90) for t in big]
-        mine = stack.stub.Search(search(small), timeout=30)  # its first build, on a thread of its own
-        assert mine.hits and not any(f.done() for f in waiting)
-        assert lexical.ready(small) and not stack.engine.overflows(small)
-        assert set(entered) == {"genret-prepare-overflow_0"} and entered.total() == 1  # the other waits its turn
+        first = stack.stub.Search.future(search_request(tenant, query, 10, "hybrid", "rrf", 20), timeout=90)
+        assert read.wait(60)  # its build has read the tenant's one document
+        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[
+            pb.Document(id="b", title="nozzles", text="a quixotic hyperboloid nozzle")]), timeout=60)
+        second = stack.stub.Search.future(search_request(tenant, query, 10, "hybrid", "rrf", 20), timeout=90)
+        for _ in range(600):  # until the second search waits on the first one's build
+            if lexical._users.get(tenant) == 2:
+                break
+            time.sleep(0.01)
         release.set()
-        assert all(f.result().hits for f in waiting)
-        assert entered == {"genret-prepare-overflow_0": 2}
+        lexical_hits = [h.payload.fields["doc_id"].string_value for h in second.result().hits
+                        if "lexical" in [s.retriever for s in h.sources]]
+        assert lexical_hits == ["b"]  # the written document, found by its words
+        assert first.result().hits
     finally:
         release.set()
-        del lexical._index
+        del lexical._build
+        stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["a", "b"]), timeout=60)
+
+
+def test_a_tenant_over_its_lexical_limit_is_refused_only_the_lexical_list(stack: Stack) -> None:
+    """A tenant with more documents than the limit gets RESOURCE_EXHAUSTED for the searches that fuse the
+    lexical list, naming the limit and the way around it; its other searches, and every search of the
+    tenants within the limit, are served as before."""
+    lexical = stack.engine._lexical
+    big, small = "lexicon-big", "lexicon-small"
+    words = "supersonic flow over swept wings at high incidence"
+    docs = {big: [pb.Document(id=f"d{i}", title=big, text=f"{words} {i}") for i in range(3)],
+            small: [pb.Document(id="d0", title=small, text=words)]}
+    for tenant, batch in docs.items():
+        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=batch), timeout=60)
+    max_docs = lexical._max_docs
+    lexical._max_docs = 2
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            stack.stub.Search(search_request(big, QUERY, 10, "hybrid", "rrf", 20), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "GENRET_LEXICAL_TENANT_MAX_DOCS" in (refused.value.details() or "")
+        assert "without_lexical" in (refused.value.details() or "")
+        for request in (search_request(big, QUERY, 10, "hybrid", "rrf", 20, lexical=False),
+                        search_request(big, QUERY, 10, "dense"), search_request(big, QUERY, 10, "generative")):
+            assert stack.stub.Search(request, timeout=60).hits
+        mine = stack.stub.Search(search_request(small, QUERY, 10, "hybrid", "rrf", 20), timeout=60)
+        assert any("lexical" in [s.retriever for s in h.sources] for h in mine.hits) and lexical.ready(small)
+        assert big not in lexical.held()
+    finally:
         lexical._max_docs = max_docs
         for tenant, batch in docs.items():
             stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=[d.id for d in batch]), timeout=60)

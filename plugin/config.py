@@ -68,7 +68,7 @@ class Config:
     kernel_backend: str = "auto"  # auto | triton | torch
     scoring: str = "vocab"  # vocab | children (see genret.decoding.beam)
     hybrid_lexical: bool = True  # HYBRID/AUTO with DBSF or RRF also fuse BM25 over the tenant's own documents
-    lexical_max_docs: int = 1_000_000  # documents in the tenants' lexical indexes held at once
+    lexical_tenant_max_docs: int = 1_000_000  # a tenant with more documents gets no lexical index
     lexical_idle_s: float = 600.0  # a tenant's lexical index is dropped after this long without its searches
 
     def __post_init__(self) -> None:
@@ -103,7 +103,7 @@ _AT_LEAST: dict[str, float] = {
     "grace_s": 0, "follow_s": 0, "health_interval_s": 0.001, "keys_grace_s": 0, "admission_wait_s": 0,
     "max_query_chars": 1, "max_top_k": 1, "max_beam": 1, "max_batch": 1, "default_top_k": 1, "default_beam": 1,
     "max_write_batch": 1, "max_document_chars": 1, "max_write_chars": 1, "tenant_max_inflight": 1,
-    "max_inflight": 1, "tenant_max_new_docids": 0, "batch_rows": 0, "write_workers": 1, "lexical_max_docs": 1,
+    "max_inflight": 1, "tenant_max_new_docids": 0, "batch_rows": 0, "write_workers": 1, "lexical_tenant_max_docs": 1,
     "lexical_idle_s": 1,
 }
 _PORTS = ("port", "qdrant_port", "qdrant_grpc_port", "metrics_port")
@@ -112,6 +112,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "kernel_backend": ("auto", "triton", "torch"), "scoring": ("vocab", "children"),
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+# Variables that no longer exist, refused by name so a setting is never silently dropped.
+_RETIRED = {"GENRET_LEXICAL_MAX_DOCS": "set GENRET_LEXICAL_TENANT_MAX_DOCS, a limit per tenant, instead"}
 
 
 def _coerce(name: str, value: str, like: Any) -> Any:
@@ -133,6 +135,9 @@ def _coerce(name: str, value: str, like: Any) -> Any:
 def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
     """Defaults, then ``GENRET_<FIELD>`` variables, then non-None ``overrides`` (CLI flags)."""
     env = dict(os.environ) if environ is None else environ
+    retired = [f"{name} is no longer read: {instead}" for name, instead in _RETIRED.items() if name in env]
+    if retired:
+        raise ValueError("invalid configuration: " + "; ".join(retired))
     base = Config()
     values: dict[str, Any] = {}
     for f in fields(Config):

@@ -33,9 +33,9 @@ PUBLISHES = Counter("genret_snapshot_publishes", "Namespace snapshots published"
 NAMESPACE_DOCS = Gauge("genret_namespace_documents", "Live docids per tenant namespace", ["tenant"],
                        registry=REGISTRY)
 INFLIGHT = Gauge("genret_inflight", "Requests admitted and not finished, by tenant", ["tenant"], registry=REGISTRY)
-LEXICAL_BUILDS = Counter("genret_lexical_builds", "Tenants' lexical (BM25) index builds, by whether the index "
-                         "was kept within GENRET_LEXICAL_MAX_DOCS", ["kept"], registry=REGISTRY)
-LEXICAL_DOCS = Gauge("genret_lexical_documents", "Documents in the lexical indexes kept, all tenants",
+LEXICAL_BUILDS = Counter("genret_lexical_builds", "Tenants' lexical (BM25) index builds, by outcome: held, or "
+                         "refused (over GENRET_LEXICAL_TENANT_MAX_DOCS)", ["outcome"], registry=REGISTRY)
+LEXICAL_DOCS = Gauge("genret_lexical_documents", "Documents in the lexical indexes held, all tenants",
                      registry=REGISTRY)
 REJECTIONS = Counter("genret_rejections", "Requests refused at admission (RESOURCE_EXHAUSTED), by tenant",
                      ["tenant"], registry=REGISTRY)

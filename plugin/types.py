@@ -150,9 +150,6 @@ class SearchService(Protocol):
     def searching(self, tenant: str) -> AbstractContextManager[None]:
         """One search of the tenant in flight: what ``prepare`` made for it is kept until the search ends."""
 
-    def overflows(self, tenant: str) -> bool:
-        """Whether what ``prepare`` last made for the tenant was too large for the server to keep."""
-
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]: ...
 
     def delete(self, tenant: str, doc_ids: Sequence[str], index: str = "") -> Deleted: ...

@@ -29,12 +29,13 @@ def test_qdrant_url_selects_server_mode() -> None:
     ({"GENRET_PORT": "50o51"}, "GENRET_PORT must be an integer, got '50o51'"),
     ({"GENRET_GRACE_S": "soon"}, "GENRET_GRACE_S must be a number"),
     ({"GENRET_READ_ONLY": "maybe"}, "GENRET_READ_ONLY must be a boolean"),
-    ({"GENRET_LEXICAL_MAX_DOCS": "0"}, "lexical_max_docs must be at least 1, got 0"),
+    ({"GENRET_LEXICAL_TENANT_MAX_DOCS": "0"}, "lexical_tenant_max_docs must be at least 1, got 0"),
     ({"GENRET_LEXICAL_IDLE_S": "0.5"}, "lexical_idle_s must be at least 1, got 0.5"),
     ({"GENRET_PORT": "70000"}, "port must be at most 65535"),
     ({"GENRET_MAX_INFLIGHT": "-3"}, "max_inflight must be at least 1"),
     ({"GENRET_SCORING": "logits"}, "scoring must be one of 'vocab', 'children', got 'logits'"),
     ({"GENRET_DEFAULT_BEAM": "300"}, "default_beam must be at most max_beam (200), got 300"),
+    ({"GENRET_LEXICAL_MAX_DOCS": "5000"}, "GENRET_LEXICAL_MAX_DOCS is no longer read: set GENRET_LEXICAL_TENANT_MAX_DOCS"),
 ])
 def test_a_bad_setting_is_refused_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -50,8 +51,8 @@ def test_every_problem_is_named_at_once_and_good_values_pass() -> None:
 
 
 def test_the_cli_names_a_bad_setting_and_exits_2(tmp_path: Path) -> None:
-    env = {**os.environ, "GENRET_LEXICAL_MAX_DOCS": "-1"}
+    env = {**os.environ, "GENRET_LEXICAL_TENANT_MAX_DOCS": "-1"}
     out = subprocess.run([sys.executable, "-m", "genret.cli", "serve", "--index-dir", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 2 and "lexical_max_docs must be at least 1, got -1" in out.stderr
+    assert out.returncode == 2 and "lexical_tenant_max_docs must be at least 1, got -1" in out.stderr
     assert "Traceback" not in out.stderr

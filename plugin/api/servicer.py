@@ -167,10 +167,9 @@ class GenRetServicer:
 
     Searches go through the fair batcher onto one engine thread (the model serves one batch at a time);
     a tenant's own preparation for them (its lexical index) runs on ``PREPARE_WORKERS`` threads of its
-    own, so tenants building at once never take the threads the server's health checks use, and the
-    preparations of tenants whose last one was too large to keep (``overflows``) run on one more thread,
-    their own lane, so their rebuilds never take those threads from the other tenants; writes run
-    on ``write_workers`` threads, one at a time per tenant, so one tenant's writes never queue another's.
+    own, so tenants building at once never take the threads the server's health checks use; there each
+    tenant has one preparation at a time, queued in turn with the other tenants'. Writes run on
+    ``write_workers`` threads, one at a time per tenant, so one tenant's writes never queue another's.
     """
 
     def __init__(self, config: Config, engine: SearchService) -> None:
@@ -178,7 +177,6 @@ class GenRetServicer:
         self.engine = engine
         self._writes = ThreadPoolExecutor(max_workers=config.write_workers, thread_name_prefix="genret-writer")
         self._prepares = ThreadPoolExecutor(max_workers=PREPARE_WORKERS, thread_name_prefix="genret-prepare")
-        self._overflow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genret-prepare-overflow")
         rows = config.batch_rows or (32 if engine.on_accelerator else 8)
         self._batcher: FairBatcher[SearchQuery, list[SearchHit]] = FairBatcher(engine.search, rows)
         self._keys = KeyRing(config.keys_file, grace_s=config.keys_grace_s) if config.keys_file else None
@@ -190,7 +188,6 @@ class GenRetServicer:
         self._batcher.close()
         self._writes.shutdown(wait=False, cancel_futures=True)
         self._prepares.shutdown(wait=False, cancel_futures=True)
-        self._overflow.shutdown(wait=False, cancel_futures=True)
 
     def methods(self) -> dict[str, tuple[Handler, Callable[[bytes], Any]]]:
         """Each RPC's handler and request parser."""
@@ -252,15 +249,15 @@ class GenRetServicer:
         """The engine first does, in a worker thread, what the search needs that is its tenant's alone (see
         ``SearchService.prepare``), so that work never holds up a batch of other tenants' searches; then the
         fair batcher serves it. A tenant's concurrent searches share one such thread, so one tenant's
-        waiting searches never take the threads other tenants' searches need. What the preparation made is
-        kept for the search until it has been served."""
+        waiting searches never take the threads other tenants' searches need. A search that joined a
+        preparation overtaken by its tenant's write prepares again, so it sees the writes acknowledged before
+        it. What the preparation made is kept for the search until it has been served."""
         with self.engine.searching(q.tenant):
-            if not self.engine.prepared(q):
+            while not self.engine.prepared(q):
                 running = self._preparing.get(q.tenant)
                 if running is None:
                     work = tracing.carry(lambda: self.engine.prepare(q))
-                    lane = self._overflow if self.engine.overflows(q.tenant) else self._prepares
-                    running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(lane, work))
+                    running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._prepares, work))
                     self._preparing[q.tenant] = running
                     running.add_done_callback(lambda _: self._preparing.pop(q.tenant, None))
                 await asyncio.shield(running)

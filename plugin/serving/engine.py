@@ -102,7 +102,7 @@ class Engine:
         self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
         atomic = isinstance(codec, AtomicCodec)
         self._filtered = FilteredTries(store, lambda: self.backend.device, atomic)
-        self._lexical = LexicalIndexes(store, config.lexical_max_docs, config.lexical_idle_s)
+        self._lexical = LexicalIndexes(store, config.lexical_tenant_max_docs, config.lexical_idle_s)
         trained = trained_docids(config.index_dir)
         self.writer = DocumentWriter(config, store, codec, self.embed_documents,
                                      Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
@@ -426,10 +426,6 @@ class Engine:
     def searching(self, tenant: str) -> AbstractContextManager[None]:
         """One search of the tenant in flight (see ``LexicalIndexes.using``)."""
         return self._lexical.using(tenant)
-
-    def overflows(self, tenant: str) -> bool:
-        """Whether the tenant's last lexical index build did not fit under the cap (``LexicalIndexes``)."""
-        return self._lexical.overflows(tenant)
 
     @staticmethod
     def _filter(q: SearchQuery) -> Any:

@@ -3,37 +3,35 @@
 A tenant's index is built from a tenant-filtered scroll of its points (title and text as Qdrant holds
 them) when it is first needed, and dropped whenever the tenant's documents change, so it is built again.
 The server builds it before a search joins a batch (``prepare``, in a worker thread), so a build holds
-up only the tenant's own search, never the other tenants' searches decoded beside it. Term statistics
-(document frequencies, average length) are the tenant's own: another tenant's documents never change a
-tenant's lexical scores or ranks.
+up only the tenant's own search, never the other tenants' searches decoded beside it. What a search's
+preparation built stays with the search until it is served (``using``), even if the tenant's write drops
+the index meanwhile, so a batch never waits for a build. Term statistics (document frequencies, average
+length) are the tenant's own: another tenant's documents never change a tenant's lexical scores or ranks.
 
-Built indexes are held up to ``max_docs`` documents in all, and what happens to one tenant's index depends on
-that tenant alone: it is dropped when the tenant's documents change or when the tenant has not searched for
-``idle_s`` seconds, and another tenant's build never pushes it out. A build that does not fit beside the
-indexes held (or is larger than the cap) is held only while its tenant has searches in flight (``using``),
-so only that tenant's later searches pay to build it again; until one of its builds fits (or for ``idle_s``
-after the last that did not), the tenant ``overflows`` and the server runs its builds in a lane of their own
-(see the API layer's servicer). What is kept about a tenant outlives neither its index, its searches in
-flight and its builds, nor ``idle_s`` after its last build that did not fit: naming ever more tenants grows
-nothing here.
+What happens to a tenant's index depends on that tenant alone. A tenant with up to ``max_docs`` points
+has its index built and held until its documents change or it has not searched for ``idle_s`` seconds;
+no other tenant's builds, sizes or searches push it out or keep it from being held. A tenant with more
+points is refused (``ResourceExhausted``, after counting them, never reading them), and its searches that
+leave the lexical list out are served as before. So the indexes held are never more than the documents of
+the tenants that searched within ``idle_s``, each at most ``max_docs``. What is kept about a tenant
+outlives neither its index nor its searches and builds in flight: naming ever more tenants grows nothing.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
 from genret.data.lexical import Bm25
+from genret.errors import ResourceExhausted
 from genret.metrics import LEXICAL_BUILDS, LEXICAL_DOCS
 from genret.store import QdrantStore
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,30 +53,30 @@ class LexicalIndexes:
     def __init__(self, store: QdrantStore, max_docs: int = 1_000_000, idle_s: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
-        self._max_docs = max_docs
+        self._max_docs = max_docs  # points one tenant may have for its index to be built
         self._idle_s = idle_s
         self._clock = clock
-        self._built: dict[str, _Built] = {}  # held within the cap
+        self._built: dict[str, _Built] = {}  # held until the tenant's documents change or it idles
         self._used: dict[str, float] = {}  # tenant -> when it last searched its held index (clock seconds)
-        self._docs = 0  # documents in the indexes held within the cap
-        self._leased: dict[str, _Built] = {}  # did not fit: held while the tenant has searches in flight
+        self._docs = 0  # documents in the indexes held
+        self._pinned: dict[str, _Built] = {}  # tenant -> the index its searches in flight last prepared
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
-        self._overflowing: dict[str, float] = {}  # tenant -> when its last build was not kept (clock seconds)
         self._lock = threading.Lock()
         self._building: dict[str, _Build] = {}
 
     def changed(self, tenant: str) -> None:
-        """The tenant's documents changed: its index is rebuilt on its next search."""
+        """The tenant's documents changed: its index is rebuilt on its next search (the searches in flight
+        keep the one they prepared)."""
         with self._lock:
             build = self._building.get(tenant)
             if build is not None:
                 build.stale = True
             self._drop(tenant)
-            self._leased.pop(tenant, None)
 
     @contextmanager
     def using(self, tenant: str) -> Iterator[None]:
-        """One search of the tenant in flight: an index of its that did not fit is held until none is."""
+        """One search of the tenant in flight: the index its preparation built is kept for it until the
+        tenant has no search in flight."""
         with self._lock:
             self._users[tenant] = self._users.get(tenant, 0) + 1
         try:
@@ -88,34 +86,31 @@ class LexicalIndexes:
                 self._users[tenant] -= 1
                 if not self._users[tenant]:
                     del self._users[tenant]
-                    self._leased.pop(tenant, None)
+                    self._pinned.pop(tenant, None)
 
     def prepare(self, tenant: str) -> None:
-        """Build the tenant's index now if it is not built (a search then finds it ready)."""
-        self._index(tenant)
+        """Build the tenant's index now if it is not built (a search then finds it ready); ResourceExhausted
+        if the tenant has more than ``max_docs`` points."""
+        self._index(tenant, fresh=True)
 
     def ready(self, tenant: str) -> bool:
-        """Whether the tenant's index is built (a search needs no build first)."""
+        """Whether the tenant's index is held, so a new search needs no build first (it is then kept for the
+        tenant's searches in flight, as ``prepare`` keeps the one it builds)."""
         with self._lock:
             self._expire(tenant)
-            return tenant in self._built or tenant in self._leased
-
-    def overflows(self, tenant: str) -> bool:
-        """Whether the tenant's last build, less than ``idle_s`` ago, did not fit under the cap (so its next one
-        is likely not to)."""
-        with self._lock:
-            self._forget_overflows()
-            return tenant in self._overflowing
+            found = self._built.get(tenant)
+            if found is not None and tenant in self._users:
+                self._pinned[tenant] = found
+            return found is not None
 
     def tracked(self) -> int:
-        """Tenants anything is kept about: an index, a search in flight, a build, a recent overflow."""
+        """Tenants anything is kept about: an index, a search in flight, a build."""
         with self._lock:
             self._expire(*self._built)
-            self._forget_overflows()
-            return len({*self._built, *self._leased, *self._users, *self._building, *self._overflowing})
+            return len({*self._built, *self._pinned, *self._users, *self._building})
 
     def held(self) -> dict[str, int]:
-        """Documents in each tenant's index held within the cap."""
+        """Documents in each tenant's index held."""
         with self._lock:
             self._expire(*self._built)
             return {t: len(b.point_ids) for t, b in self._built.items()}
@@ -124,7 +119,7 @@ class LexicalIndexes:
                within: Callable[[Sequence[str]], Collection[str]] | None = None) -> list[tuple[str, float]]:
         """The tenant's best ``k`` points for ``text`` with a positive BM25 score, best first; ``within``
         (given the tenant's point ids, the ones a filter keeps) limits them to a filter's points."""
-        built = self._index(tenant)
+        built = self._index(tenant, fresh=False)
         if built.bm25 is None or k <= 0:
             return []
         if within is None:
@@ -138,22 +133,30 @@ class LexicalIndexes:
             pairs = zip(best.tolist(), every[best].tolist(), strict=True)
         return [(built.point_ids[r], float(s)) for r, s in pairs if s > 0]
 
-    def _index(self, tenant: str) -> _Built:
+    def _index(self, tenant: str, fresh: bool) -> _Built:
+        """The tenant's held index, else (unless ``fresh``: a new search sees the tenant's latest writes) the
+        one its searches in flight prepared, else a new build; kept for the tenant's searches in flight."""
         with self._lock:
-            found = self._use(tenant)
-            if found is not None:
-                return found
+            found = self._held(tenant) or (None if fresh else self._pinned.get(tenant))
+        built = found if found is not None else self._build_once(tenant)
+        with self._lock:
+            if tenant in self._users:
+                self._pinned[tenant] = built
+        return built
+
+    def _build_once(self, tenant: str) -> _Built:
+        """Build the tenant's index, or take the one a build it waited for has just held."""
+        with self._lock:
             build = self._building.setdefault(tenant, _Build())
             build.waiting += 1
         try:
             with build.lock:  # one build per tenant at a time; other tenants are not held up
                 with self._lock:
-                    found = self._use(tenant)
+                    found = self._held(tenant)
                     build.stale = False
                 if found is not None:
                     return found
-                docs = [d for d in self._store.scroll_tenant(tenant) if f"{d.title} {d.text}".strip()]
-                built = _Built(tuple(d.point_id for d in docs), _bm25([f"{d.title} {d.text}" for d in docs]))
+                built = self._build(tenant)
                 with self._lock:
                     if not build.stale:  # not changed while it was read: hold it
                         self._hold(tenant, built)
@@ -164,41 +167,36 @@ class LexicalIndexes:
                 if not build.waiting:
                     del self._building[tenant]
 
-    def _use(self, tenant: str) -> _Built | None:
-        """The tenant's held index (marked used now), else its leased one, else None. Under ``_lock``."""
+    def _build(self, tenant: str) -> _Built:
+        """The tenant's index, read from Qdrant; ResourceExhausted (its points counted, not read) if it has
+        more than ``max_docs`` points."""
+        points = self._store.count_tenant(tenant)
+        docs = [] if points > self._max_docs else list(islice(self._store.scroll_tenant(tenant), self._max_docs + 1))
+        points = max(points, len(docs))  # written meanwhile, it may have more than counted
+        if points > self._max_docs:
+            LEXICAL_BUILDS.labels(outcome="refused").inc()
+            raise ResourceExhausted(
+                f"tenant '{tenant}' has {points:,} documents, more than the {self._max_docs:,} its lexical (BM25) index "
+                "may hold (GENRET_LEXICAL_TENANT_MAX_DOCS): search without the lexical list (without_lexical, or a "
+                "mode or fusion that does not read it), or raise the limit")
+        docs = [d for d in docs if f"{d.title} {d.text}".strip()]
+        return _Built(tuple(d.point_id for d in docs), _bm25([f"{d.title} {d.text}" for d in docs]))
+
+    def _held(self, tenant: str) -> _Built | None:
+        """The tenant's held index (marked used now), unless it idled out. Under ``_lock``."""
         self._expire(tenant)
         found = self._built.get(tenant)
         if found is not None:
             self._used[tenant] = self._clock()
-            return found
-        return self._leased.get(tenant)
+        return found
 
     def _hold(self, tenant: str, built: _Built) -> None:
-        """Hold ``built`` within the cap if it fits beside the indexes held (no other tenant's is dropped for
-        it), else while the tenant has searches in flight. Under ``_lock``."""
-        self._expire(*self._built)  # idle indexes leave room first
-        held = self._docs
-        kept = held + len(built.point_ids) <= self._max_docs
-        LEXICAL_BUILDS.labels(kept="yes" if kept else "no").inc()
-        self._forget_overflows()
-        if kept:
-            self._overflowing.pop(tenant, None)
-            self._built[tenant], self._used[tenant] = built, self._clock()
-            self._docs += len(built.point_ids)
-            LEXICAL_DOCS.set(self._docs)
-            return
-        log.warning("the lexical index of tenant %s (%d documents) is not kept: %d of GENRET_LEXICAL_MAX_DOCS=%d "
-                    "are held; it is built again for the tenant's next searches", tenant, len(built.point_ids), held,
-                    self._max_docs)
-        self._overflowing[tenant] = self._clock()
-        if self._users.get(tenant):
-            self._leased[tenant] = built
-
-    def _forget_overflows(self) -> None:
-        """Forget the overflows older than ``idle_s``. Under ``_lock``."""
-        now = self._clock()
-        for tenant in [t for t, when in self._overflowing.items() if now - when > self._idle_s]:
-            del self._overflowing[tenant]
+        """Hold the tenant's new index. Under ``_lock``."""
+        LEXICAL_BUILDS.labels(outcome="held").inc()
+        self._drop(tenant)
+        self._built[tenant], self._used[tenant] = built, self._clock()
+        self._docs += len(built.point_ids)
+        LEXICAL_DOCS.set(self._docs)
 
     def _expire(self, *tenants: str) -> None:
         """Drop those of the tenants' indexes unused for more than ``idle_s``. Under ``_lock``."""

@@ -272,6 +272,10 @@ class QdrantStore:
         for rec in self._scroll(self.tenant_filter(tenant), keys, with_vectors=with_vectors):
             yield self._to_doc(rec)
 
+    def count_tenant(self, tenant: str) -> int:
+        """How many points the tenant has (an exact count; nothing is read)."""
+        return int(self._call(self.client.count, self.collection, count_filter=self.tenant_filter(tenant)).count)
+
     def docids_of_tenant(self, tenant: str) -> list[tuple[PointId, str]]:
         """(point id, docid) for the tenant's points that carry a docid."""
         out = []

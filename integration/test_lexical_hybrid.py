@@ -350,3 +350,25 @@ def test_a_tenant_over_its_lexical_limit_is_refused_only_the_lexical_list(stack:
         lexical._max_docs = max_docs
         for tenant, batch in docs.items():
             stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=[d.id for d in batch]), timeout=60)
+
+
+def test_a_search_ends_while_its_tenants_writes_overtake_every_build(stack: Stack) -> None:
+    """A write lands while each of the tenant's builds reads, so no build is ever held: its searches are
+    still served, each from a build begun after it, rather than wait for a build no write overtakes."""
+    lexical = stack.engine._lexical
+    build = lexical._build
+
+    def overtaken(tenant: str) -> object:
+        built = build(tenant)
+        lexical.changed(tenant)  # the tenant's next write lands before the build is done
+        return built
+
+    lexical.changed(OTHER)
+    lexical._build = overtaken  # type: ignore[method-assign]
+    try:
+        searches = [stack.stub.Search.future(search_request(OTHER, QUERY, 10, "hybrid", "rrf", 20), timeout=30)
+                    for _ in range(4)]
+        assert all(any("lexical" in [s.retriever for s in h.sources] for h in f.result().hits) for f in searches)
+        assert not lexical.ready(OTHER)
+    finally:
+        del lexical._build

@@ -1,6 +1,7 @@
 """Fair service between tenants: what tenant B sees while tenant A floods the sidecar, reads and writes.
 
-    python integration/bench/bench_fairness.py [--seconds 45] [--before DIR] [--out ...fairness-cpu.json]
+    python integration/bench/bench_fairness.py [--seconds 45] [--before DIR] [--kinds reads,writes,hybrid]
+        [--out ...fairness-cpu.json]
 
 Setup: the bundled Cranfield corpus split between tenants A and B (700 documents each, MiniLM vectors) in
 an embedded Qdrant collection; semantic docids (base 10) in the payloads; the default model (MiniLM
@@ -12,7 +13,13 @@ Each phase runs ``--seconds``:
             or 64 clients search back to back (a refused call, RESOURCE_EXHAUSTED, is retried after 5 ms);
   writes    B: 2 clients x 1 write/s, taking turns (upsert one new document, then delete it; each call timed), alone, then
             while A's 32 or 64 clients upsert and delete 8 documents back to back, or 4 clients write at the
-            per-call size limit (40 documents of 95,000 characters).
+            per-call size limit (40 documents of 95,000 characters);
+  hybrid    B: 2 clients x 2 HYBRID searches/s (RRF, so the lexical list too), taking turns, after A's one
+            HYBRID search has built A's lexical index, then while A's 16 clients each upsert a document,
+            search HYBRID, delete it and search HYBRID again, back to back (so each of A's searches
+            rebuilds A's lexical index), and the same without A's lexical list. The server may hold
+            ``--lexical-docs`` documents of lexical index (room for one tenant's): this build reads it as
+            a limit per tenant, the ``--before`` build as the setting ``--before-lexical-setting`` names.
 The baseline is B alone, in the same run on the same machine. ``--before DIR`` (a directory holding
 another build of the ``genret`` package, e.g. ``git archive`` of an earlier commit with ``plugin/`` as
 ``genret/`` and its kernels folder, ``kernels/`` or, in later versions, ``kernels/ops/``, as
@@ -110,11 +117,17 @@ class Server:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # not a clean stop: say so, and leave nothing running
+            self.proc.kill()
+            raise
 
 
-def search(tenant: str, query: str) -> Callable[[pb_grpc.GenRetStub], Any]:
-    req = pb.SearchRequest(tenant=tenant, query=query, top_k=10, beam_size=20)
+def search(tenant: str, query: str, hybrid: bool = False, lexical: bool = True) -> Callable[[pb_grpc.GenRetStub], Any]:
+    req = pb.SearchRequest(tenant=tenant, query=query, top_k=10, beam_size=20, without_lexical=not lexical)
+    if hybrid:
+        req.mode, req.fusion = pb.SEARCH_MODE_HYBRID, pb.FUSION_RRF
     return lambda stub: stub.Search(req, timeout=120)
 
 
@@ -230,6 +243,20 @@ def a_write(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
     return write_pair(A, [(f"a{c}-{n}-{i}", "new", TEXTS[(8 * n + i + c) % len(TEXTS)]) for i in range(8)])
 
 
+def b_hybrid(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
+    return [search(B, QUERIES[(2 * n + c) % len(QUERIES)], hybrid=True)]
+
+
+def a_hybrid(c: int, n: int, lexical: bool = True) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
+    up, down = write_pair(A, [(f"h{c}-{n}", "new", TEXTS[(3 * n + c) % len(TEXTS)])])
+    return [up, search(A, QUERIES[(5 * n + c) % len(QUERIES)], True, lexical), down,
+            search(A, QUERIES[(5 * n + c + 1) % len(QUERIES)], True, lexical)]
+
+
+def a_hybrid_unlexical(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
+    return a_hybrid(c, n, lexical=False)
+
+
 @functools.cache
 def a_large_calls(c: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
     return write_pair(A, [(f"L{c}-{i}", "large", f"{i} {LARGE_TEXT}") for i in range(40)])
@@ -240,13 +267,19 @@ def a_large(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
 
 
 FLOODS: dict[str, Callable[[int, int], list[Callable[[pb_grpc.GenRetStub], Any]]]] = {
-    "search": a_search, "write": a_write, "large": a_large}
+    "search": a_search, "write": a_write, "large": a_large, "hybrid": a_hybrid,
+    "hybrid-unlexical": a_hybrid_unlexical}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=45.0, help="timed length of each phase")
     p.add_argument("--before", default="", help="directory holding an earlier build of the genret package")
+    p.add_argument("--kinds", default="reads,writes", help="phases to run: reads, writes, hybrid")
+    p.add_argument("--lexical-docs", type=int, default=PER_TENANT + 100,
+                   help="lexical index documents the server may hold (hybrid phases)")
+    p.add_argument("--before-lexical-setting", default="lexical_max_docs",
+                   help="the --before build's name for that setting")
     p.add_argument("--out", default="integration/bench/results/synthetic/fairness/fairness-cpu.json")
     args = p.parse_args()
     force_offline()
@@ -263,11 +296,17 @@ def main() -> None:
         ("writes", "A floods, 32 clients", b_write, 1.0, 32, "write"),
         ("writes", "A floods, 64 clients", b_write, 1.0, 64, "write"),
         ("writes", "A floods, 4 clients at the size limit", b_write, 1.0, 4, "large"),
+        ("hybrid", "B alone, A's lexical index built first", b_hybrid, 2.0, 0, ""),
+        ("hybrid", "A writes and searches, no lexical list, 16 clients", b_hybrid, 2.0, 16, "hybrid-unlexical"),
+        ("hybrid", "A writes and searches, 16 clients", b_hybrid, 2.0, 16, "hybrid"),
     ]
+    kinds = set(args.kinds.split(","))
+    plan = [step for step in plan if step[0] in kinds]
     rows: list[dict[str, Any]] = []
     settings = {"tenant_max_new_docids": 0, "tenant_max_inflight": 32}  # A's flood is bounded by its in-flight cap
     for build in ([args.before] if args.before else []) + [""]:
-        server = Server(cfg, build, **settings)
+        lexical = {args.before_lexical_setting if build else "lexical_tenant_max_docs": args.lexical_docs}
+        server = Server(cfg, build, **settings, **lexical)
         with grpc.insecure_channel(server.target) as ch:  # warm up: the model, the dense encoder, B's state
             stub = pb_grpc.GenRetStub(ch)
             for q in QUERIES[:4]:
@@ -276,8 +315,12 @@ def main() -> None:
                 call(stub)
         name = "before" if build else "this build"
         for kind, phase_name, b_calls, rate, a_clients, a_kind in plan:
+            if kind == "hybrid" and not a_clients:
+                with grpc.insecure_channel(server.target) as ch:  # A's lexical index first
+                    search(A, QUERIES[0], hybrid=True)(pb_grpc.GenRetStub(ch))
             res = phase(server.target, args.seconds, b_calls, rate, a_clients, a_kind)
-            alone = next((r for r in rows if (r["build"], r["kind"], r["phase"]) == (name, kind, "B alone")), None)
+            alone = next((r for r in rows if (r["build"], r["kind"]) == (name, kind)
+                          and r["phase"].startswith("B alone")), None)
             res["p99_vs_alone"] = res["b_p99_ms"] / alone["b_p99_ms"] if alone else 1.0
             rows.append({"build": name, "kind": kind, "phase": phase_name, **res})
             print(f"{name:10s} {kind:6s} {phase_name:40s} B p50 {res['b_p50_ms']:7.1f} ms  p99 {res['b_p99_ms']:7.1f} ms"
@@ -288,6 +331,7 @@ def main() -> None:
     table = print_table(rows, cols)
     write_json(args.out, {"benchmark": "fairness", "environment": environment(torch.device("cpu")),
                           "settings": {**vars(args), "documents_per_tenant": PER_TENANT, "server": settings,
+                                       "lexical_documents": args.lexical_docs,
                                        "batch_rows": "default (8 on a CPU)", "write_workers": 2},
                           "rows": rows, "table": table})
 

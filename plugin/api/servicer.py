@@ -250,18 +250,34 @@ class GenRetServicer:
         ``SearchService.prepare``), so that work never holds up a batch of other tenants' searches; then the
         fair batcher serves it. A tenant's concurrent searches share one such thread, so one tenant's
         waiting searches never take the threads other tenants' searches need. A search that joined a
-        preparation overtaken by its tenant's write prepares again, so it sees the writes acknowledged before
-        it. What the preparation made is kept for the search until it has been served."""
+        preparation begun before it, which its tenant's write then overtook, waits for one more (begun after
+        it), so it sees the writes acknowledged before it; a search never waits for more than two. What the
+        preparation made is kept for the search until it has been served."""
         with self.engine.searching(q.tenant):
-            while not self.engine.prepared(q):
-                running = self._preparing.get(q.tenant)
-                if running is None:
-                    work = tracing.carry(lambda: self.engine.prepare(q))
-                    running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._prepares, work))
-                    self._preparing[q.tenant] = running
-                    running.add_done_callback(lambda _: self._preparing.pop(q.tenant, None))
+            for _ in range(2):
+                if self.engine.prepared(q):
+                    break
+                running, joined = self._preparation(q)
                 await asyncio.shield(running)
+                if not joined:
+                    break
             return await self._batcher.submit(q.tenant, q, deadline)
+
+    def _preparation(self, q: SearchQuery) -> tuple[asyncio.Future[None], bool]:
+        """The preparation under way for the search's tenant (joined: True), else a new one for the search."""
+        running = self._preparing.get(q.tenant)
+        if running is not None and not running.done():
+            return running, True
+        work = tracing.carry(lambda: self.engine.prepare(q))
+        running = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._prepares, work))
+        self._preparing[q.tenant] = running
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._preparing.get(q.tenant) is done:
+                del self._preparing[q.tenant]
+
+        running.add_done_callback(forget)
+        return running, False
 
     def check_writable(self) -> None:
         """A read replica (``--read-only``) refuses writes to the served collection before touching Qdrant."""

@@ -70,6 +70,7 @@ class Config:
     hybrid_lexical: bool = True  # HYBRID/AUTO with DBSF or RRF also fuse BM25 over the tenant's own documents
     lexical_tenant_max_docs: int = 1_000_000  # a tenant with more documents gets no lexical index
     lexical_idle_s: float = 600.0  # a tenant's lexical index is dropped after this long without its searches
+    lexical_build_processes: int = 2  # worker processes that build lexical indexes; 0: the server's threads
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be at least {low}, got {getattr(self, name)}"
@@ -104,7 +105,7 @@ _AT_LEAST: dict[str, float] = {
     "max_query_chars": 1, "max_top_k": 1, "max_beam": 1, "max_batch": 1, "default_top_k": 1, "default_beam": 1,
     "max_write_batch": 1, "max_document_chars": 1, "max_write_chars": 1, "tenant_max_inflight": 1,
     "max_inflight": 1, "tenant_max_new_docids": 0, "batch_rows": 0, "write_workers": 1, "lexical_tenant_max_docs": 1,
-    "lexical_idle_s": 1,
+    "lexical_idle_s": 1, "lexical_build_processes": 0,
 }
 _PORTS = ("port", "qdrant_port", "qdrant_grpc_port", "metrics_port")
 _CHOICES: dict[str, tuple[str, ...]] = {

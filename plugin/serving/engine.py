@@ -102,7 +102,8 @@ class Engine:
         self._seeded = manifest.training.get("options", {}).get("docid_init") == "embeddings"
         atomic = isinstance(codec, AtomicCodec)
         self._filtered = FilteredTries(store, lambda: self.backend.device, atomic)
-        self._lexical = LexicalIndexes(store, config.lexical_tenant_max_docs, config.lexical_idle_s)
+        self._lexical = LexicalIndexes(store, config.lexical_tenant_max_docs, config.lexical_idle_s,
+                                       processes=config.lexical_build_processes)
         trained = trained_docids(config.index_dir)
         self.writer = DocumentWriter(config, store, codec, self.embed_documents,
                                      Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),

@@ -5,8 +5,10 @@ them) when it is first needed, and dropped whenever the tenant's documents chang
 The server builds it before a search joins a batch (``prepare``, in a worker thread), so a build holds
 up only the tenant's own search, never the other tenants' searches decoded beside it. What a search's
 preparation built stays with the search until it is served (``using``), even if the tenant's write drops
-the index meanwhile, so a batch never waits for a build. Term statistics (document frequencies, average
-length) are the tenant's own: another tenant's documents never change a tenant's lexical scores or ranks.
+the index meanwhile, so a batch never waits for a build. The tokenizing and indexing can run in worker
+processes (``processes``), so a build does not hold the server's interpreter lock. Term statistics
+(document frequencies, average length) are the tenant's own: another tenant's documents never change a
+tenant's lexical scores or ranks.
 
 What happens to a tenant's index depends on that tenant alone. A tenant with up to ``max_docs`` points
 has its index built and held until its documents change or it has not searched for ``idle_s`` seconds;
@@ -19,20 +21,25 @@ outlives neither its index nor its searches and builds in flight: naming ever mo
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 
 import numpy as np
 
-from genret.data.lexical import Bm25
+from genret.data.lexical import Bm25, bm25_or_none
 from genret.errors import ResourceExhausted
 from genret.metrics import LEXICAL_BUILDS, LEXICAL_DOCS
 from genret.store import QdrantStore
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Built:
@@ -51,8 +58,9 @@ class _Build:
 
 class LexicalIndexes:
     def __init__(self, store: QdrantStore, max_docs: int = 1_000_000, idle_s: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, processes: int = 0) -> None:
         self._store = store
+        self._processes = processes  # worker processes that build indexes; 0: the calling thread
         self._max_docs = max_docs  # points one tenant may have for its index to be built
         self._idle_s = idle_s
         self._clock = clock
@@ -180,7 +188,8 @@ class LexicalIndexes:
                 "may hold (GENRET_LEXICAL_TENANT_MAX_DOCS): search without the lexical list (without_lexical, or a "
                 "mode or fusion that does not read it), or raise the limit")
         docs = [d for d in docs if f"{d.title} {d.text}".strip()]
-        return _Built(tuple(d.point_id for d in docs), _bm25([f"{d.title} {d.text}" for d in docs]))
+        texts = [f"{d.title} {d.text}" for d in docs]
+        return _Built(tuple(d.point_id for d in docs), _BUILDERS.build(texts, self._processes))
 
     def _held(self, tenant: str) -> _Built | None:
         """The tenant's held index (marked used now), unless it idled out. Under ``_lock``."""
@@ -213,12 +222,31 @@ class LexicalIndexes:
             LEXICAL_DOCS.set(self._docs)
 
 
-def _bm25(texts: list[str]) -> Bm25 | None:
-    """BM25 over ``texts``; None when they hold no word to index (none, or stop words only)."""
-    if not texts:
-        return None
-    try:
-        return Bm25(texts)
-    except ValueError:  # bm25s refuses an empty vocabulary
-        return None
+class _Builders:
+    """Worker processes that tokenize and index (one pool in a process, made on first use), so a tenant's
+    build never holds this interpreter's lock, which the engine's decoding and the server's event loop
+    need: a build costs the server the index's unpickling, not its making."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def build(self, texts: list[str], processes: int) -> Bm25 | None:
+        """BM25 over ``texts`` in one of ``processes`` worker processes (0: in the calling thread)."""
+        if processes <= 0:
+            return bm25_or_none(texts)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
+        try:
+            return pool.submit(bm25_or_none, texts).result()
+        except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for the next build
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            log.warning("a lexical index build process died; this build runs in the server, the next in a new one")
+            return bm25_or_none(texts)
+
+
+_BUILDERS = _Builders()

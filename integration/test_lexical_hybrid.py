@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 
 from genret.client import search_request
@@ -37,8 +38,9 @@ def test_lexical_scores_come_from_the_tenants_own_documents(stack: Stack) -> Non
     got = LexicalIndexes(stack.store).search(OTHER, QUERY, 10)
     ids, texts = _texts(stack.store, OTHER)
     rows, scores = Bm25(texts).top([QUERY], 10)
-    assert got and got == [(ids[r], float(s)) for r, s in zip(rows[0].tolist(), scores[0].tolist(), strict=True)
-                           if s > 0]
+    want = [(ids[r], float(s)) for r, s in zip(rows[0].tolist(), scores[0].tolist(), strict=True) if s > 0]
+    assert got and [p for p, _ in got] == [p for p, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=2e-6)
     # Over both tenants' documents the same texts score otherwise: no statistic is shared.
     _, theirs = _texts(stack.store, TENANT)
     mixed = Bm25(texts + theirs).scores([QUERY])[0]
@@ -107,6 +109,41 @@ def test_the_lexical_list_follows_the_tenants_writes(stack: Stack) -> None:
     finally:
         stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["a", "b", "c"]), timeout=60)
         stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=f"{tenant}-other", ids=["d"]), timeout=60)
+
+
+def test_writes_change_the_held_lexical_index_in_place_as_a_fresh_build_would_score(stack: Stack) -> None:
+    """Upserts, a replaced text and deletes reach the tenant's held index without a build, and leave the
+    scores a fresh build from Qdrant gives."""
+    tenant, lexical = "lexicon-live", stack.engine._lexical
+    docs = [pb.Document(id=str(i), title=t, text=t) for i, t in enumerate(
+        ["heat transfer in laminar boundary layers", "buckling of cylindrical shells", "supersonic flow over wings",
+         "laminar flow over a flat plate", "shock waves in a nozzle"])]
+    queries = ["laminar flow", "quixotic hyperboloid nozzle", "wings", "flat plate"]
+
+    def as_fresh() -> None:
+        for q in queries:
+            got, fresh = lexical.search(tenant, q, 10), LexicalIndexes(stack.store).search(tenant, q, 10)
+            assert [p for p, _ in got] == [p for p, _ in fresh]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in fresh], rtol=2e-6)
+
+    stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=docs), timeout=60)
+    try:
+        lexical.prepare(tenant)
+        built = lexical._built[tenant]
+        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[
+            pb.Document(id="q", title="nozzles", text="a quixotic hyperboloid nozzle")]), timeout=60)
+        assert [d for d, s in _hybrid(stack, tenant, queries[1]) if "lexical" in s][:1] == ["q"]
+        as_fresh()
+        stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[  # a text replaced
+            pb.Document(id="q", title="plates", text="flat plate in laminar flow")]), timeout=60)
+        assert all(d != "q" for d, s in _hybrid(stack, tenant, queries[1]) if "lexical" in s)
+        as_fresh()
+        stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["3", "q"]), timeout=60)
+        as_fresh()
+        assert lexical._built[tenant] is built  # changed in place: not one build since the first
+        assert lexical.held()[tenant] == len(docs) - 1
+    finally:
+        stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=[d.id for d in docs]), timeout=60)
 
 
 def test_a_tenant_with_no_indexable_word_gets_no_lexical_list(stack: Stack) -> None:

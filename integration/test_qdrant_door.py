@@ -28,6 +28,7 @@ from genret.api.server import ServerThread
 from genret.config import Config
 from genret.data.beir import demo_corpus_path
 from genret.serving.engine import Engine
+from genret.serving.lexical import LexicalIndexes
 from genret.store import DOCID_KEY, QdrantStore
 from genret.store.wire import ServerUpstream
 from genret.v1 import genret_pb2 as pb
@@ -458,6 +459,37 @@ def test_writes_reach_qdrant_first_then_the_namespace(door: Door) -> None:
     finally:
         door.qdrant.set_payload(COLLECTION, {"org": "acme"}, points=[door.docs[3]["id"]])
     assert door.docs[3]["id"] in {int(p) for p, _ in door.engine.namespaces.entries("acme")}
+
+
+def test_the_lexical_list_follows_writes_through_the_door_without_a_build(door: Door) -> None:
+    """Qdrant-wire upserts, payload changes, a move to another tenant and deletes reach the tenant's held
+    lexical index in place, leaving what a fresh build from Qdrant gives."""
+    lexical, query = door.engine._lexical, "quixotic hyperboloid nozzle"
+    lexical.prepare("acme")
+    built = lexical._built["acme"]
+
+    def found() -> list[str]:
+        got, fresh = lexical.search("acme", query, 5), LexicalIndexes(door.engine.store).search("acme", query, 5)
+        assert [p for p, _ in got] == [p for p, _ in fresh]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in fresh], rtol=2e-6)
+        return [p for p, _ in got]
+
+    door.qdrant.upsert(COLLECTION, points=[models.PointStruct(id=91, vector=[0.1] * DIM, payload={
+        "org": "acme", "heading": "nozzles", "body": "a quixotic hyperboloid nozzle", "year": 1999})])
+    try:
+        assert found()[:1] == ["91"]
+        door.qdrant.set_payload(COLLECTION, {"body": "plain words"}, points=[91])
+        assert found() == []
+        door.qdrant.set_payload(COLLECTION, {"body": "hyperboloid"}, points=[91])
+        assert found() == ["91"]
+        door.qdrant.set_payload(COLLECTION, {"org": "globex"}, points=[91])  # moves to another tenant
+        assert found() == []
+        door.qdrant.set_payload(COLLECTION, {"org": "acme"}, points=[91])
+        assert found() == ["91"]
+    finally:
+        door.qdrant.delete(COLLECTION, points_selector=models.PointIdsList(points=[91]))
+    assert found() == []
+    assert lexical._built["acme"] is built  # changed in place: not one build since the first
 
 
 def test_genrets_own_upsert_takes_a_payload_and_the_callers_vectors(door: Door) -> None:

@@ -1,28 +1,107 @@
-"""BM25 built in worker processes is the index the calling thread would build."""
+"""BM25 that changes in place scores as a fresh bm25s index of the texts it holds, whatever the writes;
+an index built in a worker process is the one the calling thread would build."""
 
 from __future__ import annotations
 
 import pickle
+import random
 
 import numpy as np
+import pytest
 
 from genret.data.beir import demo_corpus_path, load_corpus
-from genret.data.lexical import Bm25, bm25_or_none
+from genret.data.lexical import Bm25
+from genret.data.writable_bm25 import WritableBm25
 from genret.serving.lexical import _BUILDERS
 
-QUERIES = ["supersonic flow over wings", "heat transfer in laminar boundary layers"]
+QUERIES = ["supersonic flow over wings", "heat transfer in laminar boundary layers", "flow flow of the",
+           "boundary-layer transition, at mach 3", "the of and", "zyxwvut"]
 
 
-def test_an_index_built_in_a_worker_process_scores_as_one_built_here() -> None:
-    texts = [f"{d.title} {d.text}" for d in load_corpus(demo_corpus_path())[:300]]
-    here, there = Bm25(texts), _BUILDERS.build(texts, processes=2)
-    assert there is not None
-    np.testing.assert_array_equal(here.scores(QUERIES), there.scores(QUERIES))
-    for a, b in zip(here.top(QUERIES, 10), there.top(QUERIES, 10), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert pickle.loads(pickle.dumps(here)).scores(QUERIES).tolist() == here.scores(QUERIES).tolist()
+@pytest.fixture(scope="module")
+def texts() -> dict[str, str]:
+    return {d.doc_id: f"{d.title} {d.text}" for d in load_corpus(demo_corpus_path())[:600]}
 
 
-def test_texts_with_no_word_to_index_give_no_index_in_either_place() -> None:
-    for texts in ([], ["the of and", "a an"]):
-        assert bm25_or_none(texts) is None and _BUILDERS.build(texts, processes=2) is None
+def assert_scores_as_fresh(index: WritableBm25, held: dict[str, str]) -> None:
+    """Every query's every positive score is the one bm25s gives over ``held``; the best 10 are the first
+    10 of those scores."""
+    assert sorted(index.keys()) == sorted(held) and index.size == len(held)
+    keys = list(held)
+    reference = Bm25([held[k] for k in keys]).scores(QUERIES) if held else np.zeros((len(QUERIES), 0))
+    for q, row in zip(QUERIES, reference, strict=True):
+        got = dict(index.top(q, len(held) + 1))
+        want = {keys[i]: float(row[i]) for i in np.flatnonzero(row > 0)}
+        assert got.keys() == want.keys(), q
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=2e-6)
+        best = [s for _, s in index.top(q, 10)]
+        np.testing.assert_allclose(best, sorted(want.values(), reverse=True)[:10], rtol=2e-6)
+        assert best == sorted(best, reverse=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_write_leaves_the_scores_of_a_fresh_index(texts: dict[str, str], seed: int) -> None:
+    rnd = random.Random(seed)
+    ids = list(texts)
+    held = {k: texts[k] for k in ids[:300]}
+    index = WritableBm25(list(held.items()))
+    assert_scores_as_fresh(index, held)
+    for step in range(120):
+        # new keys, replaced texts (another document's words under a held key) and removals, mixed
+        written = [(k, texts[rnd.choice(ids)] if rnd.random() < 0.5 else texts[k])
+                   for k in rnd.sample(ids, rnd.randint(0, 6))]
+        removed = [k for k in rnd.sample(ids, rnd.randint(0, 9)) if k not in dict(written)]
+        index.write(written, removed)
+        for k in removed:
+            held.pop(k, None)
+        held.update(written)
+        if step % 15 == 0:
+            assert_scores_as_fresh(index, held)
+    assert_scores_as_fresh(index, held)
+    # Removing most of them merges the segments into one and forgets the words no text holds any more.
+    words_before = len(index._now.vocab)
+    gone = list(held)[:-4]
+    index.write([], gone)
+    for k in gone:
+        del held[k]
+    assert_scores_as_fresh(index, held)
+    assert len(index._now.segments) == 1 and len(index._now.vocab) < words_before / 4
+
+
+def test_the_segments_stay_few_and_each_write_indexes_only_its_texts(texts: dict[str, str]) -> None:
+    ids = list(texts)
+    index = WritableBm25([(k, texts[k]) for k in ids[:512]])
+    first = index._now.segments[0]
+    for i in range(200):
+        index.write([(f"new-{i}", texts[ids[i]])])
+        sizes = [s.size for s in index._now.segments]
+        assert len(sizes) <= 10 and sizes == sorted(sizes, reverse=True)
+    assert index._now.segments[0] is first  # the first 512 texts were never indexed again
+    assert index.size == 712
+
+
+def test_edge_cases_of_writes_and_searches(texts: dict[str, str]) -> None:
+    empty = WritableBm25([])
+    assert empty.size == 0 and empty.top("flow", 5) == [] and empty.keys() == []
+    empty.write([("a", "supersonic flow"), ("b", "the of and")])  # stop words only: held, never found
+    assert_scores_as_fresh(empty, {"a": "supersonic flow", "b": "the of and"})
+    index = WritableBm25([("a", "wing flow"), ("b", "heat flow")])
+    index.write([("c", "flow"), ("c", "wing wing")], ["no-such-key"])  # a key written twice: the last text wins
+    assert_scores_as_fresh(index, {"a": "wing flow", "b": "heat flow", "c": "wing wing"})
+    assert index.top("wing", 0) == [] and index.top("", 3) == []
+    assert [k for k, _ in index.top("wing flow", 3, within=lambda keys: [k for k in keys if k != "c"])] == ["a", "b"]
+    index.write([], ["a", "b", "c"])
+    assert index.size == 0 and index.top("wing", 3) == []
+    index.write([("d", "wing")])
+    assert index.top("wing", 3) == [("d", pytest.approx(np.log(1 + 0.5 / 1.5) / (0.9 + 1)))]  # idf / (k1 + tf)
+
+
+def test_an_index_pickles_and_an_index_built_in_a_worker_process_is_the_one_built_here(
+        texts: dict[str, str]) -> None:
+    pairs = list(texts.items())[:300]
+    here, there = WritableBm25(pairs), _BUILDERS.build(pairs, processes=2)
+    for q in QUERIES:
+        assert here.top(q, 20) == there.top(q, 20) == pickle.loads(pickle.dumps(here)).top(q, 20)
+    there.write([("x", "supersonic supersonic flow")], [pairs[0][0]])
+    here.write([("x", "supersonic supersonic flow")], [pairs[0][0]])
+    assert here.top(QUERIES[0], 20) == there.top(QUERIES[0], 20)

@@ -16,8 +16,9 @@ Each phase runs ``--seconds``:
             per-call size limit (40 documents of 95,000 characters);
   hybrid    B: 2 clients x 2 HYBRID searches/s (RRF, so the lexical list too), taking turns, after A's one
             HYBRID search has built A's lexical index, then while A's 16 clients each upsert a document,
-            search HYBRID, delete it and search HYBRID again, back to back (so each of A's searches
-            rebuilds A's lexical index), and the same without A's lexical list. The server may hold
+            search HYBRID, delete it and search HYBRID again, back to back (a build that drops a
+            tenant's index on each write rebuilds A's for each of A's searches; one that changes it in
+            place does not), and the same without A's lexical list. The server may hold
             ``--lexical-docs`` documents of lexical index (room for one tenant's): this build reads it as
             a limit per tenant, the ``--before`` build as the setting ``--before-lexical-setting`` names.
 The baseline is B alone, in the same run on the same machine. ``--before DIR`` (a directory holding

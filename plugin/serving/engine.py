@@ -107,7 +107,7 @@ class Engine:
         trained = trained_docids(config.index_dir)
         self.writer = DocumentWriter(config, store, codec, self.embed_documents,
                                      Snapshots(lambda: self._live.namespaces, self._publish, self.oldest_epoch),
-                                     trained, self._seed_rows if atomic else None)
+                                     trained, self._lexical.changed, self._seed_rows if atomic else None)
         if atomic:
             self._seed_untrained(trained)
 
@@ -153,7 +153,6 @@ class Engine:
         old one or the new one."""
         live = self._live
         self._live = self._snapshot(namespaces, live, (tenant,), live.epoch + 1)
-        self._lexical.changed(tenant)
         PUBLISHES.inc()
         label = TENANTS(tenant)
         if label != OTHER:

@@ -1,22 +1,27 @@
 """Each tenant's BM25 over its own documents: the lexical list HYBRID and AUTO fuse with the other two.
 
 A tenant's index is built from a tenant-filtered scroll of its points (title and text as Qdrant holds
-them) when it is first needed, and dropped whenever the tenant's documents change, so it is built again.
-The server builds it before a search joins a batch (``prepare``, in a worker thread), so a build holds
-up only the tenant's own search, never the other tenants' searches decoded beside it. What a search's
-preparation built stays with the search until it is served (``using``), even if the tenant's write drops
+them) when it is first needed. The tenant's writes then change it in place (``changed`` with the texts
+written and the points removed): a write indexes only its own documents, never reads Qdrant and never
+rebuilds, and every score stays the one a fresh build would give (``WritableBm25``). A change whose texts
+are not known (a tenant re-read from Qdrant) drops the index, so it is built again.
+
+The server builds an index before a search joins a batch (``prepare``, in a worker thread), so a build
+holds up only the tenant's own search, never the other tenants' searches decoded beside it. What a
+search's preparation built stays with the search until it is served (``using``), even if a change drops
 the index meanwhile, so a batch never waits for a build. The tokenizing and indexing can run in worker
 processes (``processes``), so a build does not hold the server's interpreter lock. Term statistics
 (document frequencies, average length) are the tenant's own: another tenant's documents never change a
 tenant's lexical scores or ranks.
 
 What happens to a tenant's index depends on that tenant alone. A tenant with up to ``max_docs`` points
-has its index built and held until its documents change or it has not searched for ``idle_s`` seconds;
-no other tenant's builds, sizes or searches push it out or keep it from being held. A tenant with more
-points is refused (``ResourceExhausted``, after counting them, never reading them), and its searches that
-leave the lexical list out are served as before. So the indexes held are never more than the documents of
-the tenants that searched within ``idle_s``, each at most ``max_docs``. What is kept about a tenant
-outlives neither its index nor its searches and builds in flight: naming ever more tenants grows nothing.
+has its index built and held until a change drops it, its writes take it over the limit, or it has not
+searched for ``idle_s`` seconds; no other tenant's builds, sizes, writes or searches push it out or keep
+it from being held. A tenant with more points is refused (``ResourceExhausted``, after counting them,
+never reading them), and its searches that leave the lexical list out are served as before. So the
+indexes held are never more than the documents of the tenants that searched within ``idle_s``, each at
+most ``max_docs``. What is kept about a tenant outlives neither its index nor its searches and builds in
+flight: naming ever more tenants grows nothing.
 """
 
 from __future__ import annotations
@@ -32,20 +37,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 
-import numpy as np
-
-from genret.data.lexical import Bm25, bm25_or_none
+from genret.data.writable_bm25 import WritableBm25
 from genret.errors import ResourceExhausted
 from genret.metrics import LEXICAL_BUILDS, LEXICAL_DOCS
 from genret.store import QdrantStore
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class _Built:
-    point_ids: tuple[str, ...]  # row i of the index is point_ids[i]
-    bm25: Bm25 | None  # None: the tenant has no text to index
-
 
 @dataclass
 class _Build:
@@ -64,22 +61,38 @@ class LexicalIndexes:
         self._max_docs = max_docs  # points one tenant may have for its index to be built
         self._idle_s = idle_s
         self._clock = clock
-        self._built: dict[str, _Built] = {}  # held until the tenant's documents change or it idles
+        self._built: dict[str, WritableBm25] = {}  # held until a change drops it or the tenant idles
         self._used: dict[str, float] = {}  # tenant -> when it last searched its held index (clock seconds)
-        self._docs = 0  # documents in the indexes held
-        self._pinned: dict[str, _Built] = {}  # tenant -> the index its searches in flight last prepared
+        self._pinned: dict[str, WritableBm25] = {}  # tenant -> the index its searches in flight last prepared
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
         self._lock = threading.Lock()
         self._building: dict[str, _Build] = {}
 
-    def changed(self, tenant: str) -> None:
-        """The tenant's documents changed: its index is rebuilt on its next search (the searches in flight
-        keep the one they prepared)."""
+    def changed(self, tenant: str, written: Sequence[tuple[str, str]] | None = None,
+                removed: Sequence[str] = ()) -> None:
+        """The tenant's documents changed, and Qdrant holds the change: ``written`` (point id, title and text)
+        and ``removed`` (point ids) go into its held index in place. With ``written`` None (what changed is
+        not known), or while its index is being built, the index is dropped and built on its next search
+        (the searches in flight keep the one they prepared). A tenant's changes come one at a time."""
         with self._lock:
             build = self._building.get(tenant)
             if build is not None:
                 build.stale = True
-            self._drop(tenant)
+            held = self._built.get(tenant) if written is not None and build is None else None
+            if held is None:
+                self._drop(tenant)
+                return
+        try:  # outside the lock: only this tenant's changes reach its index, and searches read it meanwhile
+            held.write(written, removed)
+        except Exception:
+            log.exception("could not change the lexical index of tenant '%s' in place; it is built again", tenant)
+            with self._lock:
+                self._drop(tenant)
+            return
+        with self._lock:
+            if held.size > self._max_docs and self._built.get(tenant) is held:
+                self._drop(tenant)  # its next search counts it and is refused
+            self._count()
 
     @contextmanager
     def using(self, tenant: str) -> Iterator[None]:
@@ -121,27 +134,15 @@ class LexicalIndexes:
         """Documents in each tenant's index held."""
         with self._lock:
             self._expire(*self._built)
-            return {t: len(b.point_ids) for t, b in self._built.items()}
+            return {t: b.size for t, b in self._built.items()}
 
     def search(self, tenant: str, text: str, k: int,
                within: Callable[[Sequence[str]], Collection[str]] | None = None) -> list[tuple[str, float]]:
         """The tenant's best ``k`` points for ``text`` with a positive BM25 score, best first; ``within``
         (given the tenant's point ids, the ones a filter keeps) limits them to a filter's points."""
-        built = self._index(tenant, fresh=False)
-        if built.bm25 is None or k <= 0:
-            return []
-        if within is None:
-            rows, scores = built.bm25.top([text], k)
-            pairs = zip(rows[0].tolist(), scores[0].tolist(), strict=True)
-        else:
-            keep = set(within(built.point_ids))
-            mask = np.fromiter((pid in keep for pid in built.point_ids), dtype=bool, count=len(built.point_ids))
-            every = np.where(mask, built.bm25.scores([text])[0], -np.inf)
-            best = np.argsort(-every, kind="stable")[:k]
-            pairs = zip(best.tolist(), every[best].tolist(), strict=True)
-        return [(built.point_ids[r], float(s)) for r, s in pairs if s > 0]
+        return self._index(tenant, fresh=False).top(text, k, within)
 
-    def _index(self, tenant: str, fresh: bool) -> _Built:
+    def _index(self, tenant: str, fresh: bool) -> WritableBm25:
         """The tenant's held index, else (unless ``fresh``: a new search sees the tenant's latest writes) the
         one its searches in flight prepared, else a new build; kept for the tenant's searches in flight."""
         with self._lock:
@@ -152,7 +153,7 @@ class LexicalIndexes:
                 self._pinned[tenant] = built
         return built
 
-    def _build_once(self, tenant: str) -> _Built:
+    def _build_once(self, tenant: str) -> WritableBm25:
         """Build the tenant's index, or take the one a build it waited for has just held."""
         with self._lock:
             build = self._building.setdefault(tenant, _Build())
@@ -175,7 +176,7 @@ class LexicalIndexes:
                 if not build.waiting:
                     del self._building[tenant]
 
-    def _build(self, tenant: str) -> _Built:
+    def _build(self, tenant: str) -> WritableBm25:
         """The tenant's index, read from Qdrant; ResourceExhausted (its points counted, not read) if it has
         more than ``max_docs`` points."""
         points = self._store.count_tenant(tenant)
@@ -187,11 +188,10 @@ class LexicalIndexes:
                 f"tenant '{tenant}' has {points:,} documents, more than the {self._max_docs:,} its lexical (BM25) index "
                 "may hold (GENRET_LEXICAL_TENANT_MAX_DOCS): search without the lexical list (without_lexical, or a "
                 "mode or fusion that does not read it), or raise the limit")
-        docs = [d for d in docs if f"{d.title} {d.text}".strip()]
-        texts = [f"{d.title} {d.text}" for d in docs]
-        return _Built(tuple(d.point_id for d in docs), _BUILDERS.build(texts, self._processes))
+        texts = [(d.point_id, f"{d.title} {d.text}") for d in docs if f"{d.title} {d.text}".strip()]
+        return _BUILDERS.build(texts, self._processes)
 
-    def _held(self, tenant: str) -> _Built | None:
+    def _held(self, tenant: str) -> WritableBm25 | None:
         """The tenant's held index (marked used now), unless it idled out. Under ``_lock``."""
         self._expire(tenant)
         found = self._built.get(tenant)
@@ -199,13 +199,15 @@ class LexicalIndexes:
             self._used[tenant] = self._clock()
         return found
 
-    def _hold(self, tenant: str, built: _Built) -> None:
+    def _hold(self, tenant: str, built: WritableBm25) -> None:
         """Hold the tenant's new index. Under ``_lock``."""
         LEXICAL_BUILDS.labels(outcome="held").inc()
-        self._drop(tenant)
         self._built[tenant], self._used[tenant] = built, self._clock()
-        self._docs += len(built.point_ids)
-        LEXICAL_DOCS.set(self._docs)
+        self._count()
+
+    def _count(self) -> None:
+        """Publish the documents in the indexes held. Under ``_lock``."""
+        LEXICAL_DOCS.set(sum(b.size for b in self._built.values()))
 
     def _expire(self, *tenants: str) -> None:
         """Drop those of the tenants' indexes unused for more than ``idle_s``. Under ``_lock``."""
@@ -215,11 +217,9 @@ class LexicalIndexes:
 
     def _drop(self, tenant: str) -> None:
         """Let the tenant's held index go, if it has one. Under ``_lock``."""
-        built = self._built.pop(tenant, None)
-        if built is not None:
+        if self._built.pop(tenant, None) is not None:
             del self._used[tenant]
-            self._docs -= len(built.point_ids)
-            LEXICAL_DOCS.set(self._docs)
+            self._count()
 
 
 class _Builders:
@@ -231,22 +231,23 @@ class _Builders:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
 
-    def build(self, texts: list[str], processes: int) -> Bm25 | None:
-        """BM25 over ``texts`` in one of ``processes`` worker processes (0: in the calling thread)."""
+    def build(self, texts: list[tuple[str, str]], processes: int) -> WritableBm25:
+        """BM25 over ``texts`` (point id, text) in one of ``processes`` worker processes (0: in the calling
+        thread)."""
         if processes <= 0:
-            return bm25_or_none(texts)
+            return WritableBm25(texts)
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
             pool = self._pool
         try:
-            return pool.submit(bm25_or_none, texts).result()
+            return pool.submit(WritableBm25, texts).result()
         except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for the next build
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
             log.warning("a lexical index build process died; this build runs in the server, the next in a new one")
-            return bm25_or_none(texts)
+            return WritableBm25(texts)
 
 
 _BUILDERS = _Builders()

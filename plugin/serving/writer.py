@@ -41,6 +41,8 @@ _TRIM_AFTER_CHARS = 1_000_000  # writes this large hand their freed memory back 
 
 Embed = Callable[[str, Sequence[str]], np.ndarray]  # (tenant, texts) -> their vectors
 Seed = Callable[[Sequence[str], np.ndarray], None]  # (new docids, their document vectors)
+# (tenant, the points written with their title and text, or None when not known, the points removed)
+TextsChanged = Callable[[str, Sequence[tuple[PointId, str]] | None, Sequence[PointId]], None]
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,16 @@ class Snapshots:
 
 class DocumentWriter:
     def __init__(self, config: Config, store: QdrantStore, codec: DocidCodec, embed: Embed, snapshots: Snapshots,
-                 trained: TrainedDocids, seed: Seed | None = None) -> None:
-        """``seed`` (atomic indexes) is called with each new docid and its vector after Qdrant holds them and
-        before they are published: it gives the docid's model row to its new document."""
+                 trained: TrainedDocids, texts: TextsChanged, seed: Seed | None = None) -> None:
+        """``texts`` is told, in the tenant's lane after each publish, what the change did to the tenant's
+        texts. ``seed`` (atomic indexes) is called with each new docid and its vector after Qdrant holds them
+        and before they are published: it gives the docid's model row to its new document."""
         self.config = config
         self.store = store
         self.codec = codec
         self._embed = embed
         self._seed = seed
+        self._texts = texts
         self._snap = snapshots
         self._trained = trained
         self._publish_lock = threading.Lock()
@@ -137,6 +141,7 @@ class DocumentWriter:
         """After a failed write: forget what we believed about the tenant and re-read it from Qdrant. Atomic
         numbers ``reserved`` for the write that Qdrant does not hold go back to the pool."""
         self._states.pop(tenant, None)
+        self._texts(tenant, None, ())  # what Qdrant now holds of the tenant's texts is not known
         try:
             truth = self.store.docids_of_tenant(tenant)
         except Exception as exc:  # Qdrant unreachable: keep the old snapshot until Qdrant is back
@@ -231,6 +236,7 @@ class DocumentWriter:
         if self._seed is not None and fresh:
             self._seed(reserved, vectors[fresh])
         self._publish(tenant, [(pids[i], docids[i]) for i in fresh], ())
+        self._texts(tenant, [(pid, f"{d.title} {d.text}") for pid, d in zip(pids, docs, strict=True)], ())
         WRITES.labels(TENANTS(tenant), "upsert").inc(len(docs))
         return [Upserted(d.doc_id, pid, docid, pid not in existing)
                 for d, pid, docid in zip(docs, pids, docids, strict=True)]
@@ -271,6 +277,9 @@ class DocumentWriter:
             if self._seed is not None and fresh:
                 self._seed(reserved, vectors)
             epoch = self._publish(tenant, list(zip(fresh, reserved, strict=True)), removed)
+            touched = list(dict.fromkeys(pids))
+            self._texts(tenant, [(p, f"{now[p].title} {now[p].text}") for p in touched if p in now],
+                        [p for p in touched if p not in now])
             if self._pool is not None:
                 self._pool.retire((int(held[pid]) for pid in removed), epoch)
             if removed and isinstance(self.codec, SemanticCodec):
@@ -290,6 +299,7 @@ class DocumentWriter:
                 self._resync(tenant)
                 raise
             epoch = self._publish(tenant, (), gone)
+            self._texts(tenant, [], gone)
             freed = [existing[pid] for pid in gone if existing[pid].docid]
             state = self._states.get(tenant)
             if state is not None:

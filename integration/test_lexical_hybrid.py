@@ -247,28 +247,40 @@ def test_what_happens_to_a_tenants_lexical_index_depends_on_that_tenant_alone(st
     indexes.changed(OTHER)  # its own write drops it
     assert indexes.held() == {}
     before, counted = _refused(), reads.counts[TENANT]
-    small = LexicalIndexes(reads, max_docs=sizes[OTHER])  # type: ignore[arg-type]
-    for _ in range(2):
+    small = LexicalIndexes(reads, max_docs=sizes[OTHER], idle_s=60, clock=clock)  # type: ignore[arg-type]
+
+    def refused() -> None:
         with pytest.raises(ResourceExhausted, match="GENRET_LEXICAL_TENANT_MAX_DOCS"):
             small.search(TENANT, QUERY, 10)
         assert small.search(OTHER, QUERY, 10) == answers[OTHER]
-    assert reads.scrolls[TENANT] == 1 and reads.counts[TENANT] - counted == 2  # counted, never read
-    assert small.held() == {OTHER: sizes[OTHER]} and small.tracked() == 1 and _refused() - before == 2
+
+    for _ in range(3):
+        refused()
+    assert reads.scrolls[TENANT] == 1 and reads.counts[TENANT] - counted == 1  # counted once, never read
+    assert small.held() == {OTHER: sizes[OTHER]} and small.tracked() == 2 and _refused() - before == 3
+    small.changed(TENANT, [], ())  # its write: counted again on its next search
+    refused()
+    clock.now += 30
+    refused()
+    assert reads.counts[TENANT] - counted == 2
+    clock.now += 31  # the count is older than idle_s: counted again
+    refused()
+    assert reads.counts[TENANT] - counted == 3 and reads.scrolls[TENANT] == 1
 
 
 def test_what_is_kept_about_a_tenant_goes_with_its_index_and_its_searches(stack: Stack) -> None:
-    """Searches and writes naming ever more tenants grow nothing that outlives them: an index goes after
-    ``idle_s``, a build's bookkeeping when it ends, a refused tenant leaves nothing. A build its tenant's
-    write overtook is served but not held."""
+    """Searches and writes naming ever more tenants grow nothing that outlives them: an index and a
+    refusal go after ``idle_s``, a build's bookkeeping when it ends. A build its tenant's write overtook is
+    served but not held."""
     clock = _Clock()
     indexes = LexicalIndexes(stack.store, max_docs=1, idle_s=60, clock=clock)
     ghosts = [f"nobody-{i}" for i in range(20)]
     for tenant in ghosts:  # no documents: an empty index, held until it idles
         assert indexes.search(tenant, QUERY, 10) == []
         indexes.changed(f"writer-{tenant}")  # a write of a tenant that never searched keeps nothing
-    with indexes.using(OTHER), pytest.raises(ResourceExhausted):  # over the limit: nothing kept about it
+    with indexes.using(OTHER), pytest.raises(ResourceExhausted):  # over the limit: its count is kept
         indexes.prepare(OTHER)
-    assert indexes.tracked() == len(ghosts)
+    assert indexes.tracked() == len(ghosts) + 1
     clock.now += 61
     assert indexes.tracked() == 0
     reads = _Reads(stack.store)

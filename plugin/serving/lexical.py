@@ -18,10 +18,11 @@ What happens to a tenant's index depends on that tenant alone. A tenant with up 
 has its index built and held until a change drops it, its writes take it over the limit, or it has not
 searched for ``idle_s`` seconds; no other tenant's builds, sizes, writes or searches push it out or keep
 it from being held. A tenant with more points is refused (``ResourceExhausted``, after counting them,
-never reading them), and its searches that leave the lexical list out are served as before. So the
-indexes held are never more than the documents of the tenants that searched within ``idle_s``, each at
-most ``max_docs``. What is kept about a tenant outlives neither its index nor its searches and builds in
-flight: naming ever more tenants grows nothing.
+never reading them; the count is kept until its next change or for ``idle_s``), and its searches that
+leave the lexical list out are served as before. So the indexes held are never more than the documents of
+the tenants that searched within ``idle_s``, each at most ``max_docs``. What is kept about a tenant
+outlives neither ``idle_s`` nor its searches and builds in flight: naming ever more tenants grows
+nothing.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class LexicalIndexes:
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
         self._lock = threading.Lock()
         self._building: dict[str, _Build] = {}
+        self._refused: dict[str, tuple[int, float]] = {}  # tenant over the limit -> its count, when counted
 
     def changed(self, tenant: str, written: Sequence[tuple[str, str]] | None = None,
                 removed: Sequence[str] = ()) -> None:
@@ -78,6 +80,7 @@ class LexicalIndexes:
             build = self._building.get(tenant)
             if build is not None:
                 build.stale = True
+            self._refused.pop(tenant, None)
             held = self._built.get(tenant) if written is not None and build is None else None
             if held is None:
                 self._drop(tenant)
@@ -125,10 +128,13 @@ class LexicalIndexes:
             return found is not None
 
     def tracked(self) -> int:
-        """Tenants anything is kept about: an index, a search in flight, a build."""
+        """Tenants anything is kept about: an index, a search in flight, a build, a refusal."""
         with self._lock:
             self._expire(*self._built)
-            return len({*self._built, *self._pinned, *self._users, *self._building})
+            now = self._clock()
+            for tenant in [t for t, (_, when) in self._refused.items() if now - when > self._idle_s]:
+                del self._refused[tenant]
+            return len({*self._built, *self._pinned, *self._users, *self._building, *self._refused})
 
     def held(self) -> dict[str, int]:
         """Documents in each tenant's index held."""
@@ -178,12 +184,21 @@ class LexicalIndexes:
 
     def _build(self, tenant: str) -> WritableBm25:
         """The tenant's index, read from Qdrant; ResourceExhausted (its points counted, not read) if it has
-        more than ``max_docs`` points."""
-        points = self._store.count_tenant(tenant)
+        more than ``max_docs`` points. A count over the limit is remembered until the tenant's next change
+        or for ``idle_s``, so its searches that keep asking are refused without counting again."""
+        with self._lock:
+            now, known = self._clock(), self._refused.get(tenant)
+        remembered = known[0] if known is not None and now - known[1] <= self._idle_s else None
+        fresh = remembered is None
+        points = self._store.count_tenant(tenant) if remembered is None else remembered
         docs = [] if points > self._max_docs else list(islice(self._store.scroll_tenant(tenant), self._max_docs + 1))
         points = max(points, len(docs))  # written meanwhile, it may have more than counted
         if points > self._max_docs:
             LEXICAL_BUILDS.labels(outcome="refused").inc()
+            with self._lock:
+                build = self._building.get(tenant)
+                if fresh and not (build is not None and build.stale):  # not changed while counted
+                    self._refused[tenant] = (points, now)
             raise ResourceExhausted(
                 f"tenant '{tenant}' has {points:,} documents, more than the {self._max_docs:,} its lexical (BM25) index "
                 "may hold (GENRET_LEXICAL_TENANT_MAX_DOCS): search without the lexical list (without_lexical, or a "

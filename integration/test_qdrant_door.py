@@ -29,7 +29,7 @@ from genret.config import Config
 from genret.data.beir import demo_corpus_path
 from genret.serving.engine import Engine
 from genret.serving.lexical import LexicalIndexes
-from genret.store import DOCID_KEY, QdrantStore
+from genret.store import DOCID_KEY, TEXT_HASH_KEY, QdrantStore, text_hash
 from genret.store.wire import ServerUpstream
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
@@ -414,9 +414,13 @@ def _refill(door: Door) -> None:
 
 # --- writes through the door -----------------------------------------------------------------------------
 def test_attached_collection_holds_only_the_docid_key_of_genrets_own(door: Door) -> None:
+    """Besides the docid, genret adds only the text hash, and only to points whose text a write through
+    the door set."""
     records, _ = door.qdrant.scroll(COLLECTION, limit=100)
     assert len(records) == N_ACME + N_GLOBEX
-    assert all(set(r.payload or {}) == USER_KEYS | {DOCID_KEY} for r in records)
+    assert all(set(r.payload or {}) - {TEXT_HASH_KEY} == USER_KEYS | {DOCID_KEY} for r in records)
+    hashed = [r.payload for r in records if r.payload and TEXT_HASH_KEY in r.payload]
+    assert all(p[TEXT_HASH_KEY] == text_hash(p["heading"], p["body"]) for p in hashed)
 
 
 def test_writes_reach_qdrant_first_then_the_namespace(door: Door) -> None:
@@ -480,6 +484,8 @@ def test_the_lexical_list_follows_writes_through_the_door_without_a_build(door: 
         assert found()[:1] == ["91"]
         door.qdrant.set_payload(COLLECTION, {"body": "plain words"}, points=[91])
         assert found() == []
+        payload = door.qdrant.retrieve(COLLECTION, [91])[0].payload or {}
+        assert payload[TEXT_HASH_KEY] == text_hash("nozzles", "plain words")  # read replicas follow it
         door.qdrant.set_payload(COLLECTION, {"body": "hyperboloid"}, points=[91])
         assert found() == ["91"]
         door.qdrant.set_payload(COLLECTION, {"org": "globex"}, points=[91])  # moves to another tenant

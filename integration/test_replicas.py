@@ -63,3 +63,23 @@ def test_a_read_replica_follows_the_writer_and_refuses_writes(stack: Stack, repl
     assert _ids(stack.stub, tenant) == {"b"}  # the refused delete changed nothing
     delete(stack, tenant, ["b"])
     _until(lambda: _ids(replica, tenant) == set())
+
+
+def _lexical(stub: pb_grpc.GenRetStub, tenant: str, query: str) -> set[str]:
+    resp = stub.Search(pb.SearchRequest(tenant=tenant, query=query, top_k=10, beam_size=20, with_payload=True,
+                                        mode=pb.SEARCH_MODE_HYBRID), timeout=30)
+    return {h.payload["doc_id"] for h in resp.hits if "lexical" in [s.retriever for s in h.sources]}
+
+
+@pytest.mark.e2e
+def test_a_read_replica_follows_a_text_replaced_under_the_same_id(stack: Stack, replica: pb_grpc.GenRetStub) -> None:
+    """A text rewritten under the same id keeps its docid, so the namespaces do not change; the replica's
+    lexical list learns of it from the text hashes in the same scroll."""
+    tenant, query = fresh_tenant(), "quixotic hyperboloid nozzle"
+    upsert(stack, tenant, [("a", "supersonic flutter of thin wings"), ("b", "heat transfer on swept wings")])
+    _until(lambda: _ids(replica, tenant) == {"a", "b"})
+    assert _lexical(replica, tenant, query) == set()  # the replica holds the tenant's lexical index now
+    upsert(stack, tenant, [("a", query)])
+    assert _lexical(stack.stub, tenant, query) == {"a"}
+    _until(lambda: _lexical(replica, tenant, query) == {"a"})
+    delete(stack, tenant, ["a", "b"])

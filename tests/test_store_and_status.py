@@ -10,7 +10,7 @@ from genret import errors
 from genret.api.servicer import status_for
 from genret.config import Config
 from genret.names import check_doc_id, check_tenant
-from genret.store import QdrantStore, point_id_for
+from genret.store import QdrantStore, point_id_for, text_hash
 
 
 def test_unreachable_qdrant_server_is_unavailable() -> None:
@@ -72,6 +72,16 @@ def test_embedded_store_round_trip_under_tenant_filter(tmp_path) -> None:  # typ
         assert set(store.hydrate("b", a + b, with_payload=True)) == set(b)
         hits = store.dense_search("b", vec[0], 10, with_payload=True)
         assert [h.point_id for h in hits] == b and hits[0].payload["tenant"] == "b"
+        # Each tenant's digest of text hashes moves with its own texts only, not with its docids.
+        _, digests = store.docids_and_texts_by_tenant()
+        store.upsert_documents("a", [("2", "t2", "y")], vec[1:2], docids=["0-2"])  # the same text again
+        store.write_docids("a", [(a[0], "0-9")])
+        assert store.docids_and_texts_by_tenant()[1] == digests
+        store.upsert_documents("a", [("2", "t2", "z")], vec[1:2], docids=["0-2"])
+        store.write_docids("b", [], [(b[0], "not its hash")])
+        after = store.docids_and_texts_by_tenant()[1]
+        assert after["a"] != digests["a"] and after["b"] != digests["b"]
+        assert store.retrieve("a", [a[1]])[a[1]].text_hash == text_hash("t2", "z")
     finally:
         store.close()
 

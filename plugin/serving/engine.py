@@ -220,7 +220,7 @@ class Engine:
 
     def follow(self) -> list[str]:
         """Catch up with the writes other replicas made to Qdrant; the tenants rebuilt."""
-        return self.writer.follow(self.store.docids_by_tenant())
+        return self.writer.follow(*self.store.docids_and_texts_by_tenant())
 
     # --- writes --------------------------------------------------------------------------------
     def upsert(self, tenant: str, docs: Sequence[NewDocument], index: str = "") -> list[Upserted]:

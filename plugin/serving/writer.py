@@ -32,7 +32,7 @@ from genret.names import check_doc_id
 from genret.serving.allocation import AtomicPool
 from genret.serving.memory import return_freed_memory
 from genret.serving.namespaces import Namespaces
-from genret.store import QdrantStore, point_id_for
+from genret.store import QdrantStore, point_id_for, text_hash
 from genret.types import Deleted, NewDocument, PointId, Synced, Upserted
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class DocumentWriter:
         self._tenant_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, TenantDocids] = {}
         self._stale: set[str] = set()  # tenants whose re-read failed (Qdrant down): re-read when it returns
+        self._seen_texts: dict[str, int] = {}  # tenant -> its digest of text hashes at the last ``follow``
         self._pool = (AtomicPool(codec.size, (int(d) for d in snapshots.current().docids()))
                       if isinstance(codec, AtomicCodec) else None)
 
@@ -160,16 +161,24 @@ class DocumentWriter:
             self._pool.give_back(int(d) for d in reserved if d not in held)
             self._pool.retire((int(d) for d in before - held), epoch)
 
-    def follow(self, truth: dict[str, list[tuple[PointId, str]]]) -> list[str]:
+    def follow(self, truth: dict[str, list[tuple[PointId, str]]], texts: dict[str, int]) -> list[str]:
         """Rebuild, each in its lane, the tenants whose docids in Qdrant (``truth``, one scroll) differ from
-        the current snapshot: written by another replica. The tenants rebuilt."""
+        the current snapshot: written by another replica. Of the others, those whose digest of text hashes
+        (``texts``, from the same scroll) differs from the last one seen have what was built from their
+        texts dropped. The tenants rebuilt or dropped."""
         current = self._snap.current()
         changed = sorted(t for t in set(current.tenants) | set(truth)
                          if set(current.entries(t)) != set(truth.get(t, ())))
         for tenant in changed:
             with self._lane(tenant):
                 self._resync(tenant)
-        return changed
+        rewritten = sorted(t for t in set(texts) | set(self._seen_texts)
+                           if texts.get(t) != self._seen_texts.get(t) and t not in changed)
+        for tenant in rewritten:
+            with self._lane(tenant):
+                self._texts(tenant, None, ())
+        self._seen_texts = texts
+        return sorted({*changed, *rewritten})
 
     def resync_stale(self) -> None:
         """Re-read every tenant a failed write left unsure of (called when Qdrant answers again)."""
@@ -269,15 +278,19 @@ class DocumentWriter:
             docs = [NewDocument(now[pid].doc_id, now[pid].title, now[pid].text) for pid in fresh]
             vectors = self._embed(tenant, [f"{d.title}. {d.text}" for d in docs]) if docs else np.zeros((0, 0))
             reserved = self._reserve(state, docs, vectors) if docs else []
+            touched = list(dict.fromkeys(pids))
+            rehash = [(p, h) for p in touched if p in now
+                      for h in [text_hash(now[p].title, now[p].text)] if now[p].text_hash != h]
             try:
-                self.store.write_docids(tenant, [*zip(fresh, reserved, strict=True), *((p, held[p]) for p in restore)])
+                # a text that changed (or came without genret) gets its hash: read replicas learn of it so
+                self.store.write_docids(tenant, [*zip(fresh, reserved, strict=True), *((p, held[p]) for p in restore)],
+                                        rehash)
             except Exception:
                 self._resync(tenant, reserved if self._pool is not None else ())
                 raise
             if self._seed is not None and fresh:
                 self._seed(reserved, vectors)
             epoch = self._publish(tenant, list(zip(fresh, reserved, strict=True)), removed)
-            touched = list(dict.fromkeys(pids))
             self._texts(tenant, [(p, f"{now[p].title} {now[p].text}") for p in touched if p in now],
                         [p for p in touched if p not in now])
             if self._pool is not None:

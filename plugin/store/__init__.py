@@ -8,6 +8,7 @@ keys or on the embedded mode's behaviour.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from genret.types import PointId
 
 DOCID_KEY = "genret_docid"  # the default payload field of docids (``Config.docid_key``)
 DOC_ID_KEY = "doc_id"
+TEXT_HASH_KEY = "genret_text_hash"  # a hash of the title and text genret last saw written (``text_hash``)
 VECTOR_NAME = "dense"
 MAX_FILTER_IDS = 10_000  # point ids one filter's has_id conditions may list
 RETRY_AFTER_S = 1.0  # after Qdrant fails, calls fail at once for this long; the next one tries again
@@ -106,6 +108,13 @@ class StoredDoc:
     text: str
     docid: str | None
     vector: np.ndarray | None
+    text_hash: str | None = None  # TEXT_HASH_KEY as stored
+
+
+def text_hash(title: str, text: str) -> str:
+    """What TEXT_HASH_KEY holds for a point with this title and text: a read replica compares these to
+    learn which tenants' texts changed without reading the texts."""
+    return hashlib.blake2b(f"{title}\0{text}".encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -242,7 +251,7 @@ class QdrantStore:
                 points, chars = [], 0
             extra_payload, own_vectors = extras[i] if extras is not None else ({}, {})
             payload = {**extra_payload, self.config.tenant_key: tenant, DOC_ID_KEY: doc_id,
-                       self.config.title_key: title, self.config.text_key: text}
+                       self.config.title_key: title, self.config.text_key: text, TEXT_HASH_KEY: text_hash(title, text)}
             if docids is not None:
                 payload[self.docid_key] = docids[i]
             vec: Any = {**own_vectors, **({VECTOR_NAME: vectors[i].tolist()} if vectors is not None else {})}
@@ -306,7 +315,7 @@ class QdrantStore:
             vec = np.asarray(rec.vector[VECTOR_NAME], dtype=np.float32)
         return StoredDoc(str(rec.id), str(p.get(self.config.tenant_key, "")), str(p.get(DOC_ID_KEY, rec.id)),
                          str(p.get(self.config.title_key) or ""), str(p.get(self.config.text_key) or ""),
-                         p.get(self.docid_key), vec)
+                         p.get(self.docid_key), vec, p.get(TEXT_HASH_KEY))
 
     def _owned(self, tenant: str, ids: Sequence[PointId], with_payload: bool | list[str],
                with_vectors: bool) -> list[models.Record]:
@@ -334,13 +343,24 @@ class QdrantStore:
 
     def docids_by_tenant(self) -> dict[str, list[tuple[PointId, str]]]:
         """Every point's (tenant, docid) in one pass over the collection: how namespaces are rebuilt."""
+        return self.docids_and_texts_by_tenant()[0]
+
+    def docids_and_texts_by_tenant(self) -> tuple[dict[str, list[tuple[PointId, str]]], dict[str, int]]:
+        """``docids_by_tenant`` and, from the same pass, a digest of each tenant's points and text hashes
+        (equal digests: the same points with the same texts, as far as genret wrote them), so a read
+        replica learns whose texts changed."""
         out: dict[str, list[tuple[PointId, str]]] = {}
-        for rec in self._scroll(None, [self.config.tenant_key, self.docid_key], with_vectors=False, page=20_000):
+        digests: dict[str, int] = {}
+        fields = [self.config.tenant_key, self.docid_key, TEXT_HASH_KEY]
+        for rec in self._scroll(None, fields, with_vectors=False, page=20_000):
             payload = rec.payload or {}
             tenant, docid = payload.get(self.config.tenant_key), payload.get(self.docid_key)
-            if isinstance(tenant, str) and tenant and isinstance(docid, str) and docid:
+            if not (isinstance(tenant, str) and tenant):
+                continue
+            digests[tenant] = digests.get(tenant, 0) ^ hash((str(rec.id), payload.get(TEXT_HASH_KEY)))
+            if isinstance(docid, str) and docid:
                 out.setdefault(tenant, []).append((str(rec.id), docid))
-        return out
+        return out, digests
 
     def matching(self, tenant: str, flt: models.Filter) -> set[PointId]:
         """The tenant's points that match ``flt`` (ids only, paged)."""
@@ -376,21 +396,27 @@ class QdrantStore:
             self._call(self.client.delete, self.collection, points_selector=models.PointIdsList(points=owned),
                        wait=True)
 
-    def write_docids(self, tenant: str, assignments: Sequence[tuple[PointId, str]], batch_size: int = 256) -> None:
-        """Store each point's docid in its payload.
+    def write_docids(self, tenant: str, assignments: Sequence[tuple[PointId, str]],
+                     text_hashes: Sequence[tuple[PointId, str]] = (), batch_size: int = 256) -> None:
+        """Store each point's docid, and each of ``text_hashes``' points its ``text_hash``, in its payload.
 
         Per batch, one tenant-filtered read confirms that every point belongs to ``tenant``; only then are
         the payloads written by id (a per-point filtered write costs a collection scan each in embedded
         mode). A point outside the tenant aborts the batch before anything in it is written.
         """
-        for s in range(0, len(assignments), batch_size):
-            batch = assignments[s : s + batch_size]
+        fields: dict[PointId, dict[str, str]] = {}
+        for pid, docid in assignments:
+            fields.setdefault(pid, {})[self.docid_key] = docid
+        for pid, h in text_hashes:
+            fields.setdefault(pid, {})[TEXT_HASH_KEY] = h
+        payloads = list(fields.items())
+        for s in range(0, len(payloads), batch_size):
+            batch = payloads[s : s + batch_size]
             ids = [pid for pid, _ in batch]
             owned = self.hydrate(tenant, ids, with_payload=False)
             foreign = [pid for pid in ids if pid not in owned]
             if foreign:
                 raise ValueError(f"{len(foreign)} point(s) are not in tenant '{tenant}', e.g. {foreign[0]}")
-            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload={self.docid_key: docid},
-                                                                            points=[qdrant_id(pid)]))
-                   for pid, docid in batch]
+            ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=payload, points=[qdrant_id(pid)]))
+                   for pid, payload in batch]
             self._call(self.client.batch_update_points, self.collection, update_operations=ops, wait=True)

@@ -70,7 +70,7 @@ class Config:
     hybrid_lexical: bool = True  # HYBRID/AUTO with DBSF or RRF also fuse BM25 over the tenant's own documents
     lexical_tenant_max_docs: int = 1_000_000  # a tenant with more documents gets no lexical index
     lexical_idle_s: float = 600.0  # a tenant's lexical index is dropped after this long without its searches
-    lexical_build_processes: int = 2  # worker processes that build lexical indexes; 0: the server's threads
+    lexical_build_processes: int = 2  # worker processes that build lexical indexes and tokenize large writes; 0: none
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be at least {low}, got {getattr(self, name)}"

@@ -11,7 +11,7 @@ import pytest
 
 from genret.data.beir import demo_corpus_path, load_corpus
 from genret.data.lexical import Bm25
-from genret.data.writable_bm25 import WritableBm25
+from genret.data.writable_bm25 import WritableBm25, tokenized
 from genret.serving.lexical import _BUILDERS
 
 QUERIES = ["supersonic flow over wings", "heat transfer in laminar boundary layers", "flow flow of the",
@@ -102,6 +102,8 @@ def test_an_index_pickles_and_an_index_built_in_a_worker_process_is_the_one_buil
     here, there = WritableBm25(pairs), _BUILDERS.build(pairs, processes=2)
     for q in QUERIES:
         assert here.top(q, 20) == there.top(q, 20) == pickle.loads(pickle.dumps(here)).top(q, 20)
-    there.write([("x", "supersonic supersonic flow")], [pairs[0][0]])
-    here.write([("x", "supersonic supersonic flow")], [pairs[0][0]])
-    assert here.top(QUERIES[0], 20) == there.top(QUERIES[0], 20)
+    written = [("x", "supersonic supersonic flow"), *((f"{k}-again", t) for k, t in list(texts.items())[300:400])]
+    there.write(_BUILDERS.run(tokenized, written, processes=2), [pairs[0][0]])  # tokenized in a worker
+    here.write(written, [pairs[0][0]])
+    for q in QUERIES:
+        assert here.top(q, 20) == there.top(q, 20)

@@ -18,9 +18,12 @@ Each phase runs ``--seconds``:
             HYBRID search has built A's lexical index, then while A's 16 clients each upsert a document,
             search HYBRID, delete it and search HYBRID again, back to back (a build that drops a
             tenant's index on each write rebuilds A's for each of A's searches; one that changes it in
-            place does not), and the same without A's lexical list. The server may hold
-            ``--lexical-docs`` documents of lexical index (room for one tenant's): this build reads it as
-            a limit per tenant, the ``--before`` build as the setting ``--before-lexical-setting`` names.
+            place does not), and the same without A's lexical list;
+  lexical-writes  B as in hybrid, alone, then while A's 4 clients write at the per-call size limit (as in
+            writes) with A's lexical index held (a build that changes it in place indexes each write's
+            4 MB of text; one that drops it does not).
+In hybrid and lexical-writes the server may hold ``--lexical-docs`` documents of lexical index: this build
+reads it as a limit per tenant, the ``--before`` build as the setting ``--before-lexical-setting`` names.
 The baseline is B alone, in the same run on the same machine. ``--before DIR`` (a directory holding
 another build of the ``genret`` package, e.g. ``git archive`` of an earlier commit with ``plugin/`` as
 ``genret/`` and its kernels folder, ``kernels/`` or, in later versions, ``kernels/ops/``, as
@@ -276,7 +279,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=45.0, help="timed length of each phase")
     p.add_argument("--before", default="", help="directory holding an earlier build of the genret package")
-    p.add_argument("--kinds", default="reads,writes", help="phases to run: reads, writes, hybrid")
+    p.add_argument("--kinds", default="reads,writes",
+                   help="phases to run: reads, writes, hybrid, lexical-writes")
     p.add_argument("--lexical-docs", type=int, default=PER_TENANT + 100,
                    help="lexical index documents the server may hold (hybrid phases)")
     p.add_argument("--before-lexical-setting", default="lexical_max_docs",
@@ -300,6 +304,8 @@ def main() -> None:
         ("hybrid", "B alone, A's lexical index built first", b_hybrid, 2.0, 0, ""),
         ("hybrid", "A writes and searches, no lexical list, 16 clients", b_hybrid, 2.0, 16, "hybrid-unlexical"),
         ("hybrid", "A writes and searches, 16 clients", b_hybrid, 2.0, 16, "hybrid"),
+        ("lexical-writes", "B alone, A's lexical index built first", b_hybrid, 2.0, 0, ""),
+        ("lexical-writes", "A's 4 clients write at the size limit", b_hybrid, 2.0, 4, "large"),
     ]
     kinds = set(args.kinds.split(","))
     plan = [step for step in plan if step[0] in kinds]
@@ -316,7 +322,7 @@ def main() -> None:
                 call(stub)
         name = "before" if build else "this build"
         for kind, phase_name, b_calls, rate, a_clients, a_kind in plan:
-            if kind == "hybrid" and not a_clients:
+            if kind in ("hybrid", "lexical-writes") and not a_clients:
                 with grpc.insecure_channel(server.target) as ch:  # A's lexical index first
                     search(A, QUERIES[0], hybrid=True)(pb_grpc.GenRetStub(ch))
             res = phase(server.target, args.seconds, b_calls, rate, a_clients, a_kind)

@@ -73,6 +73,38 @@ def _segment(keys: Sequence[str], term: np.ndarray, row: np.ndarray, count: np.n
                     row.astype(np.int32), count.astype(np.float32))
 
 
+@dataclass(frozen=True)
+class Tokenized:
+    """Texts tokenized and counted under term ids of their own (term ``i`` is ``words[i]``): the work of
+    indexing them, which the caller may do elsewhere (another process) before a write puts them in."""
+
+    keys: tuple[str, ...]  # row -> its text's key; a key repeated keeps its last text
+    words: tuple[str, ...]
+    term: np.ndarray  # (postings,) int64, into ``words``
+    row: np.ndarray  # (postings,) int64
+    count: np.ndarray  # (postings,) int64
+    lengths: np.ndarray  # (rows,) int64
+
+
+def tokenized(texts: Sequence[tuple[str, str]]) -> Tokenized:
+    """``texts`` (key, text) made ready for ``WritableBm25.write``."""
+    last = dict(texts)
+    local: dict[str, int] = {}
+    ids = [[local.setdefault(w, len(local)) for w in ws] for ws in words(list(last.values()))] if last else []
+    lengths = np.array([len(t) for t in ids], np.int64)
+    flat = np.fromiter((t for row in ids for t in row), np.int64, count=int(lengths.sum()))
+    rows = max(len(ids), 1)
+    pairs, count = np.unique(flat * rows + np.repeat(np.arange(len(ids), dtype=np.int64), lengths), return_counts=True)
+    term, row = np.divmod(pairs, rows)
+    return Tokenized(tuple(last), tuple(local), term, row, count, lengths)
+
+
+def _indexed(tokens: Tokenized, vocab: dict[str, int]) -> _Segment:
+    """A segment of ``tokens``, their new words added to ``vocab``."""
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in tokens.words), np.int64, count=len(tokens.words))
+    return _segment(tokens.keys, ids[tokens.term], tokens.row, tokens.count, tokens.lengths)
+
+
 def _live_keys(segments: Sequence[_Segment], alive: Sequence[np.ndarray]) -> list[str]:
     return [k for seg, live in zip(segments, alive, strict=True) for k, a in zip(seg.keys, live.tolist(), strict=True) if a]
 
@@ -94,7 +126,7 @@ class WritableBm25:
 
     def __init__(self, texts: Sequence[tuple[str, str]]) -> None:
         vocab: dict[str, int] = {}
-        seg = self._index([k for k, _ in texts], [t for _, t in texts], vocab)
+        seg = _indexed(tokenized(texts), vocab)
         self._now = _Version((seg,), (np.ones(seg.size, bool),), vocab, seg.size, int(seg.lengths.sum()))
         self._where: dict[str, tuple[_Segment, int]] | None = None  # key -> its live row; made on first write
 
@@ -107,16 +139,17 @@ class WritableBm25:
         """The keys of the texts held."""
         return _live_keys(self._now.segments, self._now.alive)
 
-    def write(self, texts: Sequence[tuple[str, str]], removed: Collection[str] = ()) -> None:
-        """Hold ``texts`` (key, text) in place of any texts of the same keys, and drop those of ``removed``."""
+    def write(self, texts: Sequence[tuple[str, str]] | Tokenized, removed: Collection[str] = ()) -> None:
+        """Hold ``texts`` (key, text; or ``tokenized`` made of them) in place of any texts of the same keys,
+        and drop those of ``removed``."""
+        tokens = texts if isinstance(texts, Tokenized) else tokenized(texts)
         now = self._now
         where = self._locations(now)
-        texts = list(dict((k, t) for k, t in texts).items())  # the last text of a key repeated wins
         position = {id(seg): i for i, seg in enumerate(now.segments)}
         alive = list(now.alive)
         copied: set[int] = set()
         n, length = now.texts, now.words
-        for key in [*removed, *(k for k, _ in texts)]:
+        for key in [*removed, *tokens.keys]:
             found = where.pop(key, None)
             if found is None:
                 continue
@@ -127,8 +160,8 @@ class WritableBm25:
             n, length = n - 1, length - int(found[0].lengths[row])
         vocab = now.vocab
         segments = list(now.segments)
-        if texts:
-            new = self._index([k for k, _ in texts], [t for _, t in texts], vocab)
+        if tokens.keys:
+            new = _indexed(tokens, vocab)
             segments.append(new)
             alive.append(np.ones(new.size, bool))
             where.update((k, (new, r)) for r, k in enumerate(new.keys))
@@ -192,17 +225,6 @@ class WritableBm25:
             self._where = {k: (seg, r) for seg, alive in zip(now.segments, now.alive, strict=True)
                            for r, k in enumerate(seg.keys) if alive[r]}
         return self._where
-
-    @staticmethod
-    def _index(keys: Sequence[str], texts: Sequence[str], vocab: dict[str, int]) -> _Segment:
-        """A segment of ``texts``, their new words added to ``vocab``."""
-        ids = [[vocab.setdefault(w, len(vocab)) for w in ws] for ws in words(texts)] if texts else []
-        lengths = np.array([len(t) for t in ids], np.int64)
-        flat = np.fromiter((t for row in ids for t in row), np.int64, count=int(lengths.sum()))
-        row = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
-        pairs, count = np.unique(flat * max(len(ids), 1) + row, return_counts=True)
-        term, row = np.divmod(pairs, max(len(ids), 1))
-        return _segment(keys, term, row, count, lengths)
 
     @staticmethod
     def _merge(segments: Sequence[_Segment], alive: Sequence[np.ndarray],

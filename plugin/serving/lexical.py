@@ -10,9 +10,9 @@ The server builds an index before a search joins a batch (``prepare``, in a work
 holds up only the tenant's own search, never the other tenants' searches decoded beside it. What a
 search's preparation built stays with the search until it is served (``using``), even if a change drops
 the index meanwhile, so a batch never waits for a build. The tokenizing and indexing can run in worker
-processes (``processes``), so a build does not hold the server's interpreter lock. Term statistics
-(document frequencies, average length) are the tenant's own: another tenant's documents never change a
-tenant's lexical scores or ranks.
+processes (``processes``), so a build, or the tokenizing of a large write, does not hold the server's
+interpreter lock. Term statistics (document frequencies, average length) are the tenant's own: another
+tenant's documents never change a tenant's lexical scores or ranks.
 
 What happens to a tenant's index depends on that tenant alone. A tenant with up to ``max_docs`` points
 has its index built and held until a change drops it, its writes take it over the limit, or it has not
@@ -37,13 +37,18 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TypeVar
 
-from genret.data.writable_bm25 import WritableBm25
+from genret.data.writable_bm25 import WritableBm25, tokenized
 from genret.errors import ResourceExhausted
 from genret.metrics import LEXICAL_BUILDS, LEXICAL_DOCS
 from genret.store import QdrantStore
 
 log = logging.getLogger(__name__)
+_TOKENIZE_HERE_CHARS = 100_000  # a write with more text is tokenized in a worker process, when there are any
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 
 @dataclass
 class _Build:
@@ -81,12 +86,13 @@ class LexicalIndexes:
             if build is not None:
                 build.stale = True
             self._refused.pop(tenant, None)
-            held = self._built.get(tenant) if written is not None and build is None else None
-            if held is None:
+            held = self._built.get(tenant) if build is None else None
+            if written is None or held is None:
                 self._drop(tenant)
                 return
         try:  # outside the lock: only this tenant's changes reach its index, and searches read it meanwhile
-            held.write(written, removed)
+            large = sum(len(t) for _, t in written) > _TOKENIZE_HERE_CHARS
+            held.write(_BUILDERS.run(tokenized, written, self._processes) if large else written, removed)
         except Exception:
             log.exception("could not change the lexical index of tenant '%s' in place; it is built again", tenant)
             with self._lock:
@@ -249,20 +255,24 @@ class _Builders:
     def build(self, texts: list[tuple[str, str]], processes: int) -> WritableBm25:
         """BM25 over ``texts`` (point id, text) in one of ``processes`` worker processes (0: in the calling
         thread)."""
+        return self.run(WritableBm25, texts, processes)
+
+    def run(self, work: Callable[[_T], _R], arg: _T, processes: int) -> _R:
+        """``work(arg)`` in one of ``processes`` worker processes (0: in the calling thread)."""
         if processes <= 0:
-            return WritableBm25(texts)
+            return work(arg)
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
             pool = self._pool
         try:
-            return pool.submit(WritableBm25, texts).result()
+            return pool.submit(work, arg).result()
         except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for the next build
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
-            log.warning("a lexical index build process died; this build runs in the server, the next in a new one")
-            return WritableBm25(texts)
+            log.warning("a lexical index process died; this work runs in the server, the next in a new one")
+            return work(arg)
 
 
 _BUILDERS = _Builders()

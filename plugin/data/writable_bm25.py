@@ -115,7 +115,7 @@ class _Version:
 
     segments: tuple[_Segment, ...]
     alive: tuple[np.ndarray, ...]  # (segment rows,) bool, one per segment
-    vocab: dict[str, int]  # word -> term id; grows with writes (ids already handed out never change)
+    vocab: dict[str, int]  # word -> term id; writes add words, never change an id (a full merge makes a new one)
     texts: int  # live rows
     words: int  # words in the live rows
 

@@ -282,7 +282,7 @@ class DocumentWriter:
             rehash = [(p, h) for p in touched if p in now
                       for h in [text_hash(now[p].title, now[p].text)] if now[p].text_hash != h]
             try:
-                # a text that changed (or came without genret) gets its hash: read replicas learn of it so
+                # a text that changed (or came without genret) gets its hash, so read replicas learn of it
                 self.store.write_docids(tenant, [*zip(fresh, reserved, strict=True), *((p, held[p]) for p in restore)],
                                         rehash)
             except Exception:

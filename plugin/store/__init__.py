@@ -348,7 +348,7 @@ class QdrantStore:
     def docids_and_texts_by_tenant(self) -> tuple[dict[str, list[tuple[PointId, str]]], dict[str, int]]:
         """``docids_by_tenant`` and, from the same pass, a digest of each tenant's points and text hashes
         (equal digests: the same points with the same texts, as far as genret wrote them), so a read
-        replica learns whose texts changed."""
+        replica learns whose texts changed. Digests compare within one process (Python's string hash)."""
         out: dict[str, list[tuple[PointId, str]]] = {}
         digests: dict[str, int] = {}
         fields = [self.config.tenant_key, self.docid_key, TEXT_HASH_KEY]
@@ -357,7 +357,7 @@ class QdrantStore:
             tenant, docid = payload.get(self.config.tenant_key), payload.get(self.docid_key)
             if not (isinstance(tenant, str) and tenant):
                 continue
-            digests[tenant] = digests.get(tenant, 0) ^ hash((str(rec.id), payload.get(TEXT_HASH_KEY)))
+            digests[tenant] = digests.get(tenant, 0) ^ hash((str(rec.id), str(payload.get(TEXT_HASH_KEY))))
             if isinstance(docid, str) and docid:
                 out.setdefault(tenant, []).append((str(rec.id), docid))
         return out, digests

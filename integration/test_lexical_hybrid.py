@@ -129,7 +129,7 @@ def test_writes_change_the_held_lexical_index_in_place_as_a_fresh_build_would_sc
     stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=docs), timeout=60)
     try:
         lexical.prepare(tenant)
-        built = lexical._built[tenant]
+        built, in_place = lexical._built[tenant], _changes("in_place")
         stack.stub.UpsertDocuments(pb.UpsertRequest(tenant=tenant, documents=[
             pb.Document(id="q", title="nozzles", text="a quixotic hyperboloid nozzle")]), timeout=60)
         assert [d for d, s in _hybrid(stack, tenant, queries[1]) if "lexical" in s][:1] == ["q"]
@@ -141,7 +141,10 @@ def test_writes_change_the_held_lexical_index_in_place_as_a_fresh_build_would_sc
         stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=["3", "q"]), timeout=60)
         as_fresh()
         assert lexical._built[tenant] is built  # changed in place: not one build since the first
-        assert lexical.held()[tenant] == len(docs) - 1
+        assert lexical.held()[tenant] == len(docs) - 1 and _changes("in_place") - in_place == 3
+        dropped = _changes("dropped")
+        lexical.changed(tenant)  # what changed is not known: dropped
+        assert tenant not in lexical.held() and _changes("dropped") - dropped == 1
     finally:
         stack.stub.DeleteDocuments(pb.DeleteRequest(tenant=tenant, ids=[d.id for d in docs]), timeout=60)
 
@@ -220,6 +223,10 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def _changes(how: str) -> float:
+    return REGISTRY.get_sample_value("genret_lexical_changes_total", {"how": how}) or 0.0
 
 
 def _refused() -> float:

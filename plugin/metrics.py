@@ -35,6 +35,9 @@ NAMESPACE_DOCS = Gauge("genret_namespace_documents", "Live docids per tenant nam
 INFLIGHT = Gauge("genret_inflight", "Requests admitted and not finished, by tenant", ["tenant"], registry=REGISTRY)
 LEXICAL_BUILDS = Counter("genret_lexical_builds", "Tenants' lexical (BM25) index builds, by outcome: held, or "
                          "refused (over GENRET_LEXICAL_TENANT_MAX_DOCS)", ["outcome"], registry=REGISTRY)
+LEXICAL_CHANGES = Counter("genret_lexical_changes", "Tenants' writes that reached a lexical index held or being "
+                          "built, by how: in_place, or dropped (what changed is not known, a build was under way, "
+                          "or the tenant outgrew GENRET_LEXICAL_TENANT_MAX_DOCS)", ["how"], registry=REGISTRY)
 LEXICAL_DOCS = Gauge("genret_lexical_documents", "Documents in the lexical indexes held, all tenants",
                      registry=REGISTRY)
 REJECTIONS = Counter("genret_rejections", "Requests refused at admission (RESOURCE_EXHAUSTED), by tenant",

@@ -41,7 +41,7 @@ from typing import TypeVar
 
 from genret.data.writable_bm25 import WritableBm25, tokenized
 from genret.errors import ResourceExhausted
-from genret.metrics import LEXICAL_BUILDS, LEXICAL_DOCS
+from genret.metrics import LEXICAL_BUILDS, LEXICAL_CHANGES, LEXICAL_DOCS
 from genret.store import QdrantStore
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class LexicalIndexes:
             self._refused.pop(tenant, None)
             held = self._built.get(tenant) if build is None else None
             if written is None or held is None:
+                if build is not None or tenant in self._built:
+                    LEXICAL_CHANGES.labels(how="dropped").inc()
                 self._drop(tenant)
                 return
         try:  # outside the lock: only this tenant's changes reach its index, and searches read it meanwhile
@@ -95,11 +97,14 @@ class LexicalIndexes:
             held.write(_BUILDERS.run(tokenized, written, self._processes) if large else written, removed)
         except Exception:
             log.exception("could not change the lexical index of tenant '%s' in place; it is built again", tenant)
+            LEXICAL_CHANGES.labels(how="dropped").inc()
             with self._lock:
                 self._drop(tenant)
             return
+        over = held.size > self._max_docs
+        LEXICAL_CHANGES.labels(how="dropped" if over else "in_place").inc()
         with self._lock:
-            if held.size > self._max_docs and self._built.get(tenant) is held:
+            if over and self._built.get(tenant) is held:
                 self._drop(tenant)  # its next search counts it and is refused
             self._count()
 

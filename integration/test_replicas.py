@@ -16,7 +16,7 @@ from genret.store import QdrantStore
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
 
-from .conftest import Stack
+from .conftest import OTHER, Stack
 from .test_live_changes import delete, fresh_tenant, upsert
 
 
@@ -83,3 +83,21 @@ def test_a_read_replica_follows_a_text_replaced_under_the_same_id(stack: Stack, 
     assert _lexical(stack.stub, tenant, query) == {"a"}
     _until(lambda: _lexical(replica, tenant, query) == {"a"})
     delete(stack, tenant, ["a", "b"])
+
+
+def test_follow_drops_lexical_indexes_built_from_texts_that_changed(stack: Stack) -> None:
+    """The first follow drops every tenant's lexical index (built before it, it may predate a change), and
+    reports none of them; after that, only a tenant whose digest of text hashes moved is dropped."""
+    writer, lexical = stack.engine.writer, stack.engine._lexical
+    truth, texts = stack.store.docids_and_texts_by_tenant()
+    saved = writer._seen_texts
+    try:
+        writer._seen_texts = None
+        lexical.prepare(OTHER)
+        assert OTHER not in writer.follow(truth, texts) and OTHER not in lexical.held()
+        lexical.prepare(OTHER)
+        assert OTHER not in writer.follow(truth, texts) and OTHER in lexical.held()
+        assert OTHER in writer.follow(truth, {**texts, OTHER: texts[OTHER] ^ 1})
+        assert OTHER not in lexical.held()
+    finally:
+        writer._seen_texts = saved

@@ -74,7 +74,7 @@ class DocumentWriter:
         self._tenant_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, TenantDocids] = {}
         self._stale: set[str] = set()  # tenants whose re-read failed (Qdrant down): re-read when it returns
-        self._seen_texts: dict[str, int] = {}  # tenant -> its digest of text hashes at the last ``follow``
+        self._seen_texts: dict[str, int] | None = None  # tenant -> its digest of text hashes at the last ``follow``
         self._pool = (AtomicPool(codec.size, (int(d) for d in snapshots.current().docids()))
                       if isinstance(codec, AtomicCodec) else None)
 
@@ -165,20 +165,22 @@ class DocumentWriter:
         """Rebuild, each in its lane, the tenants whose docids in Qdrant (``truth``, one scroll) differ from
         the current snapshot: written by another replica. Of the others, those whose digest of text hashes
         (``texts``, from the same scroll) differs from the last one seen have what was built from their
-        texts dropped. The tenants rebuilt or dropped."""
+        texts dropped; on the first call, every tenant's (what was built before may predate a change). The
+        tenants rebuilt or dropped, the first call's drops left out."""
         current = self._snap.current()
         changed = sorted(t for t in set(current.tenants) | set(truth)
                          if set(current.entries(t)) != set(truth.get(t, ())))
         for tenant in changed:
             with self._lane(tenant):
                 self._resync(tenant)
-        rewritten = sorted(t for t in set(texts) | set(self._seen_texts)
-                           if texts.get(t) != self._seen_texts.get(t) and t not in changed)
+        seen = self._seen_texts
+        rewritten = sorted(t for t in set(texts) | set(seen or ())
+                           if (seen is None or texts.get(t) != seen.get(t)) and t not in changed)
         for tenant in rewritten:
             with self._lane(tenant):
                 self._texts(tenant, None, ())
         self._seen_texts = texts
-        return sorted({*changed, *rewritten})
+        return sorted({*changed, *(rewritten if seen is not None else ())})
 
     def resync_stale(self) -> None:
         """Re-read every tenant a failed write left unsure of (called when Qdrant answers again)."""

@@ -99,7 +99,7 @@ def test_edge_cases_of_writes_and_searches(texts: dict[str, str]) -> None:
 def test_an_index_pickles_and_an_index_built_in_a_worker_process_is_the_one_built_here(
         texts: dict[str, str]) -> None:
     pairs = list(texts.items())[:300]
-    here, there = WritableBm25(pairs), _BUILDERS.build(pairs, processes=2)
+    here, there = WritableBm25(pairs), _BUILDERS.run(WritableBm25, pairs, processes=2)
     for q in QUERIES:
         assert here.top(q, 20) == there.top(q, 20) == pickle.loads(pickle.dumps(here)).top(q, 20)
     written = [("x", "supersonic supersonic flow"), *((f"{k}-again", t) for k, t in list(texts.items())[300:400])]

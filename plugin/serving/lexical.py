@@ -69,6 +69,8 @@ class LexicalIndexes:
         self._clock = clock
         self._built: dict[str, WritableBm25] = {}  # held until a change drops it or the tenant idles
         self._used: dict[str, float] = {}  # tenant -> when it last searched its held index (clock seconds)
+        self._counted: dict[str, int] = {}  # tenant -> documents of its held index, as last added to _docs
+        self._docs = 0  # documents in the indexes held
         self._pinned: dict[str, WritableBm25] = {}  # tenant -> the index its searches in flight last prepared
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
         self._lock = threading.Lock()
@@ -101,12 +103,15 @@ class LexicalIndexes:
             with self._lock:
                 self._drop(tenant)
             return
-        over = held.size > self._max_docs
+        size = held.size
+        over = size > self._max_docs
         LEXICAL_CHANGES.labels(how="dropped" if over else "in_place").inc()
         with self._lock:
-            if over and self._built.get(tenant) is held:
-                self._drop(tenant)  # its next search counts it and is refused
-            self._count()
+            if self._built.get(tenant) is held:
+                if over:
+                    self._drop(tenant)  # its next search counts it and is refused
+                else:
+                    self._count(tenant, size)
 
     @contextmanager
     def using(self, tenant: str) -> Iterator[None]:
@@ -215,7 +220,7 @@ class LexicalIndexes:
                 "may hold (GENRET_LEXICAL_TENANT_MAX_DOCS): search without the lexical list (without_lexical, or a "
                 "mode or fusion that does not read it), or raise the limit")
         texts = [(d.point_id, f"{d.title} {d.text}") for d in docs if f"{d.title} {d.text}".strip()]
-        return _BUILDERS.build(texts, self._processes)
+        return _BUILDERS.run(WritableBm25, texts, self._processes)
 
     def _held(self, tenant: str) -> WritableBm25 | None:
         """The tenant's held index (marked used now), unless it idled out. Under ``_lock``."""
@@ -229,11 +234,14 @@ class LexicalIndexes:
         """Hold the tenant's new index. Under ``_lock``."""
         LEXICAL_BUILDS.labels(outcome="held").inc()
         self._built[tenant], self._used[tenant] = built, self._clock()
-        self._count()
+        self._count(tenant, built.size)
 
-    def _count(self) -> None:
-        """Publish the documents in the indexes held. Under ``_lock``."""
-        LEXICAL_DOCS.set(sum(b.size for b in self._built.values()))
+    def _count(self, tenant: str, docs: int) -> None:
+        """The tenant's held index now has ``docs`` documents (0: none is held). Under ``_lock``."""
+        self._docs += docs - self._counted.pop(tenant, 0)
+        if docs:
+            self._counted[tenant] = docs
+        LEXICAL_DOCS.set(self._docs)
 
     def _expire(self, *tenants: str) -> None:
         """Drop those of the tenants' indexes unused for more than ``idle_s``. Under ``_lock``."""
@@ -245,7 +253,7 @@ class LexicalIndexes:
         """Let the tenant's held index go, if it has one. Under ``_lock``."""
         if self._built.pop(tenant, None) is not None:
             del self._used[tenant]
-            self._count()
+            self._count(tenant, 0)
 
 
 class _Builders:
@@ -256,11 +264,6 @@ class _Builders:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
-
-    def build(self, texts: list[tuple[str, str]], processes: int) -> WritableBm25:
-        """BM25 over ``texts`` (point id, text) in one of ``processes`` worker processes (0: in the calling
-        thread)."""
-        return self.run(WritableBm25, texts, processes)
 
     def run(self, work: Callable[[_T], _R], arg: _T, processes: int) -> _R:
         """``work(arg)`` in one of ``processes`` worker processes (0: in the calling thread)."""

@@ -17,6 +17,9 @@ import triton.language as tl
 
 from genret.kernels.reference import PAD, RowTopK, StepResult
 
+# A kernel reads module globals only as compile-time constants (Triton's interpreter reads any global).
+_PAD = tl.constexpr(PAD)
+
 
 @triton.jit
 def _row_topk_kernel(src_ptr, src_stride, weight_ptr, weight_stride, bias_ptr,
@@ -73,7 +76,7 @@ def _row_topk_kernel(src_ptr, src_stride, weight_ptr, weight_stride, bias_ptr,
 
     carried = (offs == 0) & ((done != 0) & alive_beam)  # a finished beam competes as itself
     cand = tl.where(carried, score, cand)
-    tok = tl.where(carried, PAD, tok)
+    tok = tl.where(carried, _PAD, tok)
     child = tl.where(carried, node, child)
 
     out = r * WIDTH
@@ -83,7 +86,7 @@ def _row_topk_kernel(src_ptr, src_stride, weight_ptr, weight_stride, bias_ptr,
         pick = offs == at
         has = best > float("-inf")
         tl.store(out_score_ptr + out + j, best)
-        tl.store(out_token_ptr + out + j, tl.where(has, tl.sum(tl.where(pick, tok, 0), axis=0), PAD))
+        tl.store(out_token_ptr + out + j, tl.where(has, tl.sum(tl.where(pick, tok, 0), axis=0), _PAD))
         tl.store(out_node_ptr + out + j, tl.where(has, tl.sum(tl.where(pick, child, 0), axis=0), -1))
         cand = tl.where(pick, float("-inf"), cand)
 
@@ -99,10 +102,10 @@ def _beam_select_kernel(score_ptr, token_ptr, node_ptr, out_score_ptr, out_token
         best = tl.max(cand, axis=0)
         at = tl.argmax(cand, axis=0).to(tl.int64)
         has = best > float("-inf")
-        tok = tl.load(token_ptr + base + at, mask=has, other=PAD)
+        tok = tl.load(token_ptr + base + at, mask=has, other=_PAD)
         nxt = tl.load(node_ptr + base + at, mask=has, other=-1)
         tl.store(out_score_ptr + b * K + j, best)
-        tl.store(out_token_ptr + b * K + j, tl.where(has, tok, PAD))
+        tl.store(out_token_ptr + b * K + j, tl.where(has, tok, _PAD))
         tl.store(out_node_ptr + b * K + j, tl.where(has, nxt, -1))
         tl.store(out_parent_ptr + b * K + j, tl.where(has, at // row_width, 0))
         cand = tl.where(offs == at, float("-inf"), cand)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from genret.kernels.dispatch import (
     BACKENDS,
     SCORING,
+    TRITON_MAX_CHILDREN,
     RowTopK,
     StepResult,
     row_topk,
@@ -13,5 +14,5 @@ from genret.kernels.dispatch import (
     trie_beam_step_children,
 )
 
-__all__ = ["BACKENDS", "SCORING", "RowTopK", "StepResult", "row_topk", "row_topk_children", "trie_beam_step",
-           "trie_beam_step_children"]
+__all__ = ["BACKENDS", "SCORING", "TRITON_MAX_CHILDREN", "RowTopK", "StepResult", "row_topk", "row_topk_children",
+           "trie_beam_step", "trie_beam_step_children"]

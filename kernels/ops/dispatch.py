@@ -2,8 +2,10 @@
 
 ``auto`` runs the Triton kernels on CUDA tensors and the torch references elsewhere; ``triton`` runs the
 Triton kernels whatever the device (on a CPU only Triton's interpreter can run them, which tests use and
-serving should not); ``torch`` runs the references. The dispatcher reads no settings of its own: the
-caller passes the backend.
+serving should not); ``torch`` runs the references. The Triton row kernel holds a node's children in one
+block, so a trie whose widest node has more than ``TRITON_MAX_CHILDREN`` children (an atomic index's root
+over many documents) runs the torch ops whatever the backend. The dispatcher reads no settings of its own:
+the caller passes the backend.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from genret.kernels.reference import (
 
 BACKENDS = ("auto", "triton", "torch")
 SCORING = ("vocab", "children")
+TRITON_MAX_CHILDREN = 16384
 
 
-def _use_triton(backend: str, device: torch.device) -> bool:
+def _use_triton(backend: str, device: torch.device, max_children: int = 0) -> bool:
     if backend not in BACKENDS:
         raise ValueError(f"unknown kernel backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "torch":
+    if backend == "torch" or max_children > TRITON_MAX_CHILDREN:
         return False
     return backend == "triton" or device.type == "cuda"
 
@@ -35,7 +38,7 @@ def row_topk(logits: torch.Tensor, beam_scores: torch.Tensor, nodes: torch.Tenso
              row_ptr: torch.Tensor, child_token: torch.Tensor, live: torch.Tensor, num_roots: int, width: int,
              max_children: int, backend: str = "auto") -> RowTopK:
     """Each row's best ``width`` live children by beam score + log-softmax(logits) (scoring ``vocab``)."""
-    if _use_triton(backend, logits.device):
+    if _use_triton(backend, logits.device, max_children):
         from genret.kernels.triton_ops import row_topk_triton
 
         return row_topk_triton(logits, beam_scores, nodes, done, row_ptr, child_token, live, num_roots, width,
@@ -48,7 +51,7 @@ def row_topk_children(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                       child_token: torch.Tensor, live: torch.Tensor, num_roots: int, width: int,
                       max_children: int, backend: str = "auto") -> RowTopK:
     """Each row's best ``width`` live children, logits computed for those children only (scoring ``children``)."""
-    if _use_triton(backend, hidden.device):
+    if _use_triton(backend, hidden.device, max_children):
         from genret.kernels.triton_ops import row_topk_children_triton
 
         return row_topk_children_triton(hidden, weight, bias, beam_scores, nodes, done, row_ptr, child_token, live,
@@ -85,5 +88,5 @@ def _beam_select(row: RowTopK, beams_in: int, k: int, backend: str) -> StepResul
     return beam_select_torch(row, beams_in, k)
 
 
-__all__ = ["BACKENDS", "SCORING", "RowTopK", "StepResult", "row_topk", "row_topk_children", "trie_beam_step",
-           "trie_beam_step_children"]
+__all__ = ["BACKENDS", "SCORING", "TRITON_MAX_CHILDREN", "RowTopK", "StepResult", "row_topk", "row_topk_children",
+           "trie_beam_step", "trie_beam_step_children"]

@@ -41,43 +41,68 @@ def row_width(k: int, max_children: int) -> int:
     return max(1, min(k, max_children))
 
 
+# A row with more children than this scores them from one matrix product with the whole output embedding
+# (children mode), not from a gathered copy of their rows: at an atomic index's root every document is a child.
+WIDE_CHILDREN = 4096
+
+
 def _children(beam_scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor, row_ptr: torch.Tensor,
               child_token: torch.Tensor, live: torch.Tensor,
-              num_roots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each row's children padded to the widest row: tokens, nodes (rows, C) int64 and live mask."""
-    active = (~done) & (beam_scores > NEG_INF) & (nodes >= 0)
-    safe = nodes.clamp(min=0).long()
-    start = row_ptr[safe].long()
-    count = torch.where(active, row_ptr[safe + 1].long() - start, torch.zeros_like(start))  # (rows,)
+              num_roots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows that expand (alive, not done) and their children padded to the widest of them: row
+    indices (A,), tokens, nodes (A, C) int64 and live mask. Only those rows are expanded, so a wide node
+    costs its width once per expanding beam, not once per row of the batch."""
+    act = ((~done) & (beam_scores > NEG_INF) & (nodes >= 0)).nonzero().squeeze(1)
+    at = nodes[act].long()
+    start = row_ptr[at].long()
+    count = row_ptr[at + 1].long() - start  # (A,)
     width = max(1, int(count.max())) if count.numel() else 1
     pos = torch.arange(width, device=nodes.device)
-    in_row = pos < count[:, None]  # (rows, C)
+    in_row = pos < count[:, None]  # (A, C)
     edge = torch.where(in_row, start[:, None] + pos, torch.zeros_like(start[:, None]))
     tok = child_token[edge].long() if child_token.numel() else torch.zeros_like(edge)
     child = edge + num_roots
     ok = in_row & (live[child.clamp(max=live.numel() - 1)] > 0)
-    return tok, child, ok
+    return act, tok, child, ok
 
 
-def _keep_best(cand: torch.Tensor, tok: torch.Tensor, child: torch.Tensor, beam_scores: torch.Tensor,
-               nodes: torch.Tensor, done: torch.Tensor, width: int) -> RowTopK:
-    """Finished rows carry themselves; sort each row (ties to the smaller token) and keep ``width``."""
+def _keep_best(act: torch.Tensor, cand: torch.Tensor, tok: torch.Tensor, child: torch.Tensor,
+               beam_scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor, width: int) -> RowTopK:
+    """Rows ``act`` keep their ``width`` best candidates (ties to the smaller token); every other row has
+    none, except that a finished row carries itself."""
+    rows = beam_scores.shape[0]
     fin = done & (beam_scores > NEG_INF)
-    first = torch.zeros_like(cand, dtype=torch.bool)
-    first[:, 0] = fin
-    cand = torch.where(first, beam_scores[:, None].float(), cand)
-    tok = torch.where(first, torch.full_like(tok, PAD), tok)
-    child = torch.where(first, nodes[:, None].long(), child)
+    scores = torch.full((rows, width), NEG_INF, dtype=torch.float32, device=beam_scores.device)
+    tokens = torch.full((rows, width), PAD, dtype=torch.int64, device=beam_scores.device)
+    out_nodes = torch.full((rows, width), -1, dtype=torch.int64, device=beam_scores.device)
+    scores[:, 0] = torch.where(fin, beam_scores.float(), NEG_INF)
+    out_nodes[:, 0] = torch.where(fin, nodes.long(), -1)
     if cand.shape[1] < width:
         pad = width - cand.shape[1]
         cand = torch.nn.functional.pad(cand, (0, pad), value=NEG_INF)
         tok = torch.nn.functional.pad(tok, (0, pad), value=PAD)
         child = torch.nn.functional.pad(child, (0, pad), value=-1)
-    order = torch.sort(cand, dim=1, descending=True, stable=True).indices[:, :width]
-    scores = cand.gather(1, order)
-    empty = scores == NEG_INF
-    return RowTopK(scores, torch.where(empty, PAD, tok.gather(1, order)),
-                   torch.where(empty, -1, child.gather(1, order)))
+    order = _best_positions(cand, width)
+    best = cand.gather(1, order)
+    empty = best == NEG_INF
+    scores[act] = best
+    tokens[act] = torch.where(empty, PAD, tok.gather(1, order))
+    out_nodes[act] = torch.where(empty, -1, child.gather(1, order))
+    return RowTopK(scores, tokens, out_nodes)
+
+
+def _best_positions(cand: torch.Tensor, width: int) -> torch.Tensor:
+    """(A, width) positions of each row's ``width`` best candidates, by score descending, ties to the
+    smaller position. A wide row is not sorted whole: the ``width``-th best score is found by top-k, every
+    candidate above it is kept and, of those equal to it, the first ones, then only the kept are sorted."""
+    if cand.shape[1] <= WIDE_CHILDREN:
+        return torch.sort(cand, dim=1, descending=True, stable=True).indices[:, :width]
+    kth = torch.topk(cand, width, dim=1).values[:, -1:]  # (A, 1)
+    above = cand > kth
+    tied = cand == kth
+    keep = above | (tied & (tied.cumsum(1) <= width - above.sum(1, keepdim=True)))
+    kept = keep.nonzero()[:, 1].view(-1, width)  # exactly ``width`` per row, by position
+    return kept.gather(1, torch.sort(cand.gather(1, kept), dim=1, descending=True, stable=True).indices)
 
 
 def row_topk_torch(logits: torch.Tensor, beam_scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor,
@@ -96,10 +121,11 @@ def row_topk_torch(logits: torch.Tensor, beam_scores: torch.Tensor, nodes: torch
         sort cands by score descending, ties to the smaller token; keep ``width``;
         pad with (-inf, PAD, -1).
     """
-    tok, child, ok = _children(beam_scores, nodes, done, row_ptr, child_token, live, num_roots)
-    logp = logits.float().gather(1, tok) - torch.logsumexp(logits.float(), dim=1, keepdim=True)
-    cand = torch.where(ok, beam_scores[:, None].float() + logp, NEG_INF)
-    return _keep_best(cand, tok, child, beam_scores, nodes, done, width)
+    act, tok, child, ok = _children(beam_scores, nodes, done, row_ptr, child_token, live, num_roots)
+    rows = logits[act].float()
+    logp = rows.gather(1, tok) - torch.logsumexp(rows, dim=1, keepdim=True)
+    cand = torch.where(ok, beam_scores[act, None].float() + logp, NEG_INF)
+    return _keep_best(act, cand, tok, child, beam_scores, nodes, done, width)
 
 
 def row_topk_children_torch(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -114,14 +140,18 @@ def row_topk_children_torch(hidden: torch.Tensor, weight: torch.Tensor, bias: to
         logit[e] = hidden[r] . weight[child_token[e]] + bias[child_token[e]]   for its live children e
         logp = log_softmax(logit)                                            over those children only
     """
-    tok, child, ok = _children(beam_scores, nodes, done, row_ptr, child_token, live, num_roots)
-    logit = torch.einsum("rch,rh->rc", weight[tok].float(), hidden.float())  # (rows, C)
+    act, tok, child, ok = _children(beam_scores, nodes, done, row_ptr, child_token, live, num_roots)
+    h = hidden[act].float()
+    if tok.shape[1] > WIDE_CHILDREN:  # (A, vocab) from one product, then each row's children
+        logit = (h @ weight.float().T).gather(1, tok)
+    else:
+        logit = torch.einsum("rch,rh->rc", weight[tok].float(), h)  # (A, C)
     if bias is not None:
         logit = logit + bias.float()[tok]
     logit = torch.where(ok, logit, NEG_INF)
     lse = torch.logsumexp(logit, dim=1, keepdim=True)
-    cand = torch.where(ok, beam_scores[:, None].float() + (logit - lse), NEG_INF)
-    return _keep_best(cand, tok, child, beam_scores, nodes, done, width)
+    cand = torch.where(ok, beam_scores[act, None].float() + (logit - lse), NEG_INF)
+    return _keep_best(act, cand, tok, child, beam_scores, nodes, done, width)
 
 
 def beam_select_torch(row: RowTopK, beams_in: int, k: int) -> StepResult:

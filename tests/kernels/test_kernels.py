@@ -134,6 +134,42 @@ def test_children_step_matches_loop_spec(backend: str, bias: bool, seed: int, te
     assert_same(step_children(f, backend, hidden, weight, b, scores, nodes, done, beams_in, k), want, batch)
 
 
+def atomic_forest(rng: np.random.Generator, tenants: int, n: int, vocab: int) -> TrieForest:
+    """One token per docid (an atomic index): each tenant's root has about n / tenants children."""
+    toks = np.zeros((n, 2), dtype=np.int64)
+    toks[:, 0] = 2 + rng.choice(vocab - 2, n, replace=False)
+    toks[:, 1] = EOS
+    forest, _ = build_forest([f"t{i}" for i in range(tenants)], rng.integers(0, tenants, n), toks,
+                             alive=rng.random(n) > 0.1)
+    return forest
+
+
+# Nodes past the matrix-product threshold of the children reference (4,096) and past the widest node the
+# Triton kernel takes (16,384: wider runs the torch op whatever the backend).
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("n, vocab", [(9000, 9500), (34000, 34500)])
+def test_wide_nodes_match_loop_spec(backend: str, n: int, vocab: int) -> None:
+    rng = np.random.default_rng(n)
+    f = atomic_forest(rng, 2, n, vocab)
+    assert f.max_children > 4096
+    batch, beams_in, k = 3, 4, 5
+    scores, nodes, done = random_beams(rng, f, batch * beams_in)
+    nodes[::beams_in] = torch.as_tensor(rng.integers(0, 2, batch))  # each query has a beam at a root
+    done[::beams_in] = False
+    scores[::beams_in] = -0.5
+    logits = torch.as_tensor(rng.normal(size=(batch * beams_in, vocab)), dtype=torch.float32)
+    logits[0] = 0.0  # every child of the first row ties: the smallest tokens win
+    logits[beams_in, ::2] = 5.0  # half tie at the top
+    logp = torch.log_softmax(logits, -1)
+    want = loop_spec(lambda r, toks: logp[r, toks].tolist(), scores, nodes, done, f, beams_in, k, vocab)
+    assert_same(step(f, backend, logits, scores, nodes, done, beams_in, k), want, batch)
+    hidden = torch.as_tensor(rng.normal(size=(batch * beams_in, 16)), dtype=torch.float32)
+    weight = torch.as_tensor(rng.normal(size=(vocab, 16)), dtype=torch.float32)
+    want = loop_spec(lambda r, toks: torch.log_softmax(weight[toks] @ hidden[r], -1).tolist(), scores, nodes, done,
+                     f, beams_in, k, vocab)
+    assert_same(step_children(f, backend, hidden, weight, None, scores, nodes, done, beams_in, k), want, batch)
+
+
 def test_triton_equals_torch_on_ties_and_deleted_docids() -> None:
     """Equal logits make every child tie: both backends break ties to the earlier beam, then smaller token."""
     rng = np.random.default_rng(7)

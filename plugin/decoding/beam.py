@@ -47,13 +47,11 @@ class BeamResult:
     steps: int  # decoder steps run
 
 
-def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, starts: Sequence[Sequence[int]], beams: int,
-            max_steps: int, step_fn: StepFn, deadline: float | None, checkpoint: Checkpoint | None = None
-            ) -> BeamResult:
-    """``starts[q]``: the nodes query ``q`` starts from, one beam each (at most ``beams`` of them)."""
+def start_beams(starts: Sequence[Sequence[int]], beams: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``starts[q]``: the nodes query ``q`` starts from, one beam each (at most ``beams`` of them).
+    Returns the beams' nodes and scores (batch * beams,): 0 at a start node, -inf for an empty beam."""
     batch = len(starts)
-    device = backend.device
-    rows = batch * beams
     first = torch.zeros((batch, beams), dtype=torch.long)
     begin = torch.full((batch, beams), NEG_INF)
     for q, nodes_q in enumerate(starts):
@@ -61,8 +59,18 @@ def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, starts: Sequence[Seque
             raise ValueError(f"{len(nodes_q)} start nodes need at least as many beams, got {beams}")
         first[q, : len(nodes_q)] = torch.as_tensor(list(nodes_q), dtype=torch.long)
         begin[q, : len(nodes_q)] = 0.0
-    nodes = first.to(device).view(rows)
-    scores = begin.to(device).view(rows)
+    return first.to(device).view(-1), begin.to(device).view(-1)
+
+
+def run_beams(backend: Seq2SeqBackend, enc: EncodedQueries, nodes: torch.Tensor, scores: torch.Tensor, beams: int,
+              max_steps: int, step_fn: StepFn, deadline: float | None = None, checkpoint: Checkpoint | None = None,
+              until_done: bool = True) -> BeamResult:
+    """The decoding loop from the beams ``start_beams`` gives. ``until_done``: stop at the first step after
+    which every beam has ended (one host sync per step); False runs all ``max_steps`` with no sync, which
+    gives the same result (an ended beam carries itself) and lets the loop be captured as a CUDA graph."""
+    rows = nodes.shape[0]
+    batch = rows // beams
+    device = backend.device
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     state = backend.start(enc, beams)
     tokens: torch.Tensor | None = None
@@ -79,7 +87,7 @@ def _decode(backend: Seq2SeqBackend, enc: EncodedQueries, starts: Sequence[Seque
         backend.reorder(state, (base + res.parents).view(rows))
         scores, nodes, tokens = res.scores.view(rows), res.nodes.view(rows), res.tokens.view(rows)
         done = (tokens == PAD) | (tokens == EOS) | (scores == NEG_INF)
-        if bool(done.all()):
+        if until_done and bool(done.all()):
             break
     valid = done & (scores > NEG_INF)
     leaves = torch.where(valid, nodes, -1).view(batch, beams)
@@ -136,15 +144,12 @@ def _groups(tries: Sequence[Trie], beams: int, vocab: int, device: torch.device)
     return out
 
 
-def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, tries: Sequence[Trie], beams: int,
-                            deadline: float | None = None, kernel_backend: str = "auto", scoring: str = "vocab",
-                            checkpoint: Checkpoint | None = None) -> BeamResult:
-    """Decode each query (row of ``enc``) from its own trie's root (rows may mix tenants, and so forests).
-    ``checkpoint``: called before each step (the scheduler may run other work there)."""
+def trie_step_fn(backend: Seq2SeqBackend, tries: Sequence[Trie], beams: int, kernel_backend: str = "auto",
+                 scoring: str = "vocab") -> StepFn:
+    """The constrained step for queries decoding under ``tries`` (one per query; rows may mix tenants, and
+    so forests): queries sharing a forest are stepped by one kernel call."""
     if scoring not in SCORING:
         raise ValueError(f"unknown scoring mode {scoring!r}; valid: {', '.join(SCORING)}")
-    if len(tries) != enc.hidden.shape[0]:
-        raise ValueError(f"{enc.hidden.shape[0]} queries but {len(tries)} tries")
     head = backend.head
     groups = _groups(tries, beams, head.weight.shape[0], backend.device)
 
@@ -170,8 +175,20 @@ def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, tries:
                 dst[g.queries] = src
         return StepResult(*out)
 
-    return _decode(backend, enc, [t.roots for t in tries], beams, max(t.forest.max_depth for t in tries), step,
-                   deadline, checkpoint)
+    return step
+
+
+def constrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, tries: Sequence[Trie], beams: int,
+                            deadline: float | None = None, kernel_backend: str = "auto", scoring: str = "vocab",
+                            checkpoint: Checkpoint | None = None) -> BeamResult:
+    """Decode each query (row of ``enc``) from its own trie's root (rows may mix tenants, and so forests).
+    ``checkpoint``: called before each step (the scheduler may run other work there)."""
+    if len(tries) != enc.hidden.shape[0]:
+        raise ValueError(f"{enc.hidden.shape[0]} queries but {len(tries)} tries")
+    step = trie_step_fn(backend, tries, beams, kernel_backend, scoring)
+    nodes, scores = start_beams([t.roots for t in tries], beams, backend.device)
+    return run_beams(backend, enc, nodes, scores, beams, max(t.forest.max_depth for t in tries), step, deadline,
+                     checkpoint)
 
 
 @torch.inference_mode()
@@ -247,4 +264,5 @@ def unconstrained_beam_search(backend: Seq2SeqBackend, enc: EncodedQueries, beam
     def step(features: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor, done: torch.Tensor) -> StepResult:
         return free_step(head, features, scores, done, beams)
 
-    return _decode(backend, enc, [(0,)] * batch, beams, max_steps, step, None)
+    nodes, scores = start_beams([(0,)] * batch, beams, backend.device)
+    return run_beams(backend, enc, nodes, scores, beams, max_steps, step)

@@ -9,7 +9,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genret.decoding.beam import Trie, constrained_beam_search, score_docids, unconstrained_beam_search
+from genret.decoding.beam import (
+    Trie,
+    constrained_beam_search,
+    run_beams,
+    score_docids,
+    start_beams,
+    trie_step_fn,
+    unconstrained_beam_search,
+)
+from genret.decoding.graphs import GraphedDecode
 from genret.decoding.model import EncodedQueries, HFSeq2SeqBackend
 from genret.decoding.trie import DeviceForest, build_forest
 from genret.docids import AtomicCodec, SemanticCodec, assign_docids
@@ -216,7 +225,7 @@ def test_atomic_scores_normalise_over_the_callers_own_documents_only() -> None:
     assert not torch.equal(search(Trie(forest))[1], shared_scores)  # over the whole vocabulary they would move
     tokens = torch.as_tensor(a.base.tokens[a.base.forest.leaf_rank(leaves[0].cpu().numpy())].astype(np.int64)).unsqueeze(0)
     forced = score_docids(backend, enc, own, tokens)
-    np.testing.assert_allclose(forced[0].numpy(), scores[0].numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(forced[0].cpu().numpy(), scores[0].cpu().numpy(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("scoring", ["vocab", "children"])
@@ -234,8 +243,52 @@ def test_a_batch_mixing_tenants_tries_equals_each_tenant_decoded_alone(scoring: 
         alone = constrained_beam_search(backend, EncodedQueries(enc.hidden[q : q + 1], enc.mask[q : q + 1]), [trie[t]],
                                         beams=4, scoring=scoring)
         assert torch.equal(together.leaves[q], alone.leaves[0])
-        np.testing.assert_allclose(together.scores[q].numpy(), alone.scores[0].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(together.scores[q].cpu().numpy(), alone.scores[0].cpu().numpy(), rtol=1e-5,
+                                   atol=1e-5)
 
 
 def tries(forest: DeviceForest, roots: Sequence[int]) -> list[Trie]:
     return [Trie(forest, (int(r),)) for r in roots]
+
+
+# Decoding every step with no host sync (what a CUDA graph captures) decodes what the eager loop does.
+@pytest.mark.parametrize("scoring", ["vocab", "children"])
+def test_running_every_step_decodes_what_stopping_early_does(scoring: str) -> None:
+    """Docids of different lengths: beams that end early carry themselves through the extra steps."""
+    docids, codec, backend, *_ = make_case(60, 3, seed=3)
+    tokens = codec.encode_many(docids)
+    assert len({int((row > 1).sum()) for row in tokens}) > 1  # docids of several lengths
+    forest, _ = build_forest(["a", "b"], np.arange(len(docids)) % 2, tokens)
+    t = tries(forest.to_device(DEVICE), [0, 1, 0])
+    enc = backend.encode(QUERIES)
+    step = trie_step_fn(backend, t, 8, "torch", scoring)
+    out = []
+    for until_done in (True, False):
+        nodes, scores = start_beams([x.roots for x in t], 8, DEVICE)
+        out.append(run_beams(backend, enc, nodes, scores, 8, forest.max_depth + 3, step, until_done=until_done))
+    assert out[1].steps == forest.max_depth + 3 and out[0].steps <= forest.max_depth
+    assert torch.equal(out[0].leaves, out[1].leaves)
+    torch.testing.assert_close(out[0].scores, out[1].scores)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_a_graph_needs_a_cuda_device() -> None:
+    docids, codec, backend, *_ = make_case(10, 3, seed=0)
+    forest, _ = build_forest(["t"], np.zeros(len(docids), dtype=np.int64), codec.encode_many(docids))
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphedDecode(backend, backend.encode(QUERIES), tries(forest.to_device(DEVICE), [0, 0, 0]), 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scoring", ["vocab", "children"])
+def test_a_replayed_graph_decodes_as_the_eager_loop(scoring: str) -> None:
+    docids, codec, backend, *_ = make_case(80, 4, seed=4)
+    forest, _ = build_forest(["a", "b"], np.arange(len(docids)) % 2, codec.encode_many(docids))
+    t = tries(forest.to_device(DEVICE), [0, 1, 0])
+    graph = GraphedDecode(backend, backend.encode(QUERIES), t, 6, scoring=scoring)
+    for texts in (QUERIES, QUERIES[::-1]):  # same shape, other queries: the graph reads its input buffers
+        enc = backend.encode(texts)
+        want = constrained_beam_search(backend, enc, t, 6, scoring=scoring)
+        got = graph(enc)
+        assert torch.equal(got.leaves, want.leaves)
+        torch.testing.assert_close(got.scores, want.scores, rtol=1e-5, atol=1e-5)

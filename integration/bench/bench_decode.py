@@ -11,6 +11,8 @@ Variants, each decoding the same queries with beam ``--beam`` to full docid dept
   ours-free        our loop (encoder once, KV cache, one step op per token) with no trie
   ours-vocab/<be>  our loop, trie step on full-vocabulary logits: HF's scores, backend torch or triton
   ours-children/<be>  our loop, logits only for the allowed children (log_softmax over them)
+  ours-graph-vocab/triton, ours-graph-children/triton  (CUDA only) the same loop captured once as a CUDA
+                   graph and replayed (``genret.decoding.graphs``); the encoder runs before each replay
 <be>: torch (the reference: vectorised gathers over the CSR) or triton (CUDA only).
 Reported per batch size: queries/s, p50/p99 latency of one batch, and the trie's share of the loop's time
 (1 - time(ours-free) / time(variant)).
@@ -26,14 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import decode_args, docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
+from common import decode_args, docid_sets, environment, percentile, print_table, sync, synthetic_docids, timed, write_json
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 from genret.config import force_offline
 from genret.data.beir import demo_corpus_path
 from genret.data.embed import minilm_path
 from genret.data.index_dir import ModelSpec
-from genret.decoding.beam import Trie, constrained_beam_search, unconstrained_beam_search
+from genret.decoding.beam import BeamResult, Trie, constrained_beam_search, unconstrained_beam_search
+from genret.decoding.graphs import GraphedDecode
 from genret.decoding.model import HFSeq2SeqBackend
 from genret.decoding.trie import DeviceForest, build_forest
 
@@ -94,13 +97,46 @@ def make_variants(model: T5ForConditionalGeneration, backend: HFSeq2SeqBackend, 
         return lambda: constrained_beam_search(backend, backend.encode(texts), tries, beam,
                                                kernel_backend=kb, scoring=scoring)
 
+    def graphed(kb: str, scoring: str) -> Callable[[], Any]:
+        held: list[GraphedDecode] = []  # captured at the first call (the warm-up), replayed after
+
+        def run() -> BeamResult:
+            enc = backend.encode(texts)
+            if not held:
+                held.append(GraphedDecode(backend, enc, tries, beam, kb, scoring))
+            return held[0](enc)
+        return run
+
     out: dict[str, Callable[[], Any]] = {
         "hf-prefix": hf(True), "hf-free": hf(False),
         "ours-free": lambda: unconstrained_beam_search(backend, backend.encode(texts), beam, depth + 1)}
     for kb in kernel_backends:
         out[f"ours-vocab/{kb}"] = ours(kb, "vocab")
         out[f"ours-children/{kb}"] = ours(kb, "children")
+    if "triton" in kernel_backends:
+        out["ours-graph-vocab/triton"] = graphed("triton", "vocab")
+        out["ours-graph-children/triton"] = graphed("triton", "children")
     return out
+
+
+def profiled(fn: Callable[[], Any], device: torch.device, rows: int = 18) -> str:
+    """One call under the torch profiler: the ops by total device time (host time on a CPU), and the
+    whole call's wall time beside the device's busy time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    sync(device)
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    busy = sum(e.self_device_time_total for e in events) / 1e3 if device.type == "cuda" else float("nan")
+    head = f"wall {wall * 1e3:.2f} ms, device busy {busy:.2f} ms (sum of kernel times)\n"
+    return head + events.table(sort_by=key, row_limit=rows, max_name_column_width=60)
 
 
 def main() -> None:
@@ -109,6 +145,8 @@ def main() -> None:
     p.add_argument("--repeats", default="1:10,32:3,128:2", help="batch:timed repeats")
     p.add_argument("--skip", default="", help="comma-separated variants to skip")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--profile", default="", help="comma-separated variants to profile once per row "
+                   "(torch profiler: the ops taking the most device and host time)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     force_offline()
@@ -123,6 +161,7 @@ def main() -> None:
     backend = HFSeq2SeqBackend(model, tok, spec, device)
     kernel_backends = ["torch", "triton"] if device.type == "cuda" else ["torch"]
     rows_out: list[dict[str, Any]] = []
+    profiles: dict[str, str] = {}
     for n, depth, branching in docid_sets(args.docids):
         docids = synthetic_docids(n, depth, branching)
         t0 = time.perf_counter()
@@ -144,7 +183,13 @@ def main() -> None:
             for name, fn in variants.items():
                 if name in skip:
                     continue
-                times[name] = timed(fn, device, repeats.get(batch, 3), warmup=1 if batch <= 32 else 0)
+                try:
+                    warm = 1 if batch <= 32 or "graph" in name else 0
+                    times[name] = timed(fn, device, repeats.get(batch, 3), warmup=warm)
+                except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others' figures
+                    result[f"{name} error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                    print(f"  batch {batch} {name}: {result[f'{name} error']}", flush=True)
+                    continue
                 result[f"{name} q/s"] = batch / float(np.mean(times[name]))
                 result[f"{name} p50 ms"] = percentile(times[name], 50) * 1e3
                 result[f"{name} p99 ms"] = percentile(times[name], 99) * 1e3
@@ -155,23 +200,39 @@ def main() -> None:
                     if name.startswith("ours-") and name != "ours-free":
                         result[f"{name} trie share"] = 1.0 - free / float(np.median(times[name]))
             # Same answers: our vocab scoring is HF's; the top docid should match generate's best sequence.
-            if "hf-prefix" not in skip and batch <= 32:
-                res = variants[f"ours-vocab/{kernel_backends[-1]}"]()
+            check = f"ours-vocab/{kernel_backends[-1]}"
+            if "hf-prefix" in times and check in times and batch <= 32:
+                res = variants[check]()
                 top = order[forest.leaf_rank(res.leaves[:, 0].cpu().numpy())]
                 seqs = variants["hf-prefix"]()[:, 1:].view(batch, args.beam, -1)[:, 0, : depth + 1].cpu().numpy()
                 result["top1 agrees with hf-prefix"] = float(np.mean([
                     np.array_equal(seqs[b], docids[top[b]]) for b in range(batch)]))
+            for name in filter(None, args.profile.split(",")):
+                if name in times:
+                    try:
+                        profiles[f"{n} docids, batch {batch}, {name}"] = profiled(variants[name], device)
+                    except Exception as e:  # noqa: BLE001 - a profiler failure must not lose the timings
+                        profiles[f"{n} docids, batch {batch}, {name}"] = f"profile failed: {e}"
+            for scoring in ("vocab", "children"):
+                graph, eager = f"ours-graph-{scoring}/triton", f"ours-{scoring}/triton"
+                if graph in times and eager in times:
+                    result[f"{graph} equals eager"] = float(torch.equal(variants[graph]().leaves,
+                                                                        variants[eager]().leaves))
             rows_out.append(result)
+    for title, text in profiles.items():
+        print(f"profile: {title}\n{text}", flush=True)
     cols = ["docids", "depth", "batch"]
-    names = [k[: -len(" q/s")] for k in rows_out[0] if k.endswith(" q/s")]
+    names = list(dict.fromkeys(k[: -len(" q/s")] for r in rows_out for k in r if k.endswith(" q/s")))
     table_qps = print_table(rows_out, cols + [f"{v} q/s" for v in names])
     table_lat = print_table(rows_out, cols + [f"{v} p50 ms" for v in names] + [f"{v} p99 ms" for v in names])
-    share_cols = [k for k in rows_out[0] if k.endswith("trie share")]
-    table_share = print_table(rows_out, cols + share_cols + ["top1 agrees with hf-prefix"])
+    share_cols = list(dict.fromkeys(k for r in rows_out for k in r if k.endswith("trie share")))
+    agree_cols = list(dict.fromkeys(k for r in rows_out for k in r if k.endswith("equals eager")))
+    table_share = print_table(rows_out, cols + share_cols + ["top1 agrees with hf-prefix", *agree_cols])
     out = args.out or f"integration/bench/results/synthetic/decode/decode-{device.type}.json"
     write_json(out, {"benchmark": "constrained_decode", "environment": environment(device),
                      "model": "T5-small shape, random weights", "beam": args.beam, "rows": rows_out,
-                     "tables": {"queries_per_s": table_qps, "latency": table_lat, "trie_share": table_share}})
+                     "tables": {"queries_per_s": table_qps, "latency": table_lat, "trie_share": table_share},
+                     "profiles": profiles})
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--tenant", required=True)
     p.add_argument("--beam-size", type=int, default=20)
     p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--modes", default="", help="comma-separated modes to time (default: all)")
     p.add_argument("--out", default="integration/bench/results/cranfield/modes/modes-latency-cpu.json")
     args = p.parse_args()
     force_offline()
@@ -46,10 +47,11 @@ def main() -> None:
     engine = Engine.load(cfg, store)
     queries = load_queries(args.data)
     texts = [queries[q] for q in load_qrels(args.data, args.split) if q in queries]
+    wanted = set(filter(None, args.modes.split(","))) or {m for m, _ in MODES}
     rows: list[dict[str, Any]] = []
     with ServerThread(cfg, engine) as server, GenretClient(server.target, timeout_s=60) as client:
         for mode, fusion in MODES:
-            if fusion in ("learned", "weighted") and engine.calibration is None:
+            if fusion in ("learned", "weighted") and engine.calibration is None or mode not in wanted:
                 continue
             for q in texts:  # warm-up
                 client.search(args.tenant, q, args.top_k, args.beam_size, mode, fusion=fusion)

@@ -86,11 +86,15 @@ def main() -> None:
                 result = {"docids": n, "depth": depth, "vocab": vocab, "batch": batch, "beam": args.beam}
                 for name, fn in variants(head, d, args.beam, device.type == "cuda").items():
                     inputs = (feats, scores, nodes, done)
-                    t = timed(lambda f=fn, x=inputs: f(*x), device, args.repeats, warmup=2)
+                    try:
+                        t = timed(lambda f=fn, x=inputs: f(*x), device, args.repeats, warmup=2)
+                    except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others' figures
+                        result[f"{name} error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                        continue
                     result[f"{name} ms"] = percentile(t, 50) * 1e3
                 rows_out.append(result)
                 print(result, flush=True)
-    names = [k for k in rows_out[0] if k.endswith(" ms")]
+    names = list(dict.fromkeys(k for r in rows_out for k in r if k.endswith(" ms")))
     table = print_table(rows_out, ["docids", "depth", "vocab", "batch", *names])
     out = args.out or f"integration/bench/results/synthetic/kernels/step-{device.type}.json"
     write_json(out, {"benchmark": "constrained_step", "environment": environment(device), "beam": args.beam,

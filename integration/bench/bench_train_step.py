@@ -48,11 +48,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--tokens", type=int, default=64, help="encoder states per input")
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--random-encoder", action="store_true",
+                   help="MiniLM's shape with random weights (the step reads cached encoder states only)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     device = torch.device(args.device)
 
-    model, _, spec = build_default_model(args.docids + 2)
+    model, _, spec = build_default_model(args.docids + 2, pretrained=not args.random_encoder)
     model.to(device).train()
     decoder = [p for p in model.decoder.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(0)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -82,9 +83,23 @@ def environment(device: torch.device) -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"device": device_name(device), "device_type": device.type, "python": platform.python_version(),
-            "versions": versions, "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {"device": device_name(device), "device_type": device.type, "python": platform.python_version(),
+           "versions": versions, "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if device.type == "cuda":
+        out |= {"cuda": torch.version.cuda, "driver": gpu_driver()}
+    return out
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver's version as ``nvidia-smi`` reports it; None where it cannot be read."""
+    try:
+        run = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = run.stdout.strip().splitlines()
+    return lines[0].strip() if run.returncode == 0 and lines else None
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -45,6 +45,7 @@ stage graphs 90 python3 $bench/bench_decode.py --device cuda --repeats 1:10,32:5
   --skip hf-prefix,hf-free,ours-free,ours-vocab/torch,ours-children/torch --out "$out/decode-graphs-cuda.json"
 stage atomic 45 python3 $bench/bench_atomic.py --device cuda --out "$out/atomic-cuda.json"
 stage step 45 python3 $bench/bench_step.py --device cuda --repeats 50 --out "$out/step-cuda.json"
+stage train 60 python3 $bench/bench_train_step.py --device cuda --random-encoder --out "$out/train-step-cuda.json"
 if [ -n "$tiny" ]; then
   stage search 40 env GENRET_QDRANT_PATH="$tiny/qdrant" GENRET_COLLECTION=cranfield GENRET_DEVICE=cuda \
     python3 $bench/bench_modes.py --index-dir "$tiny/index" --data plugin/demo_data/cranfield --split test \

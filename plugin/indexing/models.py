@@ -32,12 +32,14 @@ from genret.data.index_dir import ModelSpec
 MINILM = "all-MiniLM-L6-v2"  # the default model's encoder, as ``ModelSpec.base`` names it
 
 
-def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len: int = 32,
-                        seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
-    """MiniLM encoder + small BERT decoder over ``docid_vocab`` + 1 (start) tokens."""
+def build_default_model(docid_vocab: int, decoder_layers: int = 3, max_docid_len: int = 32, seed: int = 0,
+                        pretrained: bool = True) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSpec]:
+    """MiniLM encoder + small BERT decoder over ``docid_vocab`` + 1 (start) tokens. ``pretrained=False``:
+    the encoder has MiniLM's shape and random weights (speed measurements on a machine without them)."""
     src = minilm_path()
     torch.manual_seed(seed)
-    encoder = BertModel.from_pretrained(str(src), add_pooling_layer=False)
+    encoder = (BertModel.from_pretrained(str(src), add_pooling_layer=False) if pretrained
+               else BertModel(BertConfig.from_pretrained(str(src)), add_pooling_layer=False))
     enc_cfg = encoder.config
     start = docid_vocab
     dec_cfg = BertConfig(

@@ -11,7 +11,7 @@ from genret.decoding.beam import Trie, constrained_beam_search
 from genret.decoding.model import HFSeq2SeqBackend
 from genret.decoding.trie import build_forest
 from genret.docids import AtomicCodec
-from genret.indexing.models import load_checkpoint_for_docids
+from genret.indexing.models import build_default_model, load_checkpoint_for_docids
 from genret.indexing.training import TrainConfig, train
 
 
@@ -31,3 +31,15 @@ def test_local_t5_checkpoint_learns_docids(tiny_t5: Path, minilm_tokenizer) -> N
                                   beams=2)
     top = order[forest.leaf_rank(res.leaves[:, 0].numpy())].tolist()
     assert top == [0, 1, 2, 3]
+
+
+def test_the_default_model_without_pretrained_weights_has_the_same_shape() -> None:
+    """``pretrained=False`` (speed measurements where MiniLM's weights are absent): every parameter of the
+    default model, with the encoder's random."""
+    real, _, spec = build_default_model(10)
+    shaped, _, spec2 = build_default_model(10, pretrained=False)
+    assert spec == spec2
+    a, b = dict(real.named_parameters()), dict(shaped.named_parameters())
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    word = "encoder.embeddings.word_embeddings.weight"
+    assert not torch.equal(a[word], b[word])

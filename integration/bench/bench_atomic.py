@@ -26,11 +26,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from common import environment, percentile, print_table, timed, write_json
+from common import columns, environment, percentile, print_table, timed_or_failed, write_json
 
 from genret.decoding.model import DocidHead
 from genret.decoding.trie import DeviceForest, build_forest
@@ -89,7 +90,7 @@ def earlier_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                "--beam", str(args.beam), "--batches", args.batches, "--repeats", str(args.repeats), "--out", out]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([args.before, os.environ.get("PYTHONPATH", "")])}
         subprocess.run(cmd, env=env, check=True)
-        rows: list[dict[str, Any]] = json.loads(open(out).read())["rows"]
+        rows: list[dict[str, Any]] = json.loads(Path(out).read_text())["rows"]
         return rows
 
 
@@ -121,12 +122,9 @@ def main() -> None:
         result: dict[str, Any] = {"docs": n, "dim": args.dim, "batch": batch, "beam": beams}
         want = variants["dense"]().cpu().numpy()
         for name, fn in variants.items():
-            try:
-                t = timed(fn, device, args.repeats, warmup=2)
-            except Exception as e:  # noqa: BLE001 - out of memory, say: the other variants still run
-                result[f"{name} error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            t = timed_or_failed(fn, device, args.repeats, warmup=2)
+            if isinstance(t, str):
+                result[f"{name} error"] = t
                 continue
             result[f"{name} ms"] = percentile(t, 50) * 1e3
             if name != "dense":
@@ -141,11 +139,9 @@ def main() -> None:
         rows_out.append(result)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    def cols(suffix: str) -> list[str]:
-        return list(dict.fromkeys(k for r in rows_out for k in r if k.endswith(suffix)))
-
-    table = print_table(rows_out, ["docs", "batch", *cols(" ms"), *cols("x dense"), *cols(" error")])
-    agree = print_table(rows_out, ["docs", "batch", *cols(f"same top-{beams}")])
+    wanted = ["docs", "batch", *[c for suffix in (" ms", "x dense", " error") for c in columns(rows_out, suffix)]]
+    table = print_table(rows_out, wanted)
+    agree = print_table(rows_out, ["docs", "batch", *columns(rows_out, f"same top-{beams}")])
     out = args.out or f"integration/bench/results/synthetic/atomic/atomic-{device.type}.json"
     write_json(out, {"benchmark": "atomic_first_step", "environment": environment(device), "docs": n,
                      "dim": args.dim, "beam": beams, "dtype": str(dtype), "unit": "milliseconds per step (median)",

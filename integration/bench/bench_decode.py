@@ -28,7 +28,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import decode_args, docid_sets, environment, percentile, print_table, sync, synthetic_docids, timed, write_json
+from common import (
+    columns,
+    decode_args,
+    docid_sets,
+    environment,
+    percentile,
+    print_table,
+    sync,
+    synthetic_docids,
+    timed_or_failed,
+    write_json,
+)
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
 from genret.config import force_offline
@@ -183,13 +194,13 @@ def main() -> None:
             for name, fn in variants.items():
                 if name in skip:
                     continue
-                try:
-                    warm = 1 if batch <= 32 or "graph" in name else 0
-                    times[name] = timed(fn, device, repeats.get(batch, 3), warmup=warm)
-                except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others' figures
-                    result[f"{name} error"] = f"{type(e).__name__}: {str(e)[:300]}"
-                    print(f"  batch {batch} {name}: {result[f'{name} error']}", flush=True)
+                warm = 1 if batch <= 32 or "graph" in name else 0
+                t = timed_or_failed(fn, device, repeats.get(batch, 3), warmup=warm)
+                if isinstance(t, str):
+                    result[f"{name} error"] = t
+                    print(f"  batch {batch} {name}: {t}", flush=True)
                     continue
+                times[name] = t
                 result[f"{name} q/s"] = batch / float(np.mean(times[name]))
                 result[f"{name} p50 ms"] = percentile(times[name], 50) * 1e3
                 result[f"{name} p99 ms"] = percentile(times[name], 99) * 1e3
@@ -222,11 +233,10 @@ def main() -> None:
     for title, text in profiles.items():
         print(f"profile: {title}\n{text}", flush=True)
     cols = ["docids", "depth", "batch"]
-    names = list(dict.fromkeys(k[: -len(" q/s")] for r in rows_out for k in r if k.endswith(" q/s")))
+    names = [k[: -len(" q/s")] for k in columns(rows_out, " q/s")]
     table_qps = print_table(rows_out, cols + [f"{v} q/s" for v in names])
     table_lat = print_table(rows_out, cols + [f"{v} p50 ms" for v in names] + [f"{v} p99 ms" for v in names])
-    share_cols = list(dict.fromkeys(k for r in rows_out for k in r if k.endswith("trie share")))
-    agree_cols = list(dict.fromkeys(k for r in rows_out for k in r if k.endswith("equals eager")))
+    share_cols, agree_cols = columns(rows_out, "trie share"), columns(rows_out, "equals eager")
     table_share = print_table(rows_out, cols + share_cols + ["top1 agrees with hf-prefix", *agree_cols])
     out = args.out or f"integration/bench/results/synthetic/decode/decode-{device.type}.json"
     write_json(out, {"benchmark": "constrained_decode", "environment": environment(device),

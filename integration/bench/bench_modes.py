@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--modes", default="", help="comma-separated modes to time (default: all)")
     p.add_argument("--out", default="integration/bench/results/cranfield/modes/modes-latency-cpu.json")
     args = p.parse_args()
+    wanted = set(filter(None, args.modes.split(","))) or {m for m, _ in MODES}
+    if unknown := wanted - {m for m, _ in MODES}:
+        p.error(f"unknown --modes {', '.join(sorted(unknown))}; valid: {', '.join(dict.fromkeys(m for m, _ in MODES))}")
     force_offline()
     cfg = dataclasses.replace(load_config(), index_dir=args.index_dir, port=0, host="127.0.0.1")
     device = resolve_device(cfg.device)
@@ -47,7 +50,6 @@ def main() -> None:
     engine = Engine.load(cfg, store)
     queries = load_queries(args.data)
     texts = [queries[q] for q in load_qrels(args.data, args.split) if q in queries]
-    wanted = set(filter(None, args.modes.split(","))) or {m for m, _ in MODES}
     rows: list[dict[str, Any]] = []
     with ServerThread(cfg, engine) as server, GenretClient(server.target, timeout_s=60) as client:
         for mode, fusion in MODES:

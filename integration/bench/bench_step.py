@@ -19,7 +19,17 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from common import decode_args, docid_sets, environment, percentile, print_table, synthetic_docids, timed, write_json
+from common import (
+    columns,
+    decode_args,
+    docid_sets,
+    environment,
+    percentile,
+    print_table,
+    synthetic_docids,
+    timed_or_failed,
+    write_json,
+)
 
 from genret.decoding.beam import free_step
 from genret.decoding.model import DocidHead
@@ -86,15 +96,14 @@ def main() -> None:
                 result = {"docids": n, "depth": depth, "vocab": vocab, "batch": batch, "beam": args.beam}
                 for name, fn in variants(head, d, args.beam, device.type == "cuda").items():
                     inputs = (feats, scores, nodes, done)
-                    try:
-                        t = timed(lambda f=fn, x=inputs: f(*x), device, args.repeats, warmup=2)
-                    except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others' figures
-                        result[f"{name} error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                    t = timed_or_failed(lambda f=fn, x=inputs: f(*x), device, args.repeats, warmup=2)
+                    if isinstance(t, str):
+                        result[f"{name} error"] = t
                         continue
                     result[f"{name} ms"] = percentile(t, 50) * 1e3
                 rows_out.append(result)
                 print(result, flush=True)
-    names = list(dict.fromkeys(k for r in rows_out for k in r if k.endswith(" ms")))
+    names = columns(rows_out, " ms")
     table = print_table(rows_out, ["docids", "depth", "vocab", "batch", *names])
     out = args.out or f"integration/bench/results/synthetic/kernels/step-{device.type}.json"
     write_json(out, {"benchmark": "constrained_step", "environment": environment(device), "beam": args.beam,

@@ -66,6 +66,23 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int
     return out
 
 
+def timed_or_failed(fn: Callable[[], Any], device: torch.device, repeats: int,
+                    warmup: int = 1) -> list[float] | str:
+    """``timed``, or the error a variant raised (its type and first line), so that one failing variant
+    (a kernel that does not compile, memory run out) does not lose the other variants' figures."""
+    try:
+        return timed(fn, device, repeats, warmup)
+    except Exception as e:  # noqa: BLE001 - reported in the results, not hidden
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def columns(rows: Sequence[dict[str, Any]], suffix: str) -> list[str]:
+    """Every key ending in ``suffix`` across ``rows``, in first-seen order (rows may lack a variant)."""
+    return list(dict.fromkeys(k for r in rows for k in r if k.endswith(suffix)))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 

@@ -100,6 +100,32 @@ def test_index_generates_queries_once_and_reuses_the_cache(two_parts, tmp_path: 
         store.close()
 
 
+def test_a_time_budget_caps_query_generation_and_the_rest_goes_to_training(two_parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from genret.data.loader import load_beir
+
+    cfg, store, first, _ = two_parts
+    gen = save_tiny_generator(tmp_path / "gen")
+    try:
+        load_beir(store, first, TENANT)
+        pairs = PairOptions(max_chunks=0, generated_queries=2, query_samples=2, query_generator=str(gen), query_batch=4)
+        # a budget the first batch of 4 documents uses up: the other 12 get no generated queries
+        tight = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=pairs,
+                             train=replace(_train(1), max_minutes=1e-6))
+        m1 = build_index(store, cfg.index_dir, tight, torch.device("cpu"))
+        t1 = m1.training
+        assert t1["queries_generated_for"] == 4 and t1["without_generated_queries"] == FIRST - 4
+        assert t1["query_generation_s"] >= 0 and t1["pairs"]["generated"] <= 8
+        assert t1["config"]["max_minutes"] == 1e-6  # the budget as given; training got what generation left
+        assert len(QueryCache(query_cache_path(cfg.index_dir))) == 4
+        # the same build without a budget generates the 12 left, and only them
+        m2 = build_index(store, cfg.index_dir, replace(tight, train=_train(1)), torch.device("cpu"))
+        assert m2.training["queries_generated_for"] == FIRST - 4 and m2.training["without_generated_queries"] == 0
+    finally:
+        store.close()
+
+
 def test_cli_index_add(two_parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg, store, first, later = two_parts
     store.close()

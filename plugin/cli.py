@@ -64,7 +64,9 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-input-tokens", type=int, default=128,
                    help="encoder input tokens per training text (a longer text is cut); at most 512")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="time budget of training: the frozen-encoder pass (its estimate is logged first) and the epochs")
+                   help="time budget of the build's slow parts: query generation (at most half of it; documents it "
+                   "does not reach get no generated queries, and a rerun continues from the cache), the "
+                   "frozen-encoder pass and the epochs; each logs its estimate first")
     p.add_argument("--checkpoint-every-s", type=float, default=60.0,
                    help="save the training state (which a rerun resumes from) after an epoch at most this often; "
                    "0: after every epoch")
@@ -206,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole path on the bundled Cranfield corpus, embedded Qdrant")
     _common(p)
     p.add_argument("--minutes", type=float, default=3.0,
-                   help="training budget of the index build: encoder pass and epochs (default 3)")
+                   help="time budget of the index build: query generation (none: the bundled corpus's queries are "
+                   "shipped), encoder pass and epochs (default 3)")
     p.add_argument("--fresh", action="store_true", help="rebuild the collection and index")
     return parser
 

@@ -51,6 +51,7 @@ from genret.indexing.models import (
     load_checkpoint_for_docids,
 )
 from genret.indexing.pairs import KINDS, passage
+from genret.indexing.querygen import GenerationBudget
 from genret.indexing.teacher import Teacher, TeacherOptions
 from genret.indexing.training import TrainConfig, TrainStats, train
 from genret.indexing.training_data import PairOptions, TrainingQueries, document_data, replay_pairs
@@ -168,6 +169,8 @@ class _Pairs:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     memory: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     generated: int = 0  # documents whose queries were generated now
+    without_generated: int = 0  # documents with no generated query
+    generation_s: float = 0.0  # time spent generating
     soft_tokens: list[np.ndarray] = field(default_factory=list)  # per namespace, with teacher targets
     soft_probs: list[np.ndarray] = field(default_factory=list)
 
@@ -180,17 +183,19 @@ class _Pairs:
 def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, cache: Path,
            training_queries: TrainingQueries | None, teacher: TeacherOptions | None = None,
            vectors: list[np.ndarray] | None = None, codec: DocidCodec | None = None,
-           states: FrozenStates | None = None, others: list[list[StoredDoc]] | None = None) -> _Pairs:
+           states: FrozenStates | None = None, others: list[list[StoredDoc]] | None = None,
+           budget: GenerationBudget | None = None) -> _Pairs:
     """Training pairs of ``parts``. With a ``teacher`` (and the parts' document ``vectors``), each
     namespace's teacher checks its generated queries (``options.round_trip``) and, unless its kind is
     none, gives every pair soft targets over that namespace's docids (one token each, from ``codec``).
     ``states``: the teacher embeds texts through them, keeping their encoder states for training.
     ``others``: more documents of each part's namespace the teacher ranks too (after the part's own, as
     ``vectors`` has them), so a round trip is checked against every document of the namespace; soft
-    targets then cannot be asked for."""
+    targets then cannot be asked for. ``budget``: the time query generation may take, over all parts."""
     if others is not None and teacher is not None and teacher.kind != "none":
         raise ValueError("teacher targets over documents outside the trained parts are not supported")
     out = _Pairs()
+    budget = budget if budget is not None else GenerationBudget()
     for n, p in enumerate(parts):
         docs = [(d.doc_id, d.title, d.text) for d in p.docs]
         judge = None
@@ -198,7 +203,7 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
             pool = p.docs + (others[n] if others is not None else [])
             judge = Teacher(teacher.kind, [passage(d.title, d.text) for d in pool], vectors[n] if vectors else None,
                             device, states.embed if states is not None else None)
-        data = document_data(docs, options, device, cache, training_queries, teacher=judge)
+        data = document_data(docs, options, device, cache, training_queries, teacher=judge, budget=budget)
         by_key = dict(zip([d.doc_id for d in p.docs], p.docids, strict=True))
         texts = [x.text for x in data.pairs]
         out.texts += texts
@@ -206,6 +211,7 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
         out.counts = {k: out.counts[k] + v for k, v in data.counts().items()}
         out.memory.update({(p.tenant, k): v for k, v in data.memory.items()})
         out.generated += data.generated
+        out.without_generated += data.without_generated
         if judge is not None and teacher is not None and teacher.kind != "none":
             assert codec is not None
             row_of = {d.doc_id: i for i, d in enumerate(p.docs)}
@@ -214,7 +220,29 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
             tokens = np.array([codec.encode(d)[0] for d in p.docids], dtype=np.int64)
             out.soft_tokens.append(tokens[targets.rows])
             out.soft_probs.append(targets.probs)
+    out.generation_s = budget.spent
     return out
+
+
+GENERATION_SHARE = 0.5  # of --max-minutes, at most, for query generation; training gets the rest
+
+
+def _generation_budget(train: TrainConfig) -> GenerationBudget:
+    return GenerationBudget(None if train.max_minutes is None else train.max_minutes * 60 * GENERATION_SHARE)
+
+
+def _after_generation(train: TrainConfig, pairs: _Pairs) -> TrainConfig:
+    """The training settings with what query generation spent taken from the time budget (the encoder pass
+    and the epochs keep at least the share generation may not take)."""
+    if train.max_minutes is None or not pairs.generation_s:
+        return train
+    left = max(train.max_minutes - pairs.generation_s / 60, train.max_minutes * (1 - GENERATION_SHARE))
+    return replace(train, max_minutes=left)
+
+
+def _generation_record(pairs: _Pairs) -> dict[str, Any]:
+    return {"queries_generated_for": pairs.generated, "without_generated_queries": pairs.without_generated,
+            "query_generation_s": round(pairs.generation_s, 1)}
 
 
 DOCID_INITS = ("random", "embeddings")
@@ -292,7 +320,7 @@ def _plan(store: QdrantStore, index_dir: str | Path, options: IndexOptions, devi
         states = FrozenStates(device, options.train.max_input_tokens, options.train.batch_size * 2,
                               options.train.progress, options.train.encoder_cache)
     pairs = _pairs(parts, options.pairs, device, cache, training_queries, options.teacher if teaching else None,
-                   vectors or None, codec, states)
+                   vectors or None, codec, states, budget=_generation_budget(options.train))
     log.info("training pairs: %s%s", ", ".join(f"{n:,} {kind}" for kind, n in pairs.counts.items()),
              f"; {options.teacher.kind} teacher targets" if pairs.soft_tokens else "")
     return _Plan(parts, codec, pairs, vectors, states.states if states is not None else None)
@@ -326,15 +354,16 @@ def build_index(store: QdrantStore | None, index_dir: str | Path, options: Index
         seed_docid_embeddings(model, spec, tokens, np.concatenate(plan.vectors))
         _neutral_rows(model, spec, codec, len(tokens))
     staging = staging_dir(index_dir) if ranks.main else None
-    stats = _train(model, tokenizer, spec, codec, plan.pairs.texts, plan.pairs.docids, options.train, device, staging,
-                   index_dir, ranks, plan.pairs.soft(), plan.states)
+    stats = _train(model, tokenizer, spec, codec, plan.pairs.texts, plan.pairs.docids,
+                   _after_generation(options.train, plan.pairs), device, staging, index_dir, ranks, plan.pairs.soft(),
+                   plan.states)
     if not ranks.main:
         return None
     assert store is not None and staging is not None
 
     training = {"options": {k: v for k, v in asdict(options).items() if k != "train"},
                 "config": asdict(options.train), "pairs": plan.pairs.counts, "stats": stats.to_json(),
-                "queries_generated_for": plan.pairs.generated, "device": str(device), "processes": ranks.world}
+                **_generation_record(plan.pairs), "device": str(device), "processes": ranks.world}
     manifest = Manifest(collection=store.collection, tenant_key=store.config.tenant_key,
                         codec=codec.to_json(), model=asdict(spec),
                         tenants={p.tenant: len(p.docids) for p in parts}, training=training,
@@ -396,7 +425,8 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
         others = [[d for d in tenant_docs[p.tenant] if (p.tenant, d.doc_id) not in fresh_ids] for p in new_parts]
         vectors = [_doc_embeddings(p.docs + rest, device) for p, rest in zip(new_parts, others, strict=True)]
         teacher = TeacherOptions()
-    made = _pairs(new_parts, options.pairs, device, cache, training_queries, teacher, vectors, others=others)
+    made = _pairs(new_parts, options.pairs, device, cache, training_queries, teacher, vectors, others=others,
+                  budget=_generation_budget(options.train))
     texts, docids, counts = made.texts, made.docids, made.counts
     r_texts, r_docids = replay_pairs(memory, live, round(options.replay * len(texts)), options.train.seed)
     log.info("adding %d documents: pairs %s, %d replayed", sum(len(p.docs) for p in new_parts), counts,
@@ -414,12 +444,12 @@ def add_documents(store: QdrantStore, index_dir: str | Path, options: AddOptions
         if old.training.get("config", {}).get("freeze_docid_embeddings"):
             train_cfg = replace(train_cfg, freeze_docid_embeddings=True)
     staging = staging_dir(index_dir)
-    stats = _train(model, tokenizer, spec, grown, texts + r_texts, docids + r_docids, train_cfg, device,
-                   staging, index_dir)
+    stats = _train(model, tokenizer, spec, grown, texts + r_texts, docids + r_docids,
+                   _after_generation(train_cfg, made), device, staging, index_dir)
 
     addition = {"added": {p.tenant: len(p.docs) for p in new_parts}, "pairs": counts, "replayed": len(r_texts),
                 "options": {k: v for k, v in asdict(options).items() if k != "train"},
-                "config": asdict(train_cfg), "stats": stats.to_json(), "queries_generated_for": made.generated}
+                "config": asdict(train_cfg), "stats": stats.to_json(), **_generation_record(made)}
     tenants = dict(old.tenants)
     for p in new_parts:
         tenants[p.tenant] = tenants.get(p.tenant, 0) + len(p.docs)

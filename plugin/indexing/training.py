@@ -398,10 +398,10 @@ def encode_inputs(encoder: torch.nn.Module, ids: Sequence[torch.Tensor], device:
             out[i] = hidden[j, : len(ids[i])].to(torch.bfloat16).cpu()
         if s == 0 and len(batches) > 1:
             estimate = (time.monotonic() - t0) * len(batches) / 60
-            within = f" of the {budget_min:g}-minute budget" if budget_min else ""
+            within = f" of the {budget_min:.1f} minutes the time budget leaves training" if budget_min else ""
             log.info("encoding %d inputs once (frozen encoder): at most about %.1f min%s", len(ids), estimate, within)
             if budget_min and estimate > budget_min / 2:
-                log.warning("the encoder pass may take over half of --max-minutes %g; training gets what is left",
+                log.warning("the encoder pass may take over half of the %.1f minutes; the epochs get what is left",
                             budget_min)
     return out
 

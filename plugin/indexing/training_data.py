@@ -24,6 +24,7 @@ from genret.indexing.querygen import (
     INSTRUCTION,
     BiEncoderRanker,
     CrossEncoderRanker,
+    GenerationBudget,
     QueryCache,
     QueryRanker,
     SamplingSettings,
@@ -71,6 +72,7 @@ class DocumentData:
     pairs: list[Pair]
     memory: dict[str, list[str]]  # doc key -> texts to replay it by
     generated: int  # documents whose queries were generated now (not read from the cache)
+    without_generated: int = 0  # documents with no generated query: not reached in the time budget, or none kept
 
     def counts(self) -> dict[str, int]:
         return {k: sum(1 for p in self.pairs if p.kind == k) for k in KINDS}
@@ -100,18 +102,20 @@ def _ranker(name: str, device: torch.device, teacher: Teacher | None = None) -> 
 
 
 def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path,
-                      device: torch.device, progress: bool = True,
-                      teacher: Teacher | None = None) -> tuple[dict[str, list[str]], int]:
+                      device: torch.device, progress: bool = True, teacher: Teacher | None = None,
+                      budget: GenerationBudget | None = None) -> tuple[dict[str, list[str]], int]:
     """The kept generated queries of each document, and how many documents had to be generated. With
     ``options.round_trip`` the ``teacher`` checks every candidate first: the best of those that lead
-    back to their document are kept."""
+    back to their document are kept. ``budget``: how long generating may take (see ``candidate_queries``)."""
     settings = SamplingSettings(max_input_tokens=options.query_input_tokens, instruction=options.query_instruction)
     name = generator_id(options.query_generator, settings)
     passages = [passage(title, text) for _, title, text in docs]
     cands, fresh = candidate_queries(name, lambda: load_generator(options.query_generator, device, settings),
                                      QueryCache(cache_path), passages, options.query_samples,
-                                     options.query_batch, progress)
-    log.info("generated queries: %d documents from the cache, %d generated", len(docs) - fresh, fresh)
+                                     options.query_batch, progress, budget)
+    missing = sum(1 for c in cands if not c)
+    log.info("generated queries: %d documents from the cache, %d generated%s", len(docs) - fresh - missing, fresh,
+             f", {missing} without" if missing else "")
     check = options.round_trip > 0 and teacher is not None
     kept = select_queries(_ranker(options.query_ranker, device, teacher if check else None), passages, cands,
                           options.query_samples if check else options.generated_queries)
@@ -129,7 +133,7 @@ def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str
 
 def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.device, cache_path: str | Path,
                   training_queries: TrainingQueries | None = None, progress: bool = True,
-                  teacher: Teacher | None = None) -> DocumentData:
+                  teacher: Teacher | None = None, budget: GenerationBudget | None = None) -> DocumentData:
     """Training pairs and replay memory for one namespace's documents (``teacher``: that namespace's, for
     the round-trip check of generated queries)."""
     pairs = document_pairs(docs, options.chunk_words, options.chunk_stride, options.max_chunks)
@@ -138,7 +142,7 @@ def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.devic
     generated: dict[str, list[str]] = {}
     fresh = 0
     if options.generated_queries > 0:
-        generated, fresh = generated_queries(docs, options, cache_path, device, progress, teacher)
+        generated, fresh = generated_queries(docs, options, cache_path, device, progress, teacher, budget)
         pairs += text_pairs(generated, "generated")
     if training_queries is not None:
         pairs += query_pairs(training_queries.queries, training_queries.qrels, {k for k, _, _ in docs})
@@ -146,7 +150,8 @@ def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.devic
     for key, title, text in docs:
         head = [" ".join(passage(title, text).split()[:MEMORY_HEAD_WORDS])]
         memory[key] = (generated.get(key) or rehearsal.get(key) or head)[:MEMORY_PER_DOC]
-    return DocumentData(pairs, memory, fresh)
+    without = sum(1 for k, _, _ in docs if not generated.get(k)) if options.generated_queries > 0 else 0
+    return DocumentData(pairs, memory, fresh, without)
 
 
 def replay_pairs(memory: list[dict[str, Any]], live: set[tuple[str, str]], count: int,

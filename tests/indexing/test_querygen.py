@@ -11,11 +11,13 @@ import torch
 from genret.indexing.querygen import (
     BiEncoderRanker,
     CrossEncoderRanker,
+    GenerationBudget,
     QueryCache,
     QueryGenerator,
     SamplingSettings,
     candidate_queries,
     clean_query,
+    generation_order,
     generator_id,
     load_generator,
     save_tiny_generator,
@@ -73,6 +75,39 @@ def test_generated_queries_are_cached_and_reused(tmp_path: Path) -> None:
     # other settings are another generator: nothing reused
     other = generator_id(str(path), SamplingSettings(max_new_tokens=6))
     assert other != gen.name and all(QueryCache(cache_file).get(QueryCache.key(other, p)) is None for p in PASSAGES)
+
+
+def _must_not_load() -> QueryGenerator:
+    raise AssertionError("the generator was loaded")
+
+
+def test_a_generation_budget_stops_between_batches_and_a_rerun_continues(tmp_path: Path) -> None:
+    gen = _Counting(load_generator(str(save_tiny_generator(tmp_path / "gen")), torch.device("cpu"),
+                                   SamplingSettings(max_new_tokens=5)))
+    cache_file = tmp_path / "q.jsonl"
+    spent = GenerationBudget(0.0)  # no time at all: the generator is not even loaded
+    none, n0 = candidate_queries(gen.name, _must_not_load, QueryCache(cache_file), PASSAGES, 2, budget=spent)
+    assert (none, n0, spent.spent) == ([[], [], []], 0, 0.0)
+
+    tight = GenerationBudget(1e-9)  # the first batch always runs; it uses the budget up
+    part, n1 = candidate_queries(gen.name, lambda: gen, QueryCache(cache_file), PASSAGES, 2, batch_size=2,
+                                 budget=tight)
+    assert n1 == 2 and gen.calls == 2 and tight.spent > 1e-9
+    assert sum(1 for qs in part if qs) == 2 and len(QueryCache(cache_file)) == 2
+
+    rest, n2 = candidate_queries(gen.name, lambda: gen, QueryCache(cache_file), PASSAGES, 2, batch_size=2)
+    assert n2 == 1 and gen.calls == 3 and all(rest)  # only the passage not reached is generated
+    assert [qs for qs in part if qs] == [r for r, qs in zip(rest, part, strict=True) if qs]
+
+
+def test_generation_order_spreads_over_the_collection_and_pads_little() -> None:
+    passages = ["word " * n for n in range(64)]  # passage i has i words
+    order = generation_order(range(64), passages, batch_size=4)
+    assert sorted(order) == list(range(64))
+    blocks = [order[:32], order[32:]]
+    assert all(b == sorted(b) for b in blocks)  # by length within a block
+    assert set(blocks[0]) != set(range(32))  # a budget that ends after one block has not taken the shortest
+    assert generation_order(range(64), passages, 4) == order  # seeded
 
 
 def test_cache_ignores_a_line_cut_by_a_crash(tmp_path: Path) -> None:

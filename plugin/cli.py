@@ -286,6 +286,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from genret.demo import run_demo
 
+        if not args.minutes > 0:
+            print(f"genret demo: --minutes must be above 0, got {args.minutes:g}", file=sys.stderr)
+            return 2
         return run_demo(cfg, minutes=args.minutes, fresh=args.fresh)
 
     work = _prepare(args, cfg)

@@ -25,6 +25,8 @@ BAD = {
     "index: bad option": (["index", "--checkpoint-every-s", "-1"], "--checkpoint-every-s must be at least 0"),
     "index: inputs longer than the encoder": (["index", "--max-input-tokens", "1024"],
                                               "--max-input-tokens must be 8 to 512"),
+    "index: no time to build in": (["index", "--max-minutes", "0"], "--max-minutes must be above 0"),
+    "demo: no time to build in": (["demo", "--minutes", "-1"], "--minutes must be above 0"),
     "index: every input token dropped": (["index", "--input-dropout", "1"], "--input-dropout must be at least 0"),
     "index: options that do not go together": (["index", "--scheme", "semantic", "--docid-init", "embeddings"],
                                                "needs atomic docids"),

@@ -73,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"--checkpoint-every-s must be at least 0, got {self.checkpoint_every_s}")
         if not 8 <= self.max_input_tokens <= MAX_INPUT_TOKENS:
             raise ValueError(f"--max-input-tokens must be 8 to {MAX_INPUT_TOKENS}, got {self.max_input_tokens}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"--max-minutes must be above 0, got {self.max_minutes:g}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise ValueError(f"--input-dropout must be at least 0 and below 1, got {self.input_dropout}")
         if self.train_encoder_layers < 0:

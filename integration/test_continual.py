@@ -126,6 +126,49 @@ def test_a_time_budget_caps_query_generation_and_the_rest_goes_to_training(two_p
         store.close()
 
 
+class _Ticks:
+    """A clock that moves one second each time it is read: every generated batch takes 1 s, and a
+    tenant's first batch 2 s (its generator's load)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_time_budget_for_generation_is_shared_between_tenants_by_their_waiting_documents(  # type: ignore[no-untyped-def]
+        two_parts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from genret.data.loader import load_beir
+    from genret.indexing import querygen
+
+    cfg, store, _, _ = two_parts
+    gen = save_tiny_generator(tmp_path / "gen")
+    monkeypatch.setattr(querygen, "time", _Ticks())
+    try:
+        load_beir(store, small_corpus(tmp_path, 8, 0, "a"), "a-corp")
+        load_beir(store, small_corpus(tmp_path, 8, 8, "b"), "b-corp")
+        pairs = PairOptions(max_chunks=0, generated_queries=2, query_samples=2, query_generator=str(gen), query_batch=2)
+        # generation may take 8 s of the budget; a-corp's share is half. Its generator's load and two batches of
+        # 2 documents take 3 s (a third would not end within 4 s); b-corp gets the 5 s left, three batches.
+        # Shared first come, first served, a-corp would take 6 s for all its 8 documents and b-corp one batch
+        budget = IndexOptions(scheme="semantic", branching=4, model="tiny", pairs=pairs,
+                              train=replace(_train(1), max_minutes=16 / 60))
+        m = build_index(store, cfg.index_dir, budget, torch.device("cpu"))
+        assert m.training["queries_generated_by_tenant"] == {"a-corp": 4, "b-corp": 6}
+        assert m.training["query_generation_s"] == 7.0
+        name = generator_id(str(gen), SamplingSettings(max_input_tokens=pairs.query_input_tokens))
+        cache = QueryCache(query_cache_path(cfg.index_dir))
+        for corpus, generated in (("a", 4), ("b", 6)):
+            texts = [passage(d.title, d.text) for d in load_corpus(tmp_path / corpus)]
+            assert sum(1 for t in texts if cache.get(QueryCache.key(name, t))) == generated
+    finally:
+        store.close()
+
+
 def test_cli_index_add(two_parts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cfg, store, first, later = two_parts
     store.close()

@@ -64,9 +64,10 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-input-tokens", type=int, default=128,
                    help="encoder input tokens per training text (a longer text is cut); at most 512")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="time budget of the build's slow parts: query generation (at most half of it; documents it "
-                   "does not reach get no generated queries, and a rerun continues from the cache), the "
-                   "frozen-encoder pass and the epochs; each logs its estimate first")
+                   help="time budget of the build's slow parts: query generation (at most half of it, shared by "
+                   "the tenants in proportion to their documents waiting for it; documents it does not reach get "
+                   "no generated queries, and a rerun continues from the cache), the frozen-encoder pass and the "
+                   "epochs; each logs its estimate first")
     p.add_argument("--checkpoint-every-s", type=float, default=60.0,
                    help="save the training state (which a rerun resumes from) after an epoch at most this often; "
                    "0: after every epoch")

@@ -54,7 +54,13 @@ from genret.indexing.pairs import KINDS, passage
 from genret.indexing.querygen import GenerationBudget
 from genret.indexing.teacher import Teacher, TeacherOptions
 from genret.indexing.training import TrainConfig, TrainStats, train
-from genret.indexing.training_data import PairOptions, TrainingQueries, document_data, replay_pairs
+from genret.indexing.training_data import (
+    PairOptions,
+    TrainingQueries,
+    document_data,
+    replay_pairs,
+    waiting_for_generation,
+)
 from genret.store import QdrantStore, StoredDoc
 
 log = logging.getLogger(__name__)
@@ -169,6 +175,7 @@ class _Pairs:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     memory: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     generated: int = 0  # documents whose queries were generated now
+    generated_by: dict[str, int] = field(default_factory=dict)  # the same, per tenant
     without_generated: int = 0  # documents with no generated query
     generation_s: float = 0.0  # time spent generating
     soft_tokens: list[np.ndarray] = field(default_factory=list)  # per namespace, with teacher targets
@@ -191,19 +198,25 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
     ``states``: the teacher embeds texts through them, keeping their encoder states for training.
     ``others``: more documents of each part's namespace the teacher ranks too (after the part's own, as
     ``vectors`` has them), so a round trip is checked against every document of the namespace; soft
-    targets then cannot be asked for. ``budget``: the time query generation may take, over all parts."""
+    targets then cannot be asked for. ``budget``: the time query generation may take, over all parts;
+    each part's share is in proportion to its documents waiting for generation, so a tenant that comes
+    first cannot take the others' time."""
     if others is not None and teacher is not None and teacher.kind != "none":
         raise ValueError("teacher targets over documents outside the trained parts are not supported")
     out = _Pairs()
     budget = budget if budget is not None else GenerationBudget()
-    for n, p in enumerate(parts):
-        docs = [(d.doc_id, d.title, d.text) for d in p.docs]
+    all_docs = [[(d.doc_id, d.title, d.text) for d in p.docs] for p in parts]
+    waiting = ([waiting_for_generation(docs, options, cache) for docs in all_docs] if budget.seconds is not None
+               else [0] * len(parts))
+    for n, (p, docs) in enumerate(zip(parts, all_docs, strict=True)):
         judge = None
         if teacher is not None and (teacher.kind != "none" or options.round_trip > 0):
             pool = p.docs + (others[n] if others is not None else [])
             judge = Teacher(teacher.kind, [passage(d.title, d.text) for d in pool], vectors[n] if vectors else None,
                             device, states.embed if states is not None else None)
-        data = document_data(docs, options, device, cache, training_queries, teacher=judge, budget=budget)
+        share = budget.share(waiting[n], sum(waiting[n:]))
+        data = document_data(docs, options, device, cache, training_queries, teacher=judge, budget=share)
+        budget.take(share)
         by_key = dict(zip([d.doc_id for d in p.docs], p.docids, strict=True))
         texts = [x.text for x in data.pairs]
         out.texts += texts
@@ -211,6 +224,7 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
         out.counts = {k: out.counts[k] + v for k, v in data.counts().items()}
         out.memory.update({(p.tenant, k): v for k, v in data.memory.items()})
         out.generated += data.generated
+        out.generated_by[p.tenant] = out.generated_by.get(p.tenant, 0) + data.generated
         out.without_generated += data.without_generated
         if judge is not None and teacher is not None and teacher.kind != "none":
             assert codec is not None
@@ -241,8 +255,8 @@ def _after_generation(train: TrainConfig, pairs: _Pairs) -> TrainConfig:
 
 
 def _generation_record(pairs: _Pairs) -> dict[str, Any]:
-    return {"queries_generated_for": pairs.generated, "without_generated_queries": pairs.without_generated,
-            "query_generation_s": round(pairs.generation_s, 1)}
+    return {"queries_generated_for": pairs.generated, "queries_generated_by_tenant": pairs.generated_by,
+            "without_generated_queries": pairs.without_generated, "query_generation_s": round(pairs.generation_s, 1)}
 
 
 DOCID_INITS = ("random", "embeddings")

@@ -101,13 +101,27 @@ def _ranker(name: str, device: torch.device, teacher: Teacher | None = None) -> 
     return BiEncoderRanker(device) if name == "minilm" else CrossEncoderRanker(name, device)
 
 
+def _sampling(options: PairOptions) -> SamplingSettings:
+    return SamplingSettings(max_input_tokens=options.query_input_tokens, instruction=options.query_instruction)
+
+
+def waiting_for_generation(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path) -> int:
+    """How many of ``docs`` still need their queries generated: none cached for them by this generator."""
+    if options.generated_queries <= 0:
+        return 0
+    name = generator_id(options.query_generator, _sampling(options))
+    cache = QueryCache(cache_path)
+    keys = {QueryCache.key(name, passage(title, text)) for _, title, text in docs}
+    return sum(1 for k in keys if cache.get(k) is None)
+
+
 def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path,
                       device: torch.device, progress: bool = True, teacher: Teacher | None = None,
                       budget: GenerationBudget | None = None) -> tuple[dict[str, list[str]], int]:
     """The kept generated queries of each document, and how many documents had to be generated. With
     ``options.round_trip`` the ``teacher`` checks every candidate first: the best of those that lead
     back to their document are kept. ``budget``: how long generating may take (see ``candidate_queries``)."""
-    settings = SamplingSettings(max_input_tokens=options.query_input_tokens, instruction=options.query_instruction)
+    settings = _sampling(options)
     name = generator_id(options.query_generator, settings)
     passages = [passage(title, text) for _, title, text in docs]
     cands, fresh = candidate_queries(name, lambda: load_generator(options.query_generator, device, settings),

@@ -51,7 +51,7 @@ from genret.indexing.models import (
     load_checkpoint_for_docids,
 )
 from genret.indexing.pairs import KINDS, passage
-from genret.indexing.querygen import GenerationBudget
+from genret.indexing.querygen import GenerationBudget, QueryCache
 from genret.indexing.teacher import Teacher, TeacherOptions
 from genret.indexing.training import TrainConfig, TrainStats, train
 from genret.indexing.training_data import (
@@ -206,8 +206,8 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
     out = _Pairs()
     budget = budget if budget is not None else GenerationBudget()
     all_docs = [[(d.doc_id, d.title, d.text) for d in p.docs] for p in parts]
-    waiting = ([waiting_for_generation(docs, options, cache) for docs in all_docs] if budget.seconds is not None
-               else [0] * len(parts))
+    cached = QueryCache(cache) if budget.seconds is not None else None
+    waiting = [waiting_for_generation(docs, options, cached) if cached is not None else 0 for docs in all_docs]
     for n, (p, docs) in enumerate(zip(parts, all_docs, strict=True)):
         judge = None
         if teacher is not None and (teacher.kind != "none" or options.round_trip > 0):

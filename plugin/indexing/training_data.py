@@ -105,12 +105,11 @@ def _sampling(options: PairOptions) -> SamplingSettings:
     return SamplingSettings(max_input_tokens=options.query_input_tokens, instruction=options.query_instruction)
 
 
-def waiting_for_generation(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path) -> int:
-    """How many of ``docs`` still need their queries generated: none cached for them by this generator."""
+def waiting_for_generation(docs: Sequence[Doc], options: PairOptions, cache: QueryCache) -> int:
+    """How many of ``docs`` still need their queries generated: none in ``cache`` from this generator."""
     if options.generated_queries <= 0:
         return 0
     name = generator_id(options.query_generator, _sampling(options))
-    cache = QueryCache(cache_path)
     keys = {QueryCache.key(name, passage(title, text)) for _, title, text in docs}
     return sum(1 for k in keys if cache.get(k) is None)
 

@@ -206,8 +206,10 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
     out = _Pairs()
     budget = budget if budget is not None else GenerationBudget()
     all_docs = [[(d.doc_id, d.title, d.text) for d in p.docs] for p in parts]
-    cached = QueryCache(cache) if budget.seconds is not None else None
-    waiting = [waiting_for_generation(docs, options, cached) if cached is not None else 0 for docs in all_docs]
+    waiting = [0] * len(parts)
+    if budget.seconds is not None:  # each part's share follows the documents it still waits for
+        queued = QueryCache(cache)
+        waiting = [waiting_for_generation(docs, options, queued) for docs in all_docs]
     for n, (p, docs) in enumerate(zip(parts, all_docs, strict=True)):
         judge = None
         if teacher is not None and (teacher.kind != "none" or options.round_trip > 0):
@@ -224,7 +226,7 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
         out.counts = {k: out.counts[k] + v for k, v in data.counts().items()}
         out.memory.update({(p.tenant, k): v for k, v in data.memory.items()})
         out.generated += data.generated
-        out.generated_by[p.tenant] = out.generated_by.get(p.tenant, 0) + data.generated
+        out.generated_by[p.tenant] = data.generated
         out.without_generated += data.without_generated
         if judge is not None and teacher is not None and teacher.kind != "none":
             assert codec is not None

@@ -325,6 +325,11 @@ class GenerationBudget:
         self.batch_s = part.batch_s or self.batch_s
 
 
+def uncached(keys: Sequence[str], cache: QueryCache) -> list[int]:
+    """The first position of each key the cache lacks (a passage repeated is generated once)."""
+    return list({k: i for i, k in reversed(list(enumerate(keys))) if cache.get(k) is None}.values())
+
+
 def generation_order(todo: Sequence[int], passages: Sequence[str], batch_size: int, block: int = 8) -> list[int]:
     """A seeded shuffle, sorted by length within blocks of ``block`` batches: batches pad little, and a
     generation cut short by its budget has reached documents from the whole collection, not the shortest."""
@@ -354,8 +359,7 @@ def candidate_queries(name: str, make_generator: Callable[[], QueryGenerator], c
     by the next call)."""
     budget = budget if budget is not None else GenerationBudget()
     keys = [QueryCache.key(name, p) for p in passages]
-    todo = list({k: i for i, k in reversed(list(enumerate(keys))) if cache.get(k) is None}.values())
-    todo = generation_order(todo, passages, batch_size)
+    todo = generation_order(uncached(keys, cache), passages, batch_size)
     done = 0
     if todo and budget.fits(budget.batch_s):
         began = time.monotonic()

@@ -33,6 +33,7 @@ from genret.indexing.querygen import (
     load_generator,
     select_queries,
     split_scores,
+    uncached,
 )
 from genret.indexing.teacher import Teacher
 
@@ -110,8 +111,7 @@ def waiting_for_generation(docs: Sequence[Doc], options: PairOptions, cache: Que
     if options.generated_queries <= 0:
         return 0
     name = generator_id(options.query_generator, _sampling(options))
-    keys = {QueryCache.key(name, passage(title, text)) for _, title, text in docs}
-    return sum(1 for k in keys if cache.get(k) is None)
+    return len(uncached([QueryCache.key(name, passage(title, text)) for _, title, text in docs], cache))
 
 
 def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path,

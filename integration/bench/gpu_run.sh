@@ -9,11 +9,8 @@
 #   genret load --data plugin/demo_data/cranfield --tenant cran --qdrant-path DIR/qdrant --collection cranfield
 #   genret index --model tiny --epochs 6 --generated-queries 0 --qdrant-path DIR/qdrant \
 #       --collection cranfield --index-dir DIR/index
-# Each stage runs under its own time limit and logs to OUT_DIR/<stage>.log; a failed stage does not stop
-# the others. OUT_DIR/stages.txt lists each stage's exit status and seconds. With GPU_RUN_ARCHIVE=FILE.tgz
-# set, OUT_DIR is archived there after each stage (what a run stopped early had done so far). With
-# GPU_RUN_STAGES=a,b set, only those stages run. The CUDA-graph decoding variants run in a process of their
-# own (a fault there cannot cost the other figures).
+# Each stage runs under its own time limit (stages.sh: its log, GPU_RUN_STAGES, GPU_RUN_ARCHIVE). The
+# CUDA-graph decoding variants run in a process of their own (a fault there cannot cost the other figures).
 set -uo pipefail
 out=${1:-integration/bench/results/gpu-run}
 tiny=${2:-}
@@ -21,17 +18,7 @@ mkdir -p "$out"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRITON_INTERPRET=0 PYTHONUNBUFFERED=1
 bench=integration/bench
 
-stage() {  # name seconds command...
-  local name=$1 limit=$2 t0=$SECONDS
-  shift 2
-  case ",${GPU_RUN_STAGES:-$name}," in *",$name,"*) ;; *) return 0 ;; esac
-  echo "== $name (limit ${limit}s)"
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1
-  local rc=$?
-  echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$out/stages.txt"
-  tail -n 40 "$out/$name.log"
-  if [ -n "${GPU_RUN_ARCHIVE:-}" ]; then tar czf "$GPU_RUN_ARCHIVE" -C "$out" .; fi
-}
+source "$(dirname "$0")/stages.sh"
 
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 || echo "install failed"
 stage info 30 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;

@@ -148,6 +148,9 @@ def test_a_time_budget_for_generation_is_shared_between_tenants_by_their_waiting
     cfg, store, _, _ = two_parts
     gen = save_tiny_generator(tmp_path / "gen")
     monkeypatch.setattr(querygen, "time", _Ticks())
+    reads: list[Path] = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or read_text(self, *a, **k))
     try:
         load_beir(store, small_corpus(tmp_path, 8, 0, "a"), "a-corp")
         load_beir(store, small_corpus(tmp_path, 8, 8, "b"), "b-corp")
@@ -160,6 +163,7 @@ def test_a_time_budget_for_generation_is_shared_between_tenants_by_their_waiting
         m = build_index(store, cfg.index_dir, budget, torch.device("cpu"))
         assert m.training["queries_generated_by_tenant"] == {"a-corp": 4, "b-corp": 6}
         assert m.training["query_generation_s"] == 7.0
+        assert query_cache_path(cfg.index_dir) not in reads  # one cache for the build: what it wrote is not read back
         name = generator_id(str(gen), SamplingSettings(max_input_tokens=pairs.query_input_tokens))
         cache = QueryCache(query_cache_path(cfg.index_dir))
         for corpus, generated in (("a", 4), ("b", 6)):

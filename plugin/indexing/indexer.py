@@ -206,10 +206,10 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
     out = _Pairs()
     budget = budget if budget is not None else GenerationBudget()
     all_docs = [[(d.doc_id, d.title, d.text) for d in p.docs] for p in parts]
+    queries = QueryCache(cache)
     waiting = [0] * len(parts)
     if budget.seconds is not None:  # each part's share follows the documents it still waits for
-        queued = QueryCache(cache)
-        waiting = [waiting_for_generation(docs, options, queued) for docs in all_docs]
+        waiting = [waiting_for_generation(docs, options, queries) for docs in all_docs]
     for n, (p, docs) in enumerate(zip(parts, all_docs, strict=True)):
         judge = None
         if teacher is not None and (teacher.kind != "none" or options.round_trip > 0):
@@ -217,7 +217,7 @@ def _pairs(parts: list[_Trained], options: PairOptions, device: torch.device, ca
             judge = Teacher(teacher.kind, [passage(d.title, d.text) for d in pool], vectors[n] if vectors else None,
                             device, states.embed if states is not None else None)
         share = budget.share(waiting[n], sum(waiting[n:]))
-        data = document_data(docs, options, device, cache, training_queries, teacher=judge, budget=share)
+        data = document_data(docs, options, device, queries, training_queries, teacher=judge, budget=share)
         budget.take(share)
         by_key = dict(zip([d.doc_id for d in p.docs], p.docids, strict=True))
         texts = [x.text for x in data.pairs]

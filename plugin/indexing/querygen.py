@@ -261,18 +261,25 @@ class CrossEncoderRanker(QueryRanker):
 
 
 class QueryCache:
-    """Append-only JSONL of candidates per (generator, passage): survives crashes and re-indexing."""
+    """Append-only JSONL of candidates per (generator, passage): survives crashes and re-indexing. The
+    file is read once, at the first use."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._entries: dict[str, list[str]] = {}
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a crash: generate it again
-                    continue
-                self._entries[row["key"]] = list(row["queries"])
+        self._read: dict[str, list[str]] | None = None
+
+    @property
+    def _entries(self) -> dict[str, list[str]]:
+        if self._read is None:
+            self._read = {}
+            if self.path.is_file():
+                for line in self.path.read_text().splitlines():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut short by a crash: generate it again
+                        continue
+                    self._read[row["key"]] = list(row["queries"])
+        return self._read
 
     @staticmethod
     def key(generator: str, passage: str) -> str:

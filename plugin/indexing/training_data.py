@@ -13,7 +13,6 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,8 +113,8 @@ def waiting_for_generation(docs: Sequence[Doc], options: PairOptions, cache: Que
     return len(uncached([QueryCache.key(name, passage(title, text)) for _, title, text in docs], cache))
 
 
-def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str | Path,
-                      device: torch.device, progress: bool = True, teacher: Teacher | None = None,
+def generated_queries(docs: Sequence[Doc], options: PairOptions, cache: QueryCache, device: torch.device,
+                      progress: bool = True, teacher: Teacher | None = None,
                       budget: GenerationBudget | None = None) -> tuple[dict[str, list[str]], int]:
     """The kept generated queries of each document, and how many documents had to be generated. With
     ``options.round_trip`` the ``teacher`` checks every candidate first: the best of those that lead
@@ -124,7 +123,7 @@ def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str
     name = generator_id(options.query_generator, settings)
     passages = [passage(title, text) for _, title, text in docs]
     cands, fresh = candidate_queries(name, lambda: load_generator(options.query_generator, device, settings),
-                                     QueryCache(cache_path), passages, options.query_samples,
+                                     cache, passages, options.query_samples,
                                      options.query_batch, progress, budget)
     missing = sum(1 for c in cands if not c)
     log.info("generated queries: %d documents from the cache, %d generated%s", len(docs) - fresh - missing, fresh,
@@ -144,7 +143,7 @@ def generated_queries(docs: Sequence[Doc], options: PairOptions, cache_path: str
     return {key: q for (key, _, _), q in zip(docs, kept, strict=True)}, fresh
 
 
-def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.device, cache_path: str | Path,
+def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.device, cache: QueryCache,
                   training_queries: TrainingQueries | None = None, progress: bool = True,
                   teacher: Teacher | None = None, budget: GenerationBudget | None = None) -> DocumentData:
     """Training pairs and replay memory for one namespace's documents (``teacher``: that namespace's, for
@@ -155,7 +154,7 @@ def document_data(docs: Sequence[Doc], options: PairOptions, device: torch.devic
     generated: dict[str, list[str]] = {}
     fresh = 0
     if options.generated_queries > 0:
-        generated, fresh = generated_queries(docs, options, cache_path, device, progress, teacher, budget)
+        generated, fresh = generated_queries(docs, options, cache, device, progress, teacher, budget)
         pairs += text_pairs(generated, "generated")
     if training_queries is not None:
         pairs += query_pairs(training_queries.queries, training_queries.qrels, {k for k, _, _ in docs})

@@ -67,11 +67,11 @@ def test_round_trip_keeps_only_queries_that_lead_back(tmp_path: Path) -> None:
              3: ["panel flutter in a wind tunnel", "hypersonic cone heating"]}
     cache.put_many([(QueryCache.key(name, PASSAGES[i]), qs) for i, qs in cands.items()])
     teacher = Teacher("bm25", PASSAGES, None, CPU)
-    kept, fresh = generated_queries(DOCS, options, tmp_path / "q.jsonl", CPU, progress=False, teacher=teacher)
+    kept, fresh = generated_queries(DOCS, options, cache, CPU, progress=False, teacher=teacher)
     assert fresh == 0
     assert kept == {"d0": [cands[0][0]], "d1": [cands[1][0]], "d2": [cands[2][0]], "d3": [cands[3][0]]}
     assert teacher.round_trip([0, 0], cands[0], 1) == [True, False]
-    unchecked, _ = generated_queries(DOCS, PairOptions(generated_queries=2, query_samples=2), tmp_path / "q.jsonl",
+    unchecked, _ = generated_queries(DOCS, PairOptions(generated_queries=2, query_samples=2), cache,
                                      CPU, progress=False)
     assert all(len(v) == 2 for v in unchecked.values())
 

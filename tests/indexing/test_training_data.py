@@ -7,6 +7,7 @@ import torch
 
 from genret.indexing.models import build_tiny_model
 from genret.indexing.pairs import key_sentences, sentences
+from genret.indexing.querygen import QueryCache
 from genret.indexing.training import TrainConfig, drop_tokens, sequence_loss, train
 from genret.indexing.training_data import PairOptions, document_data, replay_pairs
 
@@ -25,7 +26,8 @@ def test_key_sentences_pick_the_central_sentences_in_text_order() -> None:
 
 
 def test_document_data_kinds_and_memory(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    data = document_data([DOC], PairOptions(max_chunks=0, rehearsal=1), torch.device("cpu"), tmp_path / "q.jsonl")
+    data = document_data([DOC], PairOptions(max_chunks=0, rehearsal=1), torch.device("cpu"),
+                         QueryCache(tmp_path / "q.jsonl"))
     assert data.counts()["doc"] == 1 and data.counts()["rehearsal"] == 1 and data.counts()["generated"] == 0
     assert data.memory["d1"] == [p.text for p in data.pairs if p.kind == "rehearsal"]  # no queries: key sentences
     assert not (tmp_path / "q.jsonl").exists()  # no generation asked for

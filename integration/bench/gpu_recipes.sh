@@ -15,6 +15,10 @@
 # (default python3), INDEX_FLAGS (added to every build) and RECIPE_SECONDS (each build's limit, default
 # 900) change how it runs.
 set -uo pipefail
+if [ $# -ne 3 ] || [ ! -f "$1/corpus.jsonl" ] || [ ! -f "$2" ]; then
+  echo "usage: $0 DATA QUERY_CACHE WORK (DATA: a BEIR folder; QUERY_CACHE: a query cache file)" >&2
+  exit 2
+fi
 data=$1 cache=$2 work=$3
 out=$work/run
 mkdir -p "$out/results"

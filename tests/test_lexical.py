@@ -1,10 +1,13 @@
 """BM25 that changes in place scores as a fresh bm25s index of the texts it holds, whatever the writes;
-an index built in a worker process is the one the calling thread would build."""
+an index built in a worker process is the one the calling thread would build; a tenant's work never takes
+every worker."""
 
 from __future__ import annotations
 
 import pickle
 import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from genret.data.beir import demo_corpus_path, load_corpus
 from genret.data.lexical import Bm25
 from genret.data.writable_bm25 import WritableBm25, tokenized
-from genret.serving.lexical import _BUILDERS
+from genret.serving.lexical import _BUILDERS, _Builders
 
 QUERIES = ["supersonic flow over wings", "heat transfer in laminar boundary layers", "flow flow of the",
            "boundary-layer transition, at mach 3", "the of and", "zyxwvut"]
@@ -99,11 +102,37 @@ def test_edge_cases_of_writes_and_searches(texts: dict[str, str]) -> None:
 def test_an_index_pickles_and_an_index_built_in_a_worker_process_is_the_one_built_here(
         texts: dict[str, str]) -> None:
     pairs = list(texts.items())[:300]
-    here, there = WritableBm25(pairs), _BUILDERS.run(WritableBm25, pairs, processes=2)
+    here, there = WritableBm25(pairs), _BUILDERS.run(WritableBm25, pairs, 2, "t")
     for q in QUERIES:
         assert here.top(q, 20) == there.top(q, 20) == pickle.loads(pickle.dumps(here)).top(q, 20)
     written = [("x", "supersonic supersonic flow"), *((f"{k}-again", t) for k, t in list(texts.items())[300:400])]
-    there.write(_BUILDERS.run(tokenized, written, processes=2), [pairs[0][0]])  # tokenized in a worker
+    there.write(_BUILDERS.run(tokenized, written, 2, "t"), [pairs[0][0]])  # tokenized in a worker
     here.write(written, [pairs[0][0]])
     for q in QUERIES:
         assert here.top(q, 20) == there.top(q, 20)
+
+
+def test_a_tenants_work_takes_one_worker_so_another_tenants_build_does_not_wait_behind_it() -> None:
+    """Tenant a's build and large write each take 1.5 s of a worker; b's work, sent while both of a's are
+    in, starts in the other worker at once instead of waiting behind them for both workers."""
+    builders = _Builders()
+    try:
+        with ThreadPoolExecutor(3) as threads:
+            list(threads.map(lambda tenant: builders.run(time.sleep, 0.5, 2, tenant), ["x", "y"]))  # both workers up
+            first = threads.submit(builders.run, time.sleep, 1.5, 2, "a")
+            time.sleep(0.1)
+            second = threads.submit(builders.run, time.sleep, 1.5, 2, "a")
+            time.sleep(0.2)
+            start = time.monotonic()
+            builders.run(time.sleep, 0.0, 2, "b")
+            b_waited = time.monotonic() - start
+            assert builders.lanes() == 1  # a's, its second piece waiting in it
+            first.result()
+            a_first_done = time.monotonic()
+            second.result()
+            a_second_took = time.monotonic() - a_first_done
+        assert b_waited < 0.75, b_waited  # a's two in both workers would hold it for about 1.2 s
+        assert a_second_took > 1.2, a_second_took  # a's second piece ran after its first, not beside it
+        assert builders.lanes() == 0  # nothing is kept about a tenant with no work
+    finally:
+        builders.close()

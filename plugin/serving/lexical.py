@@ -11,8 +11,9 @@ holds up only the tenant's own search, never the other tenants' searches decoded
 search's preparation built stays with the search until it is served (``using``), even if a change drops
 the index meanwhile, so a batch never waits for a build. The tokenizing and indexing can run in worker
 processes (``processes``), so a build, or the tokenizing of a large write, does not hold the server's
-interpreter lock. Term statistics (document frequencies, average length) are the tenant's own: another
-tenant's documents never change a tenant's lexical scores or ranks.
+interpreter lock. A tenant's work takes one worker at a time, so one tenant's build and large write never
+hold every worker while another tenant's build waits. Term statistics (document frequencies, average
+length) are the tenant's own: another tenant's documents never change a tenant's lexical scores or ranks.
 
 What happens to a tenant's index depends on that tenant alone. A tenant with up to ``max_docs`` points
 has its index built and held until a change drops it, its writes take it over the limit, or it has not
@@ -96,7 +97,7 @@ class LexicalIndexes:
                 return
         try:  # outside the lock: only this tenant's changes reach its index, and searches read it meanwhile
             large = sum(len(t) for _, t in written) > _TOKENIZE_HERE_CHARS
-            held.write(_BUILDERS.run(tokenized, written, self._processes) if large else written, removed)
+            held.write(_BUILDERS.run(tokenized, written, self._processes, tenant) if large else written, removed)
         except Exception:
             log.exception("could not change the lexical index of tenant '%s' in place; it is built again", tenant)
             LEXICAL_CHANGES.labels(how="dropped").inc()
@@ -220,7 +221,7 @@ class LexicalIndexes:
                 "may hold (GENRET_LEXICAL_TENANT_MAX_DOCS): search without the lexical list (without_lexical, or a "
                 "mode or fusion that does not read it), or raise the limit")
         texts = [(d.point_id, f"{d.title} {d.text}") for d in docs if f"{d.title} {d.text}".strip()]
-        return _BUILDERS.run(WritableBm25, texts, self._processes)
+        return _BUILDERS.run(WritableBm25, texts, self._processes, tenant)
 
     def _held(self, tenant: str) -> WritableBm25 | None:
         """The tenant's held index (marked used now), unless it idled out. Under ``_lock``."""
@@ -256,31 +257,69 @@ class LexicalIndexes:
             self._count(tenant, 0)
 
 
+@dataclass
+class _Lane:
+    """A tenant's turn at the workers, and how many of its pieces of work hold or wait for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
 class _Builders:
     """Worker processes that tokenize and index (one pool in a process, made on first use), so a tenant's
     build never holds this interpreter's lock, which the engine's decoding and the server's event loop
-    need: a build costs the server the index's unpickling, not its making."""
+    need: a build costs the server the index's unpickling, not its making. A tenant's work runs in one
+    worker at a time (its lane), so the other workers stay free for the other tenants."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._lanes: dict[str, _Lane] = {}  # tenants with work running or waiting; none is kept after
 
-    def run(self, work: Callable[[_T], _R], arg: _T, processes: int) -> _R:
-        """``work(arg)`` in one of ``processes`` worker processes (0: in the calling thread)."""
+    def run(self, work: Callable[[_T], _R], arg: _T, processes: int, tenant: str) -> _R:
+        """``work(arg)`` for ``tenant`` in one of ``processes`` worker processes (0: in the calling thread),
+        after the tenant's work already running there."""
         if processes <= 0:
             return work(arg)
-        with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
-            pool = self._pool
-        try:
-            return pool.submit(work, arg).result()
-        except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for the next build
+        with self._lane(tenant):
             with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            log.warning("a lexical index process died; this work runs in the server, the next in a new one")
-            return work(arg)
+                if self._pool is None:
+                    self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+                pool = self._pool
+            try:
+                return pool.submit(work, arg).result()
+            except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for the next build
+                with self._lock:
+                    if self._pool is pool:
+                        self._pool = None
+                log.warning("a lexical index process died; this work runs in the server, the next in a new one")
+                return work(arg)
+
+    def lanes(self) -> int:
+        """Tenants with work running or waiting."""
+        with self._lock:
+            return len(self._lanes)
+
+    def close(self) -> None:
+        """Stop the worker processes (a later run starts new ones)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
+
+    @contextmanager
+    def _lane(self, tenant: str) -> Iterator[None]:
+        with self._lock:
+            lane = self._lanes.setdefault(tenant, _Lane())
+            lane.users += 1
+        try:
+            with lane.lock:
+                yield
+        finally:
+            with self._lock:
+                lane.users -= 1
+                if not lane.users:
+                    del self._lanes[tenant]
 
 
 _BUILDERS = _Builders()

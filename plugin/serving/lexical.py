@@ -52,11 +52,18 @@ _R = TypeVar("_R")
 
 
 @dataclass
-class _Build:
-    """A tenant's build in progress, and the searches waiting for it to finish."""
+class _Lane:
+    """One thing at a time for a tenant (its ``lock``), and how many hold or wait for it (``users``): the
+    entry goes when none is left."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one build per tenant at a time
-    waiting: int = 0  # builders holding or waiting for the lock; the entry goes when none is left
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
+@dataclass
+class _Build(_Lane):
+    """A tenant's build in progress (one at a time), and the searches waiting for it to finish."""
+
     stale: bool = False  # the tenant's documents changed after the build began to read them
 
 
@@ -180,7 +187,7 @@ class LexicalIndexes:
         """Build the tenant's index, or take the one a build it waited for has just held."""
         with self._lock:
             build = self._building.setdefault(tenant, _Build())
-            build.waiting += 1
+            build.users += 1
         try:
             with build.lock:  # one build per tenant at a time; other tenants are not held up
                 with self._lock:
@@ -195,8 +202,8 @@ class LexicalIndexes:
                 return built
         finally:
             with self._lock:
-                build.waiting -= 1
-                if not build.waiting:
+                build.users -= 1
+                if not build.users:
                     del self._building[tenant]
 
     def _build(self, tenant: str) -> WritableBm25:
@@ -255,14 +262,6 @@ class LexicalIndexes:
         if self._built.pop(tenant, None) is not None:
             del self._used[tenant]
             self._count(tenant, 0)
-
-
-@dataclass
-class _Lane:
-    """A tenant's turn at the workers, and how many of its pieces of work hold or wait for it."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    users: int = 0
 
 
 class _Builders:

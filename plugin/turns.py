@@ -1,4 +1,5 @@
-"""Taking turns between threads: a lock granted in arrival order, and one job at a time with tenants in turn.
+"""Taking turns between threads: a lock granted in arrival order, one holder at a time per tenant, and one
+job at a time with tenants in turn.
 
 ``TurnLock`` serves callers in the order they asked, so one thread's long run of calls cannot keep
 another waiting (``threading.Lock`` may hand the lock back to the thread that just released it, again and
@@ -6,14 +7,17 @@ again). ``TenantTurns`` runs one job at a time with the waiting tenants in turn:
 their order, one job per tenant per round, so a tenant with many jobs queued delays another's next job by
 at most the one job in progress. Work cut into small jobs (the embedding of one document) is then shared
 fairly however much of it one tenant sends, and each job has the whole CPU (two torch calls side by side
-on a CPU slow each other down far more than taking turns does).
+on a CPU slow each other down far more than taking turns does). ``Lanes`` gives each tenant a lock of its
+own, held one at a time, kept only while it is held or waited for: naming ever more tenants grows nothing.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -35,6 +39,40 @@ class TurnLock:
         with self._cond:
             self._serving += 1
             self._cond.notify_all()
+
+
+@dataclass
+class Lane:
+    """One holder at a time (``lock``), and how many hold or wait for it (``users``): dropped at none."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
+class Lanes:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lanes: dict[str, Lane] = {}  # tenants holding or waiting for their lane
+
+    @contextmanager
+    def hold(self, tenant: str) -> Iterator[None]:
+        """The tenant's lane, after whoever holds it now; other tenants' lanes go on beside it."""
+        with self._lock:
+            lane = self._lanes.setdefault(tenant, Lane())
+            lane.users += 1
+        try:
+            with lane.lock:
+                yield
+        finally:
+            with self._lock:
+                lane.users -= 1
+                if not lane.users:
+                    del self._lanes[tenant]
+
+    def __len__(self) -> int:
+        """Tenants holding or waiting for their lane."""
+        with self._lock:
+            return len(self._lanes)
 
 
 class TenantTurns:

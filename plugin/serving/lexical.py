@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
@@ -44,6 +44,7 @@ from genret.data.writable_bm25 import WritableBm25, tokenized
 from genret.errors import ResourceExhausted
 from genret.metrics import LEXICAL_BUILDS, LEXICAL_CHANGES, LEXICAL_DOCS
 from genret.store import QdrantStore
+from genret.turns import Lane, Lanes
 
 log = logging.getLogger(__name__)
 _TOKENIZE_HERE_CHARS = 100_000  # a write with more text is tokenized in a worker process, when there are any
@@ -52,16 +53,7 @@ _R = TypeVar("_R")
 
 
 @dataclass
-class _Lane:
-    """One thing at a time for a tenant (its ``lock``), and how many hold or wait for it (``users``): the
-    entry goes when none is left."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    users: int = 0
-
-
-@dataclass
-class _Build(_Lane):
+class _Build(Lane):
     """A tenant's build in progress (one at a time), and the searches waiting for it to finish."""
 
     stale: bool = False  # the tenant's documents changed after the build began to read them
@@ -273,14 +265,14 @@ class _Builders:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
-        self._lanes: dict[str, _Lane] = {}  # tenants with work running or waiting; none is kept after
+        self._lanes = Lanes()  # tenants with work running or waiting; none is kept after
 
     def run(self, work: Callable[[_T], _R], arg: _T, processes: int, tenant: str) -> _R:
         """``work(arg)`` for ``tenant`` in one of ``processes`` worker processes (0: in the calling thread),
         after the tenant's work already running there."""
         if processes <= 0:
             return work(arg)
-        with self._lane(tenant):
+        with self._lanes.hold(tenant):
             with self._lock:
                 if self._pool is None:
                     self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
@@ -296,8 +288,7 @@ class _Builders:
 
     def lanes(self) -> int:
         """Tenants with work running or waiting."""
-        with self._lock:
-            return len(self._lanes)
+        return len(self._lanes)
 
     def close(self) -> None:
         """Stop the worker processes (a later run starts new ones)."""
@@ -305,20 +296,6 @@ class _Builders:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown()
-
-    @contextmanager
-    def _lane(self, tenant: str) -> Iterator[None]:
-        with self._lock:
-            lane = self._lanes.setdefault(tenant, _Lane())
-            lane.users += 1
-        try:
-            with lane.lock:
-                yield
-        finally:
-            with self._lock:
-                lane.users -= 1
-                if not lane.users:
-                    del self._lanes[tenant]
 
 
 _BUILDERS = _Builders()

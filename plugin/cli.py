@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows decoded together at most (default 0: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--write-workers", type=int, help="tenants whose writes run at once (default 2)")
     p.add_argument("--max-write-chars", type=int, help="characters of titles and texts per upsert (default 4M)")
+    p.add_argument("--generative-feedback", type=float,
+                   help="pseudo-relevance feedback on the generative list: the weight of its candidates' scores for "
+                   "the query followed by its top document (default 0: off)")
 
     p = sub.add_parser("keys", help="manage API keys")
     p.add_argument("action", choices=["add"])
@@ -201,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     _judged_queries(p, "test")
     p.add_argument("--out", default="genret-eval", help="folder for the results JSON and table (default genret-eval)")
     p.add_argument("--name", default=None, help="results file name (default eval-<collection>-<split>)")
+    p.add_argument("--feedback", type=float, default=0.0,
+                   help="also run the generative list and HYBRID (DBSF) with pseudo-relevance feedback at this weight, "
+                   "as rows of their own (default 0: not)")
 
     p = sub.add_parser("calibrate", help="fit calibrated probabilities on training queries (stored in the index)")
     _judged_queries(p, "train")
@@ -221,7 +228,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
             "tenant_max_inflight", "max_inflight", "keys_grace_s", "tenant_max_new_docids", "batch_rows",
             "write_workers", "max_write_chars", "admission_wait_s", "qdrant_port", "qdrant_grpc_port", "metrics_port",
             "metrics_tenant_labels", "log_format", "log_queries", "otel_exporter",
-            "health_interval_s", "read_only", "follow_s")
+            "health_interval_s", "read_only", "follow_s", "generative_feedback")
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides.update(extra)
     return load_config(overrides)
@@ -317,6 +324,8 @@ def _prepare(args: argparse.Namespace, cfg: Config) -> Callable[..., None]:
         return partial(_index, _index_job(args, cfg), cfg)
     load_queries(args.data)
     load_qrels(args.data, args.split)
+    if args.command == "eval" and not (math.isfinite(args.feedback) and args.feedback >= 0):
+        raise ValueError(f"--feedback must be a finite number of at least 0, got {args.feedback:g}")
     from genret.data.index_dir import read_manifest
 
     read_manifest(cfg.index_dir)
@@ -472,7 +481,7 @@ def _eval(args: argparse.Namespace, cfg: Config, store: Any) -> None:
     from genret.serving.engine import Engine
 
     engine = Engine.load(cfg, store)
-    results = evaluate(engine, store, args.data, args.split, args.tenant, beams=args.beam_size)
+    results = evaluate(engine, store, args.data, args.split, args.tenant, beams=args.beam_size, feedback=args.feedback)
     name = args.name or f"eval-{cfg.collection}-{args.split}"
     js, _ = write_results(results, args.out, name, {
         "data": str(args.data), "split": args.split, "collection": cfg.collection, "tenant": args.tenant,

@@ -6,6 +6,7 @@ This is the only module that reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -68,6 +69,7 @@ class Config:
     kernel_backend: str = "auto"  # auto | triton | torch
     scoring: str = "vocab"  # vocab | children (see genret.decoding.beam)
     hybrid_lexical: bool = True  # HYBRID/AUTO with DBSF or RRF also fuse BM25 over the tenant's own documents
+    generative_feedback: float = 0.0  # weight of the generative list's feedback score (genret.serving.feedback); 0: off
     lexical_tenant_max_docs: int = 1_000_000  # a tenant with more documents gets no lexical index
     lexical_idle_s: float = 600.0  # a tenant's lexical index is dropped after this long without its searches
     lexical_build_processes: int = 2  # worker processes that build lexical indexes and tokenize large writes; 0: none
@@ -82,6 +84,8 @@ class Config:
         problems += [f"{default} must be at most {cap} ({getattr(self, cap)}), got {getattr(self, default)}"
                      for default, cap in (("default_top_k", "max_top_k"), ("default_beam", "max_beam"))
                      if getattr(self, default) > getattr(self, cap)]
+        if not math.isfinite(self.generative_feedback):
+            problems.append(f"generative_feedback must be a finite number, got {self.generative_feedback}")
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
 
@@ -105,7 +109,7 @@ _AT_LEAST: dict[str, float] = {
     "max_query_chars": 1, "max_top_k": 1, "max_beam": 1, "max_batch": 1, "default_top_k": 1, "default_beam": 1,
     "max_write_batch": 1, "max_document_chars": 1, "max_write_chars": 1, "tenant_max_inflight": 1,
     "max_inflight": 1, "tenant_max_new_docids": 0, "batch_rows": 0, "write_workers": 1, "lexical_tenant_max_docs": 1,
-    "lexical_idle_s": 1, "lexical_build_processes": 0,
+    "lexical_idle_s": 1, "lexical_build_processes": 0, "generative_feedback": 0,
 }
 _PORTS = ("port", "qdrant_port", "qdrant_grpc_port", "metrics_port")
 _CHOICES: dict[str, tuple[str, ...]] = {

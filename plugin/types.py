@@ -57,6 +57,7 @@ class SearchQuery:
     min_probability: float | None = None
     filter: dict[str, Any] | None = None  # Qdrant's filter model, as its REST API writes it
     lexical: bool = True  # HYBRID and AUTO also fuse BM25 over the tenant's documents (if the server does)
+    feedback: float | None = None  # weight of the generative list's feedback score; None: the server's
 
 
 @dataclass(frozen=True)

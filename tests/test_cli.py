@@ -37,6 +37,8 @@ BAD = {
     "eval: no queries": (["eval", "--data", "{missing}"], "queries.jsonl not found"),
     "eval: no such split": (["eval", "--data", "{judged}", "--split", "dev"], "no qrels for split 'dev'"),
     "eval: no index yet": (["eval", "--data", "{judged}"], "no index at"),
+    "eval: a negative feedback weight": (["eval", "--data", "{judged}", "--feedback", "-1"],
+                                         "--feedback must be a finite number of at least 0"),
     "calibrate: no index yet": (["calibrate", "--data", "{judged}"], "no index at"),
 }
 

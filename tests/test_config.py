@@ -36,6 +36,8 @@ def test_qdrant_url_selects_server_mode() -> None:
     ({"GENRET_SCORING": "logits"}, "scoring must be one of 'vocab', 'children', got 'logits'"),
     ({"GENRET_DEFAULT_BEAM": "300"}, "default_beam must be at most max_beam (200), got 300"),
     ({"GENRET_LEXICAL_MAX_DOCS": "5000"}, "GENRET_LEXICAL_MAX_DOCS is no longer read: set GENRET_LEXICAL_TENANT_MAX_DOCS"),
+    ({"GENRET_GENERATIVE_FEEDBACK": "-1"}, "generative_feedback must be at least 0, got -1.0"),
+    ({"GENRET_GENERATIVE_FEEDBACK": "nan"}, "generative_feedback must be a finite number, got nan"),
 ])
 def test_a_bad_setting_is_refused_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):

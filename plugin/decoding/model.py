@@ -117,7 +117,8 @@ class Seq2SeqBackend(ABC):
     head: DocidHead
 
     @abstractmethod
-    def encode(self, texts: Sequence[str]) -> EncodedQueries: ...
+    def encode(self, texts: Sequence[str], max_tokens: int | None = None) -> EncodedQueries:
+        """The texts' encoder output, each cut to ``max_tokens`` (None: the backend's query limit)."""
 
     @abstractmethod
     def start(self, enc: EncodedQueries, beams: int) -> DecodeState: ...
@@ -185,9 +186,9 @@ class HFSeq2SeqBackend(Seq2SeqBackend):
         self.head = DocidHead(weight, bias)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str]) -> EncodedQueries:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_query_tokens,
-                               return_tensors="pt").to(self.device)
+    def encode(self, texts: Sequence[str], max_tokens: int | None = None) -> EncodedQueries:
+        batch = self.tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=max_tokens or self.max_query_tokens, return_tensors="pt").to(self.device)
         out = self.model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return EncodedQueries(out.last_hidden_state, batch["attention_mask"])
 

@@ -37,6 +37,8 @@ RRF_TWO_LABEL = "hybrid (RRF: generative, dense)"
 DENSE_LABEL = "dense (Qdrant, MiniLM)"
 BM25_LABEL = "BM25 (bm25s k1=0.9 b=0.4)"
 NO_GENERATIVE_LABEL = "dense + BM25 (DBSF, no generative)"  # what fusion gives without the generative list
+FEEDBACK_LABEL = "generative + feedback"  # the generative list with pseudo-relevance feedback (--feedback)
+HYBRID_FEEDBACK_LABEL = "hybrid (DBSF: generative + feedback, dense, BM25)"
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,15 @@ def bm25_run(doc_keys: Sequence[str], texts: Sequence[str], queries: Mapping[str
 
 def engine_run(engine: Engine, tenant: str, queries: Mapping[str, str], mode: Mode, k: int, beams: int,
                doc_key_of: Mapping[str, str], batch_size: int, fusion: Fusion = Fusion.DEFAULT,
-               lexical: bool = True) -> Run:
+               lexical: bool = True, feedback: float | None = None) -> Run:
     qids = list(queries)
     run: Run = {}
     label = mode.value if mode != Mode.HYBRID else f"hybrid {fusion.value}"
     for s in tqdm(range(0, len(qids), batch_size), desc=f"eval {label}", unit="batch",
                   mininterval=progress_interval()):
         chunk = qids[s : s + batch_size]
-        batch = [SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion, lexical=lexical) for q in chunk]
+        batch = [SearchQuery(tenant, queries[q], k, beams, mode, fusion=fusion, lexical=lexical, feedback=feedback)
+                 for q in chunk]
         for q, hits in zip(chunk, engine.search(batch), strict=True):
             run[q] = {doc_key_of[h.point_id]: h.score for h in hits}
     return run
@@ -102,9 +105,11 @@ def fit_queries(queries: Mapping[str, str], limit: int) -> dict[str, str]:
 
 def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, tenant: str,
              beams: int = 100, k: int = 100, batch_size: int = 16,
-             only: Collection[str] | None = None) -> list[EvalResult]:
+             only: Collection[str] | None = None, feedback: float = 0.0) -> list[EvalResult]:
     """Every retriever and search mode on the split's judged queries (``only``: just the rows of these
-    names, e.g. ``RRF_LABEL``; names of rows this index cannot run are ignored)."""
+    names, e.g. ``RRF_LABEL``; names of rows this index cannot run are ignored). With ``feedback`` > 0 the
+    generative list and HYBRID (DBSF) also run with pseudo-relevance feedback at that weight, as rows of
+    their own; the other rows are served as the engine's config says."""
     queries_all = load_queries(data)
     qrels = load_qrels(data, split)
     queries = fit_queries({q: queries_all[q] for q in qrels if q in queries_all}, engine.config.max_query_chars)
@@ -113,15 +118,20 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
         raise ValueError(f"tenant '{tenant}' has no documents in '{store.collection}'")
     doc_key_of = {d.point_id: d.doc_id for d in docs}
 
-    def run(mode: Mode, depth: int, fusion: Fusion = Fusion.DEFAULT, lexical: bool = True) -> Callable[[], Run]:
+    def run(mode: Mode, depth: int, fusion: Fusion = Fusion.DEFAULT, lexical: bool = True,
+            weight: float | None = None) -> Callable[[], Run]:
         width = depth if mode == Mode.DENSE else beams
-        return lambda: engine_run(engine, tenant, queries, mode, depth, width, doc_key_of, batch_size, fusion, lexical)
+        return lambda: engine_run(engine, tenant, queries, mode, depth, width, doc_key_of, batch_size, fusion, lexical,
+                                  weight)
 
     fused_k = min(k, beams)  # a search that decodes returns at most its beam's worth of hits
     plan: list[tuple[str, Callable[[], Run], dict[str, Any]]] = [
         ("generative", run(Mode.GENERATIVE, fused_k),
          {"beam_size": beams, "top_k": fused_k, "docid_scheme": engine.codec.name,
           "scoring": engine.config.scoring, "kernel_backend": engine.config.kernel_backend})]
+    if feedback > 0:
+        plan.append((FEEDBACK_LABEL, run(Mode.GENERATIVE, fused_k, weight=feedback),
+                     {"beam_size": beams, "top_k": fused_k, "feedback": feedback}))
     if store.has_vectors():
         plan.append((DENSE_LABEL, run(Mode.DENSE, k), {"top_k": k}))
         lexical = [(HYBRID_LABEL, Fusion.DBSF, True), (RRF_LABEL, Fusion.RRF, True)]
@@ -132,6 +142,10 @@ def evaluate(engine: Engine, store: QdrantStore, data: str | Path, split: str, t
         plan += [(label, run(Mode.HYBRID, fused_k, fusion, lexical),
                   {"top_k": fused_k, "beam_size": beams, "fusion": fusion.value, "lexical": lexical})
                  for label, fusion, lexical in fusions]
+        if feedback > 0 and engine.config.hybrid_lexical:
+            plan.append((HYBRID_FEEDBACK_LABEL, run(Mode.HYBRID, fused_k, Fusion.DBSF, True, feedback),
+                         {"top_k": fused_k, "beam_size": beams, "fusion": "dbsf", "lexical": True,
+                          "feedback": feedback}))
         plan.append(("auto", run(Mode.AUTO, fused_k),
                      {"top_k": fused_k, "beam_size": beams, "calibrated": engine.calibration is not None,
                       "lexical": engine.config.hybrid_lexical}))

@@ -66,7 +66,8 @@ def calibrate_index(engine: Engine, data: str | Path, split: str, tenant: str, b
         queries = dict(list(queries.items())[:limit])
     runs = _candidates(engine, tenant, queries, beams)
     cal = fit_calibration(runs, relevant, depth, {"data": str(data), "split": split, "tenant": tenant,
-                                                  "beam_size": beams, "depth": depth, "queries": len(queries)})
+                                                  "beam_size": beams, "depth": depth, "queries": len(queries),
+                                                  "generative_feedback": engine.config.generative_feedback})
     path = write_calibration(engine.config.index_dir, cal)
     engine.calibration = cal
     return cal, path

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import gc
+import logging
 import math
 import threading
 import time
@@ -34,6 +35,7 @@ from genret.metrics import BATCH_ROWS, NAMESPACE_DOCS, OTHER, PUBLISHES, SEARCH_
 from genret.names import check_tenant
 from genret.ranking.calibration import DENSE, GENERATIVE, LEXICAL, Calibration, read_calibration
 from genret.ranking.modes import LIST_FUSIONS, Answer, Scorer, answer, resolved
+from genret.serving.feedback import FEEDBACK_TOKENS, feedback_text, rescored
 from genret.serving.filtered import FilteredTries
 from genret.serving.lexical import LexicalIndexes
 from genret.serving.namespaces import Namespace, Namespaces, load_namespaces
@@ -54,6 +56,8 @@ from genret.types import (
     Synced,
     Upserted,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _freeze_for_life() -> None:
@@ -96,6 +100,11 @@ class Engine:
         self._pin_lock = threading.Lock()
         self._live = self._snapshot(namespaces, _Live(namespaces, {}, 0, {}), namespaces.tenants, 0)  # replaced whole
         self.calibration: Calibration | None = read_calibration(config.index_dir)
+        fitted = float(self.calibration.fit_on.get("generative_feedback", 0.0)) if self.calibration else None
+        if fitted is not None and fitted != config.generative_feedback:
+            log.warning("the index's calibration was fitted with generative feedback %g and the server serves %g: "
+                        "generative probabilities and AUTO are off until `genret calibrate` runs with the server's "
+                        "setting", fitted, config.generative_feedback)
         self._dense_encoder: Any = None
         self._dense_lock = threading.Lock()
         self._embed_turns = TenantTurns()
@@ -279,7 +288,10 @@ class Engine:
             raise NotFound(f"tenant '{q.tenant}' has no documents in index '{self.store.collection}'")
         if q.filter is not None:
             parse_filter(q.filter)  # INVALID_ARGUMENT with the reason, before any work
-        return dataclasses.replace(q, top_k=top_k, beams=beams)
+        feedback = cfg.generative_feedback if q.feedback is None else q.feedback
+        if not (math.isfinite(feedback) and feedback >= 0):
+            raise InvalidArgument(f"feedback must be a finite number of at least 0, got {q.feedback}")
+        return dataclasses.replace(q, top_k=top_k, beams=beams, feedback=feedback)
 
     def _view(self, q: SearchQuery, live: _Live) -> tuple[Namespace | None, ServedTrie | None]:
         """The namespace and trie a query decodes in: its tenant's, cut down to its filter's points."""
@@ -317,6 +329,7 @@ class Engine:
     def _search(self, queries: Sequence[SearchQuery], live: _Live, deadline: float | None,
                 checkpoint: Checkpoint | None) -> list[list[SearchHit]]:
         gen, encoded = self._generative_lists(queries, live, deadline, checkpoint)
+        gen = self._with_feedback(queries, gen, live, deadline, checkpoint)
         dense, vectors = self._dense_lists(queries)
         lexical = self._lexical_lists(queries, live)
         docid_of: dict[str, str] = {}
@@ -377,6 +390,37 @@ class Engine:
                 assert tenant_ns is not None  # a view with a trie has its namespace
                 out[i] = self._candidates(tenant_ns, served[row], leaves[row], scores[row])
         return out, encoded
+
+    def _with_feedback(self, queries: Sequence[SearchQuery], gen: dict[int, list[tuple[str, str, float]]],
+                       live: _Live, deadline: float | None, checkpoint: Checkpoint | None
+                       ) -> dict[int, list[tuple[str, str, float]]]:
+        """The generative lists of the queries that ask for feedback, their candidates reordered by their
+        scores for the query followed by its top document (``genret.serving.feedback``); one tenant-checked
+        Qdrant read per tenant, one encoder pass for the batch."""
+        rows = [i for i, q in enumerate(queries) if q.feedback and gen.get(i)]
+        if not rows:
+            return gen
+        out = dict(gen)
+        with tracing.span("feedback", rows=len(rows)):
+            by_tenant: dict[str, list[int]] = {}
+            for i in rows:
+                by_tenant.setdefault(queries[i].tenant, []).append(i)
+            texts: dict[int, str] = {}
+            for tenant, mine in by_tenant.items():
+                tops = self.store.retrieve(tenant, list(dict.fromkeys(gen[i][0][0] for i in mine)))
+                texts.update({i: feedback_text(queries[i].text, tops[gen[i][0][0]])
+                              for i in mine if gen[i][0][0] in tops})  # a top gone meanwhile: no feedback
+            if not texts:
+                return gen
+            if checkpoint is not None:
+                checkpoint()
+            enc = self.backend.encode(list(texts.values()), FEEDBACK_TOKENS)
+            for row, i in enumerate(texts):
+                q = queries[i]
+                one = EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
+                again = self._generative_scores(q, [pid for pid, _, _ in gen[i]], live, deadline, one, checkpoint)
+                out[i] = rescored(gen[i], again, float(q.feedback or 0.0))
+        return out
 
     def _dense_lists(self, queries: Sequence[SearchQuery]) -> tuple[dict[int, list[tuple[str, float]]], dict[int, Any]]:
         """Each non-generative query's dense list (as deep as its beam when fused) and query vector."""

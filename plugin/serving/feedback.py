@@ -29,6 +29,7 @@ def feedback_text(query: str, top: StoredDoc) -> str:
 def rescored(candidates: Sequence[tuple[str, str, float]], again: Mapping[str, float],
              weight: float) -> list[tuple[str, str, float]]:
     """(point id, docid, score) of each candidate with ``weight`` times its second score (``again``) added,
-    best first. A candidate with no second score (its document left the tenant meanwhile) is dropped."""
-    out = [(pid, docid, score + weight * again[pid]) for pid, docid, score in candidates if pid in again]
-    return sorted(out, key=lambda c: -c[2])
+    best first. A candidate with no second score (the pass that found it and the one that scores it read
+    one snapshot, so none is expected) follows them, in its order: no candidate is lost."""
+    scored = [(pid, docid, score + weight * again[pid]) for pid, docid, score in candidates if pid in again]
+    return sorted(scored, key=lambda c: -c[2]) + [c for c in candidates if c[0] not in again]

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import math
 
+import grpc
 import pytest
 
+from genret.client import search_request
 from genret.errors import InvalidArgument
 from genret.ranking.calibration import GENERATIVE
 from genret.serving.feedback import FEEDBACK_TOKENS, feedback_text
 from genret.types import Mode, SearchQuery
+from genret.v1 import genret_pb2 as pb
 
 from .conftest import OTHER, TENANT, Stack
 
@@ -61,3 +64,16 @@ def test_feedback_stays_inside_the_tenant_and_its_filter(stack: Stack) -> None:
         filtered = _search(stack, TENANT, title, 1.0, filter=flt)
         docs = stack.store.retrieve(TENANT, [p for p, _ in filtered])
         assert filtered and all(docs[p].doc_id in keep for p, _ in filtered)
+
+
+def test_a_grpc_request_asks_for_feedback_per_query_and_a_bad_weight_is_invalid_argument(stack: Stack) -> None:
+    title = next(t for t in sorted(stack.titles.values())
+                 if [p for p, _ in _search(stack, TENANT, t, 0.5)] != [p for p, _ in _search(stack, TENANT, t, 0.0)])
+    req = search_request(TENANT, title, 10, beam_size=10, with_payload=False, feedback=0.5)
+    assert req.HasField("feedback") and not search_request(TENANT, title).HasField("feedback")
+    assert [h.point_id for h in stack.stub.Search(req).hits] == [p for p, _ in _search(stack, TENANT, title, 0.5)]
+    plain = search_request(TENANT, title, 10, beam_size=10, with_payload=False)
+    assert [h.point_id for h in stack.stub.Search(plain).hits] == [p for p, _ in _search(stack, TENANT, title, 0.0)]
+    with pytest.raises(grpc.RpcError) as err:
+        stack.stub.Search(pb.SearchRequest(tenant=TENANT, query=title, feedback=-1.0))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "feedback" in (err.value.details() or "")

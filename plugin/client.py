@@ -63,9 +63,10 @@ def points_from(resp: pb.SearchResponse) -> list[ScoredPoint]:
 def search_request(tenant: str, query: str, limit: int = 10, mode: str = "generative", fusion: str = "default",
                    beam_size: int = 0, with_payload: bool = True, score_threshold: float | None = None,
                    min_probability: float | None = None, filter: dict[str, Any] | None = None,
-                   lexical: bool = True) -> pb.SearchRequest:
+                   lexical: bool = True, feedback: float | None = None) -> pb.SearchRequest:
     """``filter``: Qdrant's filter model as its REST API writes it (applied inside decoding); ``lexical``:
-    whether HYBRID and AUTO fuse the tenant's BM25 list too."""
+    whether HYBRID and AUTO fuse the tenant's BM25 list too; ``feedback``: the weight of pseudo-relevance
+    feedback on the generative list (None: the server's)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if fusion not in FUSIONS:
@@ -78,6 +79,8 @@ def search_request(tenant: str, query: str, limit: int = 10, mode: str = "genera
         req.min_probability = min_probability
     if filter is not None:
         req.filter.update(filter)
+    if feedback is not None:
+        req.feedback = feedback
     return req
 
 

@@ -103,9 +103,10 @@ def query_from_proto(req: pb.SearchRequest) -> SearchQuery:
         raise errors.InvalidArgument(f"unknown fusion {req.fusion}")
     threshold = req.score_threshold if req.HasField("score_threshold") else None
     min_prob = req.min_probability if req.HasField("min_probability") else None
+    feedback = req.feedback if req.HasField("feedback") else None
     return SearchQuery(req.tenant, req.query, req.top_k, req.beam_size, _MODES[req.mode], threshold,
                        req.with_payload, req.index, _FUSIONS[req.fusion], min_prob, filter_from_proto(req),
-                       lexical=not req.without_lexical)
+                       lexical=not req.without_lexical, feedback=feedback)
 
 
 def hits_to_proto(hits: Sequence[SearchHit], took_ms: float) -> pb.SearchResponse:

@@ -37,7 +37,7 @@ FUSION_WEIGHTED: Fusion
 FUSION_DBSF: Fusion
 
 class SearchRequest(_message.Message):
-    __slots__ = ("tenant", "query", "top_k", "beam_size", "mode", "score_threshold", "with_payload", "index", "fusion", "min_probability", "filter", "without_lexical")
+    __slots__ = ("tenant", "query", "top_k", "beam_size", "mode", "score_threshold", "with_payload", "index", "fusion", "min_probability", "filter", "without_lexical", "feedback")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class SearchRequest(_message.Message):
     MIN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     WITHOUT_LEXICAL_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     query: str
     top_k: int
@@ -62,7 +63,8 @@ class SearchRequest(_message.Message):
     min_probability: float
     filter: _struct_pb2.Struct
     without_lexical: bool
-    def __init__(self, tenant: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., score_threshold: _Optional[float] = ..., with_payload: _Optional[bool] = ..., index: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, str]] = ..., min_probability: _Optional[float] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., without_lexical: _Optional[bool] = ...) -> None: ...
+    feedback: float
+    def __init__(self, tenant: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., score_threshold: _Optional[float] = ..., with_payload: _Optional[bool] = ..., index: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, str]] = ..., min_probability: _Optional[float] = ..., filter: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., without_lexical: _Optional[bool] = ..., feedback: _Optional[float] = ...) -> None: ...
 
 class Source(_message.Message):
     __slots__ = ("retriever", "rank", "score")

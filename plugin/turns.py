@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -49,28 +49,43 @@ class Lane:
     users: int = 0
 
 
-class Lanes:
-    def __init__(self) -> None:
+L = TypeVar("L", bound=Lane)
+
+
+class Lanes(Generic[L]):
+    def __init__(self, make: Callable[[], L]) -> None:
+        self._make = make  # a new lane's record: a Lane, or one that carries more about the tenant's turn
         self._lock = threading.Lock()
-        self._lanes: dict[str, Lane] = {}  # tenants holding or waiting for their lane
+        self._lanes: dict[str, L] = {}  # tenants holding or waiting for their lane
 
     @contextmanager
-    def hold(self, tenant: str) -> Iterator[None]:
-        """The tenant's lane, after whoever holds it now; other tenants' lanes go on beside it."""
+    def hold(self, tenant: str) -> Iterator[L]:
+        """The tenant's lane (its record), after whoever holds it now; other tenants' lanes go on beside it."""
         with self._lock:
-            lane = self._lanes.setdefault(tenant, Lane())
+            lane = self._lanes.get(tenant)
+            if lane is None:
+                lane = self._lanes[tenant] = self._make()
             lane.users += 1
         try:
             with lane.lock:
-                yield
+                yield lane
         finally:
             with self._lock:
                 lane.users -= 1
                 if not lane.users:
                     del self._lanes[tenant]
 
-    def __len__(self) -> int:
+    def get(self, tenant: str) -> L | None:
+        """The tenant's lane while it is held or waited for."""
+        with self._lock:
+            return self._lanes.get(tenant)
+
+    def tenants(self) -> list[str]:
         """Tenants holding or waiting for their lane."""
+        with self._lock:
+            return list(self._lanes)
+
+    def __len__(self) -> int:
         with self._lock:
             return len(self._lanes)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from genret.turns import Lanes
+from genret.turns import Lane, Lanes
 
 
 def _hold_in_thread(lanes: Lanes, tenant: str, inside: threading.Event, leave: threading.Event) -> threading.Thread:
@@ -19,7 +19,7 @@ def _hold_in_thread(lanes: Lanes, tenant: str, inside: threading.Event, leave: t
 
 
 def test_a_tenants_lane_takes_one_holder_at_a_time_and_other_tenants_go_on_beside_it() -> None:
-    lanes = Lanes()
+    lanes = Lanes(Lane)
     a_in, a_leave, a2_in, a2_leave, b_in, b_leave = (threading.Event() for _ in range(6))
     first = _hold_in_thread(lanes, "a", a_in, a_leave)
     assert a_in.wait(5)
@@ -40,7 +40,7 @@ def test_a_tenants_lane_takes_one_holder_at_a_time_and_other_tenants_go_on_besid
 
 
 def test_a_lane_is_let_go_when_its_holder_raises() -> None:
-    lanes = Lanes()
+    lanes = Lanes(Lane)
     try:
         with lanes.hold("a"):
             raise RuntimeError("the work failed")

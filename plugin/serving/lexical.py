@@ -74,7 +74,7 @@ class LexicalIndexes:
         self._pinned: dict[str, WritableBm25] = {}  # tenant -> the index its searches in flight last prepared
         self._users: dict[str, int] = {}  # tenant -> its searches in flight
         self._lock = threading.Lock()
-        self._building: dict[str, _Build] = {}
+        self._building = Lanes(_Build)  # tenants whose build runs or waits, one at a time each
         self._refused: dict[str, tuple[int, float]] = {}  # tenant over the limit -> its count, when counted
 
     def changed(self, tenant: str, written: Sequence[tuple[str, str]] | None = None,
@@ -150,7 +150,7 @@ class LexicalIndexes:
             now = self._clock()
             for tenant in [t for t, (_, when) in self._refused.items() if now - when > self._idle_s]:
                 del self._refused[tenant]
-            return len({*self._built, *self._pinned, *self._users, *self._building, *self._refused})
+            return len({*self._built, *self._pinned, *self._users, *self._building.tenants(), *self._refused})
 
     def held(self) -> dict[str, int]:
         """Documents in each tenant's index held."""
@@ -177,26 +177,17 @@ class LexicalIndexes:
 
     def _build_once(self, tenant: str) -> WritableBm25:
         """Build the tenant's index, or take the one a build it waited for has just held."""
-        with self._lock:
-            build = self._building.setdefault(tenant, _Build())
-            build.users += 1
-        try:
-            with build.lock:  # one build per tenant at a time; other tenants are not held up
-                with self._lock:
-                    found = self._held(tenant)
-                    build.stale = False
-                if found is not None:
-                    return found
-                built = self._build(tenant)
-                with self._lock:
-                    if not build.stale:  # not changed while it was read: hold it
-                        self._hold(tenant, built)
-                return built
-        finally:
+        with self._building.hold(tenant) as build:  # one build per tenant at a time; other tenants go on
             with self._lock:
-                build.users -= 1
-                if not build.users:
-                    del self._building[tenant]
+                found = self._held(tenant)
+                build.stale = False
+            if found is not None:
+                return found
+            built = self._build(tenant)
+            with self._lock:
+                if not build.stale:  # not changed while it was read: hold it
+                    self._hold(tenant, built)
+            return built
 
     def _build(self, tenant: str) -> WritableBm25:
         """The tenant's index, read from Qdrant; ResourceExhausted (its points counted, not read) if it has
@@ -265,7 +256,7 @@ class _Builders:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
-        self._lanes = Lanes()  # tenants with work running or waiting; none is kept after
+        self._lanes = Lanes(Lane)  # tenants with work running or waiting; none is kept after
 
     def run(self, work: Callable[[_T], _R], arg: _T, processes: int, tenant: str) -> _R:
         """``work(arg)`` for ``tenant`` in one of ``processes`` worker processes (0: in the calling thread),

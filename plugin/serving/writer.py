@@ -33,7 +33,7 @@ from genret.serving.allocation import AtomicPool
 from genret.serving.memory import return_freed_memory
 from genret.serving.namespaces import Namespaces
 from genret.store import QdrantStore, point_id_for, text_hash
-from genret.turns import Lanes
+from genret.turns import Lane, Lanes
 from genret.types import Deleted, NewDocument, PointId, Synced, Upserted
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class DocumentWriter:
         self._snap = snapshots
         self._trained = trained
         self._publish_lock = threading.Lock()
-        self._lanes = Lanes()
+        self._lanes = Lanes(Lane)
         self._states: dict[str, TenantDocids] = {}
         self._stale: set[str] = set()  # tenants whose re-read failed (Qdrant down): re-read when it returns
         self._seen_texts: dict[str, int] | None = None  # tenant -> its digest of text hashes at the last ``follow``

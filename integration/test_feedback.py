@@ -77,3 +77,23 @@ def test_a_grpc_request_asks_for_feedback_per_query_and_a_bad_weight_is_invalid_
     with pytest.raises(grpc.RpcError) as err:
         stack.stub.Search(pb.SearchRequest(tenant=TENANT, query=title, feedback=-1.0))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "feedback" in (err.value.details() or "")
+
+
+def test_feedback_encodes_one_query_at_a_time_each_after_a_checkpoint(stack: Stack,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another tenant's search, run at a checkpoint, waits for one query's feedback pass, never the batch's."""
+    events: list[tuple[str, int]] = []
+    encode = stack.engine.backend.encode
+
+    def recorded(texts: list[str], max_tokens: int | None = None) -> object:
+        if max_tokens == FEEDBACK_TOKENS:
+            events.append(("feedback pass", len(texts)))
+        return encode(texts, max_tokens)
+
+    monkeypatch.setattr(stack.engine.backend, "encode", recorded)
+    queries = [SearchQuery(TENANT, t, top_k=10, beams=10, mode=Mode.GENERATIVE, feedback=0.5)
+               for t in sorted(stack.titles.values())[:3]]
+    stack.engine.search(queries, checkpoint=lambda: events.append(("checkpoint", 0)))
+    passes = [k for k, (what, _) in enumerate(events) if what == "feedback pass"]
+    assert [events[k][1] for k in passes] == [1, 1, 1]
+    assert all(k > 0 and events[k - 1][0] == "checkpoint" for k in passes)

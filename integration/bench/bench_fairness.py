@@ -11,6 +11,9 @@ process, clients in this one, over gRPC on 127.0.0.1.
 Each phase runs ``--seconds``:
   reads     B: 2 clients x 2 searches/s, taking turns (generative, top 10, beam 20), alone, then while A's 32
             or 64 clients search back to back (a refused call, RESOURCE_EXHAUSTED, is retried after 5 ms);
+  feedback  B as in reads, alone, then while A's 32 clients search back to back, without and with
+            pseudo-relevance feedback (``feedback=1``: a second encoder pass and its candidates scored
+            again); run it without ``--before`` against a build that predates the field;
   writes    B: 2 clients x 1 write/s, taking turns (upsert one new document, then delete it; each call timed), alone, then
             while A's 32 or 64 clients upsert and delete 8 documents back to back, or 4 clients write at the
             per-call size limit (40 documents of 95,000 characters);
@@ -128,8 +131,10 @@ class Server:
             raise
 
 
-def search(tenant: str, query: str, hybrid: bool = False, lexical: bool = True) -> Callable[[pb_grpc.GenRetStub], Any]:
-    req = pb.SearchRequest(tenant=tenant, query=query, top_k=10, beam_size=20, without_lexical=not lexical)
+def search(tenant: str, query: str, hybrid: bool = False, lexical: bool = True,
+           feedback: float | None = None) -> Callable[[pb_grpc.GenRetStub], Any]:
+    req = pb.SearchRequest(tenant=tenant, query=query, top_k=10, beam_size=20, without_lexical=not lexical,
+                           feedback=feedback)
     if hybrid:
         req.mode, req.fusion = pb.SEARCH_MODE_HYBRID, pb.FUSION_RRF
     return lambda stub: stub.Search(req, timeout=120)
@@ -235,6 +240,10 @@ def b_search(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
     return [search(B, QUERIES[(2 * n + c) % len(QUERIES)])]
 
 
+def a_feedback(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
+    return [search(A, QUERIES[(7 * n + c) % len(QUERIES)], feedback=1.0)]
+
+
 def b_write(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
     return write_pair(B, [(f"b{c}-{n}", "new", TEXTS[(2 * n + c) % len(TEXTS)])])
 
@@ -271,7 +280,7 @@ def a_large(c: int, n: int) -> list[Callable[[pb_grpc.GenRetStub], Any]]:
 
 
 FLOODS: dict[str, Callable[[int, int], list[Callable[[pb_grpc.GenRetStub], Any]]]] = {
-    "search": a_search, "write": a_write, "large": a_large, "hybrid": a_hybrid,
+    "search": a_search, "feedback": a_feedback, "write": a_write, "large": a_large, "hybrid": a_hybrid,
     "hybrid-unlexical": a_hybrid_unlexical}
 
 
@@ -280,7 +289,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=45.0, help="timed length of each phase")
     p.add_argument("--before", default="", help="directory holding an earlier build of the genret package")
     p.add_argument("--kinds", default="reads,writes",
-                   help="phases to run: reads, writes, hybrid, lexical-writes")
+                   help="phases to run: reads, feedback, writes, hybrid, lexical-writes")
     p.add_argument("--lexical-docs", type=int, default=PER_TENANT + 100,
                    help="lexical index documents the server may hold (hybrid phases)")
     p.add_argument("--before-lexical-setting", default="lexical_max_docs",
@@ -297,6 +306,9 @@ def main() -> None:
         ("reads", "B alone", b_search, 2.0, 0, ""),
         ("reads", "A floods, 32 clients", b_search, 2.0, 32, "search"),
         ("reads", "A floods, 64 clients", b_search, 2.0, 64, "search"),
+        ("feedback", "B alone", b_search, 2.0, 0, ""),
+        ("feedback", "A floods, 32 clients", b_search, 2.0, 32, "search"),
+        ("feedback", "A floods with feedback, 32 clients", b_search, 2.0, 32, "feedback"),
         ("writes", "B alone", b_write, 1.0, 0, ""),
         ("writes", "A floods, 32 clients", b_write, 1.0, 32, "write"),
         ("writes", "A floods, 64 clients", b_write, 1.0, 64, "write"),

@@ -396,7 +396,8 @@ class Engine:
                        ) -> dict[int, list[tuple[str, str, float]]]:
         """The generative lists of the queries that ask for feedback, their candidates reordered by their
         scores for the query followed by its top document (``genret.serving.feedback``); one tenant-checked
-        Qdrant read per tenant, one encoder pass for the batch."""
+        Qdrant read per tenant, then one query at a time, each after a checkpoint: another tenant's search
+        waits for one query's encoder pass, never the batch's."""
         rows = [i for i, q in enumerate(queries) if q.feedback and gen.get(i)]
         if not rows:
             return gen
@@ -410,14 +411,11 @@ class Engine:
                 tops = self.store.retrieve(tenant, list(dict.fromkeys(gen[i][0][0] for i in mine)))
                 texts.update({i: feedback_text(queries[i].text, tops[gen[i][0][0]])
                               for i in mine if gen[i][0][0] in tops})  # a top gone meanwhile: no feedback
-            if not texts:
-                return gen
-            if checkpoint is not None:
-                checkpoint()
-            enc = self.backend.encode(list(texts.values()), FEEDBACK_TOKENS)
-            for row, i in enumerate(texts):
+            for i, text in texts.items():
+                if checkpoint is not None:
+                    checkpoint()
                 q = queries[i]
-                one = EncodedQueries(enc.hidden[row : row + 1], enc.mask[row : row + 1])
+                one = self.backend.encode([text], FEEDBACK_TOKENS)
                 again = self._generative_scores(q, [pid for pid, _, _ in gen[i]], live, deadline, one, checkpoint)
                 out[i] = rescored(gen[i], again, float(q.feedback or 0.0))
         return out

@@ -168,12 +168,13 @@ def paced(target: str, calls: Callable[[int], list[Callable[[pb_grpc.GenRetStub]
 
 def flooding(target: str, calls: Callable[[int], list[Callable[[pb_grpc.GenRetStub], Any]]], stop: Any,
              done: Any) -> None:
-    """One client of A: calls back to back; a refusal (RESOURCE_EXHAUSTED) is retried after 5 ms."""
+    """One client of A: calls back to back; a refusal (RESOURCE_EXHAUSTED) is retried after 5 ms. A round
+    begun is finished, so A's documents written are deleted again before the next phase."""
     with grpc.insecure_channel(target) as ch:
         stub = pb_grpc.GenRetStub(ch)
         for n in itertools.count():
             for call in calls(n):
-                while not stop.is_set():
+                while True:
                     try:
                         call(stub)
                         with done.get_lock():

@@ -69,6 +69,14 @@ def _freeze_for_life() -> None:
     atexit.register(gc.unfreeze)
 
 
+def _rows_by_tenant(queries: Sequence[SearchQuery], rows: Iterable[int]) -> dict[str, list[int]]:
+    """The rows, grouped by their query's tenant: each tenant's Qdrant reads are its own calls."""
+    out: dict[str, list[int]] = {}
+    for i in rows:
+        out.setdefault(queries[i].tenant, []).append(i)
+    return out
+
+
 def _none_of(point_ids: Sequence[str]) -> dict[str, Any]:
     """No point: a filter that matches none of the tenant's documents."""
     return {}
@@ -403,11 +411,8 @@ class Engine:
             return gen
         out = dict(gen)
         with tracing.span("feedback", rows=len(rows)):
-            by_tenant: dict[str, list[int]] = {}
-            for i in rows:
-                by_tenant.setdefault(queries[i].tenant, []).append(i)
             texts: dict[int, str] = {}
-            for tenant, mine in by_tenant.items():
+            for tenant, mine in _rows_by_tenant(queries, rows).items():
                 tops = self.store.retrieve(tenant, list(dict.fromkeys(gen[i][0][0] for i in mine)))
                 texts.update({i: feedback_text(queries[i].text, tops[gen[i][0][0]])
                               for i in mine if gen[i][0][0] in tops})  # a top gone meanwhile: no feedback
@@ -494,10 +499,7 @@ class Engine:
                  docid_of: dict[str, str]) -> list[list[SearchHit]]:
         """One tenant-checked Qdrant read per tenant in the batch; hits whose point is gone are dropped."""
         results: list[list[SearchHit]] = [[] for _ in queries]
-        by_tenant: dict[str, list[int]] = {}
-        for i in answers:
-            by_tenant.setdefault(queries[i].tenant, []).append(i)
-        for tenant, rows in by_tenant.items():
+        for tenant, rows in _rows_by_tenant(queries, answers).items():
             ids = list(dict.fromkeys(a.point_id for i in rows for a in answers[i]))
             payloads = self.store.hydrate(tenant, ids, True)
             key = self.store.docid_key

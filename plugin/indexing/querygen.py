@@ -14,9 +14,11 @@ the tokenizer has one).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
+import io
 import json
 import logging
 import random
@@ -176,11 +178,26 @@ def load_generator(source: str, device: torch.device,
         if not path.is_dir():
             raise FileNotFoundError(f"query generator checkpoint {path} is not a directory")
     tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-    if AutoConfig.from_pretrained(str(path), **kwargs).is_encoder_decoder:
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(path), **kwargs)
+    config = AutoConfig.from_pretrained(str(path), **kwargs)  # read once: a GGUF file's takes seconds
+    if config.is_encoder_decoder:
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(path), config=config, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **kwargs)
+        with _quiet_stderr() if "gguf_file" in kwargs else contextlib.nullcontext():
+            model = AutoModelForCausalLM.from_pretrained(str(path), config=config, dtype=torch.float32, **kwargs)
     return HFQueryGenerator(model, tokenizer, generator_id(source, settings), device, settings)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Keep what a call draws on stderr out of the command's output (its last line logged at DEBUG): while
+    transformers de-quantises a GGUF file it draws a progress bar of its own, which its
+    ``disable_progress_bar`` does not reach."""
+    drawn = io.StringIO()
+    with contextlib.redirect_stderr(drawn):
+        yield
+    last = drawn.getvalue().replace("\r", "\n").strip().rsplit("\n", 1)[-1]
+    if last:
+        log.debug("quieted stderr: %s", last)
 
 
 def save_tiny_generator(path: str | Path, kind: str = "causal", seed: int = 0) -> Path:

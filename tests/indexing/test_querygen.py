@@ -39,6 +39,13 @@ def test_tiny_generators_sample_the_asked_number(kind: str, tmp_path: Path) -> N
     assert gen.generate(PASSAGES, samples=3) == out  # seeded sampling: the same candidates again
 
 
+def test_the_packaged_generator_loads_quietly_and_writes_queries(capsys: pytest.CaptureFixture[str]) -> None:
+    gen = load_generator("default", torch.device("cpu"), SamplingSettings(max_new_tokens=12))
+    assert capsys.readouterr().err == ""  # no progress bar of transformers' own on the command's output
+    out = gen.generate(PASSAGES[:1], samples=2)
+    assert len(out) == 1 and 0 < len(out[0]) <= 2 and all(q.strip() == q and q for q in out[0])
+
+
 def test_clean_query_keeps_the_query_only() -> None:
     assert clean_query(' "Query: lift of a wing in a slipstream"\nmore text') == "lift of a wing in a slipstream"
     assert clean_query("1. boundary  layer   flow") == "boundary layer flow"

@@ -190,14 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", action="store_true", help="management RPCs and every tenant")
 
     p = sub.add_parser("search", help="query a running sidecar")
-    p.add_argument("query")
-    p.add_argument("--target", default="127.0.0.1:50051")
-    p.add_argument("--tenant", default="default")
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--beam-size", type=int, default=0)
-    p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"])
+    p.add_argument("query", help="the query's text")
+    p.add_argument("--target", default="127.0.0.1:50051",
+                   help="the sidecar's host:port, as serve's --host and --port set it (default 127.0.0.1:50051); "
+                        "several IP addresses, comma-separated, are taken in turn")
+    p.add_argument("--tenant", default="default", help="the tenant whose documents are searched (default: default)")
+    p.add_argument("--top-k", type=int, default=10, help="results to return (default 10)")
+    p.add_argument("--beam-size", type=int, default=0, help="generative beam width (default 0: the server's)")
+    p.add_argument("--mode", default="generative", choices=["generative", "dense", "hybrid", "auto"],
+                   help="the retriever (default generative)")
     p.add_argument("--fusion", default="default", choices=[f.value for f in Fusion], help="HYBRID's fusion (default: dbsf)")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     p.add_argument("--api-key", default="", help="sent as x-api-key metadata")
     p.add_argument("--tls-ca", default="", help="PEM CA certificate: connect with TLS")
 

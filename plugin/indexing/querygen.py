@@ -316,11 +316,6 @@ class QueryCache:
                 f.write(json.dumps({"key": key, "queries": queries}) + "\n")
 
 
-def _batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for s in range(0, len(items), size):
-        yield items[s : s + size]
-
-
 @dataclass
 class GenerationBudget:
     """How long query generation may run (``seconds``; None: no limit), how long it has run, and how long
@@ -354,13 +349,22 @@ def uncached(keys: Sequence[str], cache: QueryCache) -> list[int]:
     return list({k: i for i, k in reversed(list(enumerate(keys))) if cache.get(k) is None}.values())
 
 
-def generation_order(todo: Sequence[int], passages: Sequence[str], batch_size: int, block: int = 8) -> list[int]:
-    """A seeded shuffle, sorted by length within blocks of ``block`` batches: batches pad little, and a
-    generation cut short by its budget has reached documents from the whole collection, not the shortest."""
+def generation_batches(todo: Sequence[int], passages: Sequence[str], batch_size: int,
+                       block: int = 8) -> list[list[int]]:
+    """``todo`` in batches: a seeded shuffle, sorted by length within blocks of ``block`` batches, so batches
+    pad little and a generation cut short by its budget has reached documents from the whole collection,
+    not the shortest. Each block starts at its middle batch: the first batch, which the log's estimate
+    times, is neither the block's shortest nor its longest."""
     order = sorted(todo)
     random.Random(0).shuffle(order)
-    size = batch_size * block
-    return [i for s in range(0, len(order), size) for i in sorted(order[s : s + size], key=lambda i: len(passages[i]))]
+    out: list[list[int]] = []
+    for s in range(0, len(order), batch_size * block):
+        part = sorted(order[s : s + batch_size * block], key=lambda i: len(passages[i]))
+        batches = [part[b : b + batch_size] for b in range(0, len(part), batch_size)]
+        full = len(part) // batch_size  # a short batch (the last block's) stays last
+        mid = full // 2
+        out += batches[mid:full] + batches[:mid] + batches[full:]
+    return out
 
 
 def _estimate(todo: int, per_doc_s: float, budget: GenerationBudget) -> str:
@@ -383,14 +387,15 @@ def candidate_queries(name: str, make_generator: Callable[[], QueryGenerator], c
     by the next call)."""
     budget = budget if budget is not None else GenerationBudget()
     keys = [QueryCache.key(name, p) for p in passages]
-    todo = generation_order(uncached(keys, cache), passages, batch_size)
+    batches = generation_batches(uncached(keys, cache), passages, batch_size)
+    todo = [i for b in batches for i in b]
     done = 0
     if todo and budget.fits(budget.batch_s):
         began = time.monotonic()
         generator = make_generator()
         bar = tqdm(total=len(todo), desc="generate queries", disable=not progress,
                    mininterval=progress_interval(), unit="doc")
-        for idx in _batches(todo, batch_size):
+        for idx in batches:
             if done and not budget.fits(budget.batch_s):
                 break
             start = time.monotonic()

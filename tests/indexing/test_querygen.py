@@ -17,7 +17,7 @@ from genret.indexing.querygen import (
     SamplingSettings,
     candidate_queries,
     clean_query,
-    generation_order,
+    generation_batches,
     generator_id,
     load_generator,
     save_tiny_generator,
@@ -107,14 +107,20 @@ def test_a_generation_budget_stops_between_batches_and_a_rerun_continues(tmp_pat
     assert [qs for qs in part if qs] == [r for r, qs in zip(rest, part, strict=True) if qs]
 
 
-def test_generation_order_spreads_over_the_collection_and_pads_little() -> None:
-    passages = ["word " * n for n in range(64)]  # passage i has i words
-    order = generation_order(range(64), passages, batch_size=4)
-    assert sorted(order) == list(range(64))
-    blocks = [order[:32], order[32:]]
-    assert all(b == sorted(b) for b in blocks)  # by length within a block
-    assert set(blocks[0]) != set(range(32))  # a budget that ends after one block has not taken the shortest
-    assert generation_order(range(64), passages, 4) == order  # seeded
+def test_generation_batches_spread_over_the_collection_pad_little_and_start_at_a_middle_length() -> None:
+    passages = ["word " * n for n in range(70)]  # passage i has i words
+    batches = generation_batches(range(70), passages, batch_size=4)
+    assert sorted(i for b in batches for i in b) == list(range(70))
+    assert [len(b) for b in batches] == [4] * 17 + [2]  # the last block's short batch is its longest
+    blocks = [batches[:8], batches[8:16], batches[16:]]
+    for blk in blocks:
+        assert all(b == sorted(b) for b in blk)  # each batch holds passages of neighbouring lengths
+        full = sorted((b for b in blk if len(b) == 4), key=min)
+        middle_on = full[len(full) // 2:] + full[: len(full) // 2]
+        assert blk == middle_on + [b for b in blk if len(b) < 4]  # from the middle batch on
+    assert min(blocks[2][-1]) > max(blocks[2][0])
+    assert set(i for b in blocks[0] for i in b) != set(range(32))  # one block's budget did not take the shortest
+    assert generation_batches(range(70), passages, 4) == batches  # seeded
 
 
 def test_cache_ignores_a_line_cut_by_a_crash(tmp_path: Path) -> None:

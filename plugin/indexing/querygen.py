@@ -388,12 +388,12 @@ def candidate_queries(name: str, make_generator: Callable[[], QueryGenerator], c
     budget = budget if budget is not None else GenerationBudget()
     keys = [QueryCache.key(name, p) for p in passages]
     batches = generation_batches(uncached(keys, cache), passages, batch_size)
-    todo = [i for b in batches for i in b]
+    todo = sum(len(b) for b in batches)
     done = 0
     if todo and budget.fits(budget.batch_s):
         began = time.monotonic()
         generator = make_generator()
-        bar = tqdm(total=len(todo), desc="generate queries", disable=not progress,
+        bar = tqdm(total=todo, desc="generate queries", disable=not progress,
                    mininterval=progress_interval(), unit="doc")
         for idx in batches:
             if done and not budget.fits(budget.batch_s):
@@ -406,13 +406,13 @@ def candidate_queries(name: str, make_generator: Callable[[], QueryGenerator], c
             budget.spent += end - (start if done else began)  # the first batch carries the load
             done += len(idx)
             bar.update(len(idx))
-            if done == len(idx) and len(todo) > done:
-                log.info(_estimate(len(todo), budget.batch_s / len(idx), budget))
+            if done == len(idx) and todo > done:
+                log.info(_estimate(todo, budget.batch_s / len(idx), budget))
         bar.close()
-    if done < len(todo):
+    if done < todo:
         log.warning("query generation stopped by the time budget after %d of %d documents: the other %d have no "
                     "generated queries in this build; the same command run again continues from the cache",
-                    done, len(todo), len(todo) - done)
+                    done, todo, todo - done)
     return [cache.get(k) or [] for k in keys], done
 
 

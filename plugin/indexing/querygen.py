@@ -349,12 +349,15 @@ def uncached(keys: Sequence[str], cache: QueryCache) -> list[int]:
     return list({k: i for i, k in reversed(list(enumerate(keys))) if cache.get(k) is None}.values())
 
 
+BLOCK = 8  # batches sorted by length together
+
+
 def generation_batches(todo: Sequence[int], passages: Sequence[str], batch_size: int,
-                       block: int = 8) -> list[list[int]]:
+                       block: int = BLOCK) -> list[list[int]]:
     """``todo`` in batches: a seeded shuffle, sorted by length within blocks of ``block`` batches, so batches
     pad little and a generation cut short by its budget has reached documents from the whole collection,
-    not the shortest. Each block starts at its middle batch: the first batch, which the log's estimate
-    times, is neither the block's shortest nor its longest."""
+    not the shortest. Each block starts at its middle batch: the first batch, which the log's first estimate
+    times, is neither the block's shortest nor its longest; the second estimate times the whole first block."""
     order = sorted(todo)
     random.Random(0).shuffle(order)
     out: list[list[int]] = []
@@ -367,11 +370,18 @@ def generation_batches(todo: Sequence[int], passages: Sequence[str], batch_size:
     return out
 
 
-def _estimate(todo: int, per_doc_s: float, budget: GenerationBudget) -> str:
-    total = todo * per_doc_s / 60
-    line = f"query generation: {todo:,} documents, about {total:.0f} minutes at this rate (cached as it goes)"
-    if budget.seconds is not None and total * 60 > budget.seconds:
-        reach = int(budget.seconds / per_doc_s)
+def generation_estimate(done: int, todo: int, per_doc_s: float, budget: GenerationBudget, first: bool) -> str:
+    """What generating the ``todo - done`` documents left takes at ``per_doc_s``, and what a budget reaches:
+    the whole job's time after the ``first`` batch, the time left later."""
+    left_s = (todo - done) * per_doc_s
+    if first:
+        line = f"query generation: {todo:,} documents, about {todo * per_doc_s / 60:.0f} minutes at this rate"
+    else:
+        line = (f"query generation: {done:,} of {todo:,} documents done, about {left_s / 60:.0f} minutes left at "
+                "this rate")
+    line += " (cached as it goes)"
+    if budget.seconds is not None and budget.spent + left_s > budget.seconds:
+        reach = done + int(max(budget.seconds - budget.spent, 0.0) / per_doc_s)
         line += (f"; the time budget gives it {budget.seconds / 60:.1f} minutes, about {reach:,} documents in this "
                  "build, and the same command run again continues from the cache")
     return line
@@ -389,13 +399,13 @@ def candidate_queries(name: str, make_generator: Callable[[], QueryGenerator], c
     keys = [QueryCache.key(name, p) for p in passages]
     batches = generation_batches(uncached(keys, cache), passages, batch_size)
     todo = sum(len(b) for b in batches)
-    done = 0
+    done, generating_s = 0, 0.0
     if todo and budget.fits(budget.batch_s):
         began = time.monotonic()
         generator = make_generator()
         bar = tqdm(total=todo, desc="generate queries", disable=not progress,
                    mininterval=progress_interval(), unit="doc")
-        for idx in batches:
+        for n, idx in enumerate(batches, 1):
             if done and not budget.fits(budget.batch_s):
                 break
             start = time.monotonic()
@@ -403,11 +413,12 @@ def candidate_queries(name: str, make_generator: Callable[[], QueryGenerator], c
             cache.put_many([(keys[i], q) for i, q in zip(idx, outs, strict=True)])
             end = time.monotonic()
             budget.batch_s = end - start
+            generating_s += end - start
             budget.spent += end - (start if done else began)  # the first batch carries the load
             done += len(idx)
             bar.update(len(idx))
-            if done == len(idx) and todo > done:
-                log.info(_estimate(todo, budget.batch_s / len(idx), budget))
+            if n in (1, BLOCK) and todo > done:  # after one batch, then over a whole block's lengths
+                log.info(generation_estimate(done, todo, generating_s / done, budget, first=n == 1))
         bar.close()
     if done < todo:
         log.warning("query generation stopped by the time budget after %d of %d documents: the other %d have no "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from genret.indexing.querygen import (
     candidate_queries,
     clean_query,
     generation_batches,
+    generation_estimate,
     generator_id,
     load_generator,
     save_tiny_generator,
@@ -121,6 +123,30 @@ def test_generation_batches_spread_over_the_collection_pad_little_and_start_at_a
     assert min(blocks[2][-1]) > max(blocks[2][0])
     assert set(i for b in blocks[0] for i in b) != set(range(32))  # one block's budget did not take the shortest
     assert generation_batches(range(70), passages, 4) == batches  # seeded
+
+
+def test_generation_estimates_after_one_batch_then_again_over_the_first_block(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gen = load_generator(str(save_tiny_generator(tmp_path / "gen")), torch.device("cpu"),
+                         SamplingSettings(max_new_tokens=3))
+    passages = [f"{PASSAGES[i % 3]} {'and more ' * i}" for i in range(20)]
+    with caplog.at_level(logging.INFO, logger="genret.indexing.querygen"):
+        candidate_queries(gen.name, lambda: gen, QueryCache(tmp_path / "q.jsonl"), passages, 1, batch_size=2,
+                          progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("query generation:")]
+    assert len(lines) == 2, lines  # 10 batches of 2: after the first, then after a block of 8
+    assert lines[0].startswith("query generation: 20 documents, about ")
+    assert lines[1].startswith("query generation: 16 of 20 documents done, about ")
+
+
+def test_an_estimate_says_what_the_rest_of_the_budget_reaches() -> None:
+    budget = GenerationBudget(seconds=60.0, spent=30.0)
+    assert generation_estimate(4, 400, 0.5, GenerationBudget(), first=True) == (
+        "query generation: 400 documents, about 3 minutes at this rate (cached as it goes)")
+    later = generation_estimate(100, 400, 0.5, budget, first=False)
+    assert later.startswith("query generation: 100 of 400 documents done, about 2 minutes left at this rate")
+    assert "the time budget gives it 1.0 minutes, about 160 documents in this build" in later  # 100 + 30 s / 0.5
+    assert "budget" not in generation_estimate(100, 120, 0.5, budget, first=False)  # 10 s left of 30: it fits
 
 
 def test_cache_ignores_a_line_cut_by_a_crash(tmp_path: Path) -> None:

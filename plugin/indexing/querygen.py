@@ -349,20 +349,19 @@ def uncached(keys: Sequence[str], cache: QueryCache) -> list[int]:
     return list({k: i for i, k in reversed(list(enumerate(keys))) if cache.get(k) is None}.values())
 
 
-BLOCK = 8  # batches sorted by length together
+BLOCK = 8  # batches sorted by length together; the second estimate is logged after the first block
 
 
-def generation_batches(todo: Sequence[int], passages: Sequence[str], batch_size: int,
-                       block: int = BLOCK) -> list[list[int]]:
-    """``todo`` in batches: a seeded shuffle, sorted by length within blocks of ``block`` batches, so batches
+def generation_batches(todo: Sequence[int], passages: Sequence[str], batch_size: int) -> list[list[int]]:
+    """``todo`` in batches: a seeded shuffle, sorted by length within blocks of ``BLOCK`` batches, so batches
     pad little and a generation cut short by its budget has reached documents from the whole collection,
     not the shortest. Each block starts at its middle batch: the first batch, which the log's first estimate
     times, is neither the block's shortest nor its longest; the second estimate times the whole first block."""
     order = sorted(todo)
     random.Random(0).shuffle(order)
     out: list[list[int]] = []
-    for s in range(0, len(order), batch_size * block):
-        part = sorted(order[s : s + batch_size * block], key=lambda i: len(passages[i]))
+    for s in range(0, len(order), batch_size * BLOCK):
+        part = sorted(order[s : s + batch_size * BLOCK], key=lambda i: len(passages[i]))
         batches = [part[b : b + batch_size] for b in range(0, len(part), batch_size)]
         full = len(part) // batch_size  # a short batch (the last block's) stays last
         mid = full // 2

@@ -21,7 +21,7 @@ import math
 import statistics
 
 import torch
-from common import environment, print_table, write_json
+from common import environment, print_table, tenant_args, write_json
 
 from genret.config import Config
 from genret.data.beir import load_qrels, load_queries
@@ -66,9 +66,7 @@ def ensemble(runs: list[Run]) -> Run:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--qdrant-path", required=True)
-    p.add_argument("--collection", required=True)
-    p.add_argument("--tenant", required=True)
+    tenant_args(p)
     p.add_argument("--data", required=True, help="BEIR folder")
     p.add_argument("--split", action="append", help="qrels split (repeat to pool several; default: test)")
     p.add_argument("--build", action="append", required=True, help="NAME=INDEX_DIR (docids in genret_docid_NAME)")

@@ -154,6 +154,13 @@ def collection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test")
 
 
+def tenant_args(p: argparse.ArgumentParser) -> None:
+    """The embedded Qdrant, collection and tenant a benchmark reads."""
+    p.add_argument("--qdrant-path", required=True)
+    p.add_argument("--collection", required=True)
+    p.add_argument("--tenant", required=True)
+
+
 def docid_args(p: argparse.ArgumentParser) -> None:
     """How the benchmark's indexes assign docids (as ``genret index`` does)."""
     p.add_argument("--scheme", default="semantic")

@@ -4,7 +4,7 @@ document scored by its best row), alone and mixed, on judged queries.
 
     python integration/bench/bench_rows.py --qdrant-path Q --collection scifact --tenant sf \
         --data ../shared/data/scifact --split dev --build sf5=IDX-sf5 \
-        --out integration/bench/results/scifact/rows/rows-cpu.json
+        --out integration/bench/results/scifact/rows/rows-dev-cpu.json
 
 The same rows are also read by a trained atomic index's first-step decoder features (``--build
 NAME=INDEX_DIR``, docids in ``genret_docid_NAME``), alone and added to its docid logits. The mixing weights are

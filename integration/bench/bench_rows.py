@@ -35,15 +35,17 @@ WEIGHTS = (0.25, 0.5, 1.0, 2.0)  # weight of the second score, each score scaled
 DEPTH = 100
 
 
-def sentence_rows(docs: Sequence[StoredDoc]) -> tuple[list[str], np.ndarray]:
-    """One text per sentence of each document (title + sentence; the whole passage where none is long
-    enough) and, per text, its document's position; documents in order, so rows of one are adjacent."""
+def sentence_rows(docs: Sequence[StoredDoc], per_row: int = 1) -> tuple[list[str], np.ndarray]:
+    """One text per run of ``per_row`` consecutive sentences of each document (title + sentences; the
+    whole passage where none is long enough) and, per text, its document's position; documents in order,
+    so rows of one are adjacent."""
     texts: list[str] = []
     owner: list[int] = []
     for i, d in enumerate(docs):
         sents = sentences(d.text) or [d.text]
-        texts += [passage(d.title, s) for s in sents]
-        owner += [i] * len(sents)
+        runs = [" ".join(sents[s : s + per_row]) for s in range(max(1, len(sents) - per_row + 1))]
+        texts += [passage(d.title, r) for r in runs]
+        owner += [i] * len(runs)
     return texts, np.asarray(owner)
 
 
@@ -81,8 +83,11 @@ def main() -> None:
     collection_args(p)
     p.add_argument("--build", required=True,
                    help="NAME=INDEX_DIR of a trained atomic index (docids in genret_docid_NAME)")
+    p.add_argument("--sentences", type=int, default=1, help="consecutive sentences per row")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    if args.sentences < 1:
+        p.error("--sentences must be at least 1")
     if "=" not in args.build:
         p.error("--build takes NAME=INDEX_DIR")
     name, index_dir = args.build.split("=", 1)
@@ -110,7 +115,7 @@ def main() -> None:
         if any(d.vector is None for d in docs):
             raise SystemExit(f"tenant {args.tenant} has points without vectors: load the collection with them")
         whole = np.stack([np.asarray(d.vector) for d in docs])
-        texts, owner = sentence_rows(docs)
+        texts, owner = sentence_rows(docs, args.sentences)
         rows_v = encoder.encode(texts, progress=True)
         tokens = [engine.codec.encode(d.docid or "")[0] for d in docs]
         features = first_step(engine, [fitted[q] for q in qids])
@@ -137,7 +142,8 @@ def main() -> None:
         *mixes(f"{name} docid logits + MiniLM query's best sentence row", logits, by_row, ndcg)]
     print_table(table, ["retriever", "weight", "nDCG@10"])
     write_json(args.out, {"data": args.data, "split": args.split, "queries": len(qids), "documents": len(docs),
-                          "sentence_rows": len(texts), "build": args.build, "rows": table,
+                          "sentences_per_row": args.sentences, "sentence_rows": len(texts),
+                          "build": args.build, "rows": table,
                           "environment": environment(torch.device("cpu"))})
 
 

@@ -102,6 +102,8 @@ def main() -> None:
             raise SystemExit(f"{index_dir} has {engine.codec.name} docids: the first step ranks documents only "
                              "with atomic ones")
         docs = list(store.scroll_tenant(args.tenant, with_vectors=True))
+        if any(d.vector is None or d.docid is None for d in docs):
+            raise SystemExit(f"tenant {args.tenant} has points without a vector or without a docid of {index_dir}")
         keys = [d.doc_id for d in docs]
         fitted = fit_queries({q: every[q] for q in qrels if q in every}, cfg.max_query_chars)
         qids = list(fitted)
@@ -112,12 +114,10 @@ def main() -> None:
                                                                DEPTH, DEPTH, key_of, 16)}
         encoder = TextEncoder()
         queries = encoder.encode([fitted[q] for q in qids])
-        if any(d.vector is None for d in docs):
-            raise SystemExit(f"tenant {args.tenant} has points without vectors: load the collection with them")
         whole = np.stack([np.asarray(d.vector) for d in docs])
         texts, owner = sentence_rows(docs, args.sentences)
         rows_v = encoder.encode(texts, progress=True)
-        tokens = [engine.codec.encode(d.docid or "")[0] for d in docs]
+        tokens = [engine.codec.encode(str(d.docid))[0] for d in docs]
         features = first_step(engine, [fitted[q] for q in qids])
     finally:
         store.close()

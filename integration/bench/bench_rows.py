@@ -1,6 +1,6 @@
 """How far MiniLM's own geometry reaches on a collection: each document as one vector (what the dense
-list and an embedding-seeded docid row start from) or as one row per sentence (title + sentence, a
-document scored by its best row), alone and mixed, on judged queries.
+list and an embedding-seeded docid row start from) or as one row per run of ``--sentences`` consecutive
+sentences (title + sentences, a document scored by its best row), alone and mixed, on judged queries.
 
     python integration/bench/bench_rows.py --qdrant-path Q --collection scifact --tenant sf \
         --data ../shared/data/scifact --split dev --build sf5=IDX-sf5 \

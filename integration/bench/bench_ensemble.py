@@ -22,8 +22,8 @@ import statistics
 
 import torch
 from common import environment, print_table, tenant_args, write_json
+from judged import build_arg, build_config
 
-from genret.config import Config
 from genret.data.beir import load_qrels, load_queries
 from genret.evaluation.evaluate import Run, bm25_run, engine_run, fit_queries, score_run
 from genret.serving.engine import Engine
@@ -35,8 +35,7 @@ def _runs(args: argparse.Namespace, builds: dict[str, str], queries: dict[str, s
     """Each build's generative run, and dense's and BM25's (from the first build's engine and documents)."""
     runs: dict[str, Run] = {}
     for name, index_dir in builds.items():
-        cfg = Config(qdrant_path=args.qdrant_path, collection=args.collection, index_dir=index_dir,
-                     docid_key=f"genret_docid_{name}", device="cpu")
+        cfg = build_config(args, name, index_dir)
         store = QdrantStore(cfg)
         try:
             engine = Engine.load(cfg, store)
@@ -73,7 +72,7 @@ def main() -> None:
     p.add_argument("--beams", type=int, default=100)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    builds = dict(b.split("=", 1) for b in args.build)
+    builds = dict(build_arg(p, b) for b in args.build)
     if len(builds) < 2:
         p.error("give at least two --build")
     args.split = args.split or ["test"]

@@ -15,21 +15,18 @@ chosen on the very queries they are scored on, so each mixed row is an upper bou
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from common import collection_args, environment, print_table, tenant_args, write_json
+from common import environment, print_table, write_json
+from judged import build_arg, build_config, build_parser, judged_queries, served_runs
 
-from genret.config import Config
-from genret.data.beir import load_qrels, load_queries
 from genret.data.embed import TextEncoder
-from genret.evaluation.evaluate import Run, bm25_run, engine_run, fit_queries, score_run
+from genret.evaluation.evaluate import Run, score_run
 from genret.indexing.pairs import passage, sentences
 from genret.serving.engine import Engine
 from genret.store import QdrantStore, StoredDoc
-from genret.types import Mode
 
 WEIGHTS = (0.25, 0.5, 1.0, 2.0)  # weight of the second score, each score scaled by its spread first
 DEPTH = 100
@@ -78,23 +75,15 @@ def first_step(engine: Engine, texts: Sequence[str]) -> np.ndarray:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    tenant_args(p)
-    collection_args(p)
-    p.add_argument("--build", required=True,
-                   help="NAME=INDEX_DIR of a trained atomic index (docids in genret_docid_NAME)")
+    p = build_parser(__doc__, "a trained atomic index")
     p.add_argument("--sentences", type=int, default=1, help="consecutive sentences per row")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     if args.sentences < 1:
         p.error("--sentences must be at least 1")
-    if "=" not in args.build:
-        p.error("--build takes NAME=INDEX_DIR")
-    name, index_dir = args.build.split("=", 1)
-    qrels = load_qrels(args.data, args.split)
-    every = load_queries(args.data)
-    cfg = Config(qdrant_path=args.qdrant_path, collection=args.collection, index_dir=index_dir,
-                 docid_key=f"genret_docid_{name}", device="cpu")
+    name, index_dir = build_arg(p, args.build)
+    cfg = build_config(args, name, index_dir)
+    qrels, fitted = judged_queries(args.data, args.split, cfg.max_query_chars)
     store = QdrantStore(cfg)
     try:
         engine = Engine.load(cfg, store)
@@ -105,13 +94,8 @@ def main() -> None:
         if any(d.vector is None or d.docid is None for d in docs):
             raise SystemExit(f"tenant {args.tenant} has points without a vector or without a docid of {index_dir}")
         keys = [d.doc_id for d in docs]
-        fitted = fit_queries({q: every[q] for q in qrels if q in every}, cfg.max_query_chars)
         qids = list(fitted)
-        key_of = {d.point_id: d.doc_id for d in docs}
-        runs = {"BM25": bm25_run(keys, [f"{d.title} {d.text}" for d in docs], fitted, DEPTH),
-                "dense (Qdrant, MiniLM)": engine_run(engine, args.tenant, fitted, Mode.DENSE, DEPTH, DEPTH, key_of, 16),
-                f"generative {name} (beam search)": engine_run(engine, args.tenant, fitted, Mode.GENERATIVE,
-                                                               DEPTH, DEPTH, key_of, 16)}
+        runs = served_runs(engine, args.tenant, docs, fitted, name, DEPTH)
         encoder = TextEncoder()
         queries = encoder.encode([fitted[q] for q in qids])
         whole = np.stack([np.asarray(d.vector) for d in docs])

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from common import environment, print_table, write_json
-from judged import build_arg, build_config, build_parser, judged_queries, served_runs
+from judged import BM25, DENSE, baseline_rows, build_arg, build_config, build_parser, judged_queries, served_runs
 
 from genret.evaluation.evaluate import score_run
 from genret.indexing.pairs import passage
@@ -97,7 +97,7 @@ def main() -> None:
         runs = served_runs(engine, args.tenant, docs, fitted, name, DEPTH)
     finally:
         store.close()
-    bm25, dense = runs["BM25"], runs["dense (Qdrant, MiniLM)"]
+    bm25, dense = runs[BM25], runs[DENSE]
     ql = QueryLikelihood(args.passage_tokens)
     k = args.candidates
     pool: dict[str, list[str]] = {}
@@ -122,11 +122,8 @@ def main() -> None:
 
     fused = {q: standardise(s["bm25"]) + standardise(s["dense"]) for q, s in scores.items()}
     lik = {q: standardise(s["ql"]) for q, s in scores.items()}
-    table: list[dict[str, object]] = [{"ranking": label, "weight": "", "nDCG@10": round(score_run(qrels, run)["nDCG@10"], 3)}
-                                      for label, run in runs.items()]
-    bar = round(max(float(str(table[0]["nDCG@10"])), float(str(table[1]["nDCG@10"]))) + 0.02, 3)
-    table += [{"ranking": "bar: best of BM25 and dense + 0.02", "weight": "", "nDCG@10": bar},
-              {"ranking": "candidates by the fused teacher", "weight": "", "nDCG@10": ndcg(fused)},
+    table = baseline_rows(qrels, runs, "ranking")
+    table += [{"ranking": "candidates by the fused teacher", "weight": "", "nDCG@10": ndcg(fused)},
               {"ranking": "candidates by query likelihood", "weight": "", "nDCG@10": ndcg(lik)},
               *({"ranking": "candidates by the fused teacher + query likelihood", "weight": w,
                  "nDCG@10": ndcg({q: fused[q] / 2 + w * lik[q] for q in pool})} for w in WEIGHTS)]

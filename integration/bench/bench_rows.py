@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from common import environment, print_table, write_json
-from judged import build_arg, build_config, build_parser, judged_queries, served_runs
+from judged import baseline_rows, build_arg, build_config, build_parser, judged_queries, served_runs
 
 from genret.data.embed import TextEncoder
 from genret.evaluation.evaluate import Run, score_run
@@ -109,10 +109,7 @@ def main() -> None:
     def ndcg(scores: np.ndarray) -> float:
         return round(score_run(qrels, to_run(scores, qids, keys))["nDCG@10"], 3)
 
-    scored = {label: round(score_run(qrels, run)["nDCG@10"], 3) for label, run in runs.items()}
-    bar = round(max(scored["BM25"], scored["dense (Qdrant, MiniLM)"]) + 0.02, 3)
-    table: list[dict[str, object]] = [{"retriever": label, "weight": "", "nDCG@10": v} for label, v in scored.items()]
-    table.append({"retriever": "bar: best of BM25 and dense + 0.02", "weight": "", "nDCG@10": bar})
+    table = baseline_rows(qrels, runs, "retriever")
     by_doc, by_row = queries @ whole.T, best_row(queries @ rows_v.T, owner)
     logits = engine.backend.head.logits(torch.as_tensor(features)).numpy()[:, tokens]
     trained = best_row(features @ rows_v.T, owner)

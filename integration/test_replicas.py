@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from qdrant_client import models
 
 from genret.api.server import ServerThread
 from genret.serving.engine import Engine
-from genret.store import QdrantStore
+from genret.store import DOC_ID_KEY, VECTOR_NAME, QdrantStore, point_id_for
 from genret.v1 import genret_pb2 as pb
 from genret.v1 import genret_pb2_grpc as pb_grpc
 
@@ -83,6 +84,52 @@ def test_a_read_replica_follows_a_text_replaced_under_the_same_id(stack: Stack, 
     assert _lexical(stack.stub, tenant, query) == {"a"}
     _until(lambda: _lexical(replica, tenant, query) == {"a"})
     delete(stack, tenant, ["a", "b"])
+
+
+def _write_straight(stack: Stack, tenant: str, doc_id: str, text: str) -> None:
+    """A point written to Qdrant through neither door: no docid, no text hash."""
+    cfg = stack.config
+    payload = {cfg.tenant_key: tenant, DOC_ID_KEY: doc_id, cfg.title_key: "", cfg.text_key: text}
+    stack.store.client.upsert(cfg.collection, [models.PointStruct(id=point_id_for(tenant, doc_id), payload=payload,
+                                                                  vector={VECTOR_NAME: [0.1] * 384})])
+
+
+@pytest.mark.e2e
+def test_a_read_replica_follows_a_text_rewritten_straight_in_qdrant(stack: Stack, replica: pb_grpc.GenRetStub) -> None:
+    """A point written straight to Qdrant carries no text hash; written again under the same id with
+    another text, the replica's follow reads its text to learn of it."""
+    tenant, query = fresh_tenant(), "quixotic hyperboloid nozzle"
+    upsert(stack, tenant, [("a", "supersonic flutter of thin wings")])
+    _until(lambda: _ids(replica, tenant) == {"a"})
+    _write_straight(stack, tenant, "s", "heat transfer on swept wings")
+    _until(lambda: _lexical(replica, tenant, "swept heat transfer") == {"s"})
+    assert _lexical(replica, tenant, query) == set()
+    _write_straight(stack, tenant, "s", query)
+    _until(lambda: _lexical(replica, tenant, query) == {"s"})
+    stack.store.delete_points(tenant, [point_id_for(tenant, "s")])
+    delete(stack, tenant, ["a"])
+
+
+def test_follow_reads_the_texts_of_points_written_straight_to_qdrant(stack: Stack) -> None:
+    """A point without a text hash has its text read by each follow: its tenant's lexical index is dropped
+    when that text changes under the same id, and kept while it does not."""
+    engine, lexical = stack.engine, stack.engine._lexical
+    tenant = fresh_tenant()
+    upsert(stack, tenant, [("a", "supersonic flutter of thin wings")])
+    _write_straight(stack, tenant, "s", "heat transfer on swept wings")
+    saved = engine.writer._seen_texts
+    try:
+        engine.follow()
+        lexical.prepare(tenant)
+        assert tenant not in engine.follow() and tenant in lexical.held()
+        _write_straight(stack, tenant, "s", "heat transfer on swept wings")  # the same text again
+        assert tenant not in engine.follow() and tenant in lexical.held()
+        _write_straight(stack, tenant, "s", "quixotic hyperboloid nozzle")
+        assert tenant in engine.follow() and tenant not in lexical.held()
+    finally:
+        engine.writer._seen_texts = saved
+        stack.store.delete_points(tenant, [point_id_for(tenant, "s")])
+        delete(stack, tenant, ["a"])
 
 
 def test_follow_drops_lexical_indexes_built_from_texts_that_changed(stack: Stack) -> None:

@@ -5,6 +5,7 @@ import warnings
 
 import grpc
 import pytest
+from qdrant_client import models
 
 from genret import errors
 from genret.api.servicer import status_for
@@ -82,6 +83,15 @@ def test_embedded_store_round_trip_under_tenant_filter(tmp_path) -> None:  # typ
         after = store.docids_and_texts_by_tenant()[1]
         assert after["a"] != digests["a"] and after["b"] != digests["b"]
         assert store.retrieve("a", [a[1]])[a[1]].text_hash == text_hash("t2", "z")
+        # A text written straight to Qdrant carries no hash: its digest is read from the text itself.
+        def straight(text: str) -> int:
+            store.client.upsert("c", [models.PointStruct(id=7, vector={"dense": [0.0, 0.0, 1.0, 0.0]},
+                                                         payload={"tenant": "b", "title": "t", "text": text})])
+            return store.docids_and_texts_by_tenant()[1]["b"]
+
+        first = straight("one")
+        assert straight("one") == first and straight("two") != first
+        assert store.docids_and_texts_by_tenant()[1]["a"] == after["a"]
     finally:
         store.close()
 

@@ -61,7 +61,7 @@ from genret.indexing.training_data import (
     replay_pairs,
     waiting_for_generation,
 )
-from genret.store import QdrantStore, StoredDoc
+from genret.store import QdrantStore, StoredDoc, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,9 @@ def _finish(store: QdrantStore, index_dir: str | Path, staging: Path, manifest: 
     _write_jsonl(staging / DOCIDS, records)
     _write_jsonl(staging / MEMORY, memory)
     write_manifest(staging, manifest)
-    for part in new:
-        store.write_docids(part.tenant, [(d.point_id, docid) for d, docid in zip(part.docs, part.docids, strict=True)])
+    for part in new:  # each text's hash too, so replicas following the collection need not read the texts
+        store.write_docids(part.tenant, [(d.point_id, docid) for d, docid in zip(part.docs, part.docids, strict=True)],
+                           [(d.point_id, text_hash(d.title, d.text)) for d in part.docs])
     publish(staging, index_dir)
     train_state_path(index_dir).unlink(missing_ok=True)
     return manifest

@@ -347,20 +347,39 @@ class QdrantStore:
 
     def docids_and_texts_by_tenant(self) -> tuple[dict[str, list[tuple[PointId, str]]], dict[str, int]]:
         """``docids_by_tenant`` and, from the same pass, a digest of each tenant's points and text hashes
-        (equal digests: the same points with the same texts, as far as genret wrote them), so a read
-        replica learns whose texts changed. Digests compare within one process (Python's string hash)."""
+        (equal digests: the same points with the same texts), so a read replica learns whose texts changed.
+        A point without a hash (written straight to Qdrant, through neither door) has its title and text
+        read and hashed here: what this costs beyond the scroll grows with such points only. Digests
+        compare within one process (Python's string hash)."""
         out: dict[str, list[tuple[PointId, str]]] = {}
         digests: dict[str, int] = {}
+        unhashed: dict[str, list[PointId]] = {}
         fields = [self.config.tenant_key, self.docid_key, TEXT_HASH_KEY]
         for rec in self._scroll(None, fields, with_vectors=False, page=20_000):
             payload = rec.payload or {}
-            tenant, docid = payload.get(self.config.tenant_key), payload.get(self.docid_key)
+            tenant, docid, known = payload.get(self.config.tenant_key), payload.get(self.docid_key), \
+                payload.get(TEXT_HASH_KEY)
             if not (isinstance(tenant, str) and tenant):
                 continue
-            digests[tenant] = digests.get(tenant, 0) ^ hash((str(rec.id), str(payload.get(TEXT_HASH_KEY))))
+            digests.setdefault(tenant, 0)
+            if isinstance(known, str):
+                digests[tenant] ^= hash((str(rec.id), known))
+            else:
+                unhashed.setdefault(tenant, []).append(str(rec.id))
             if isinstance(docid, str) and docid:
                 out.setdefault(tenant, []).append((str(rec.id), docid))
+        for tenant, ids in unhashed.items():
+            for pid, h in self._text_hashes(tenant, ids):
+                digests[tenant] ^= hash((pid, h))
         return out, digests
+
+    def _text_hashes(self, tenant: str, ids: Sequence[PointId], batch: int = 1024) -> Iterator[tuple[PointId, str]]:
+        """``text_hash`` of each of the tenant's points among ``ids``, from their title and text as stored."""
+        keys = [self.config.title_key, self.config.text_key]
+        for s in range(0, len(ids), batch):
+            for rec in self._owned(tenant, ids[s : s + batch], keys, False):
+                p = rec.payload or {}
+                yield str(rec.id), text_hash(str(p.get(keys[0]) or ""), str(p.get(keys[1]) or ""))
 
     def matching(self, tenant: str, flt: models.Filter) -> set[PointId]:
         """The tenant's points that match ``flt`` (ids only, paged)."""

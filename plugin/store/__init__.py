@@ -357,11 +357,11 @@ class QdrantStore:
         fields = [self.config.tenant_key, self.docid_key, TEXT_HASH_KEY]
         for rec in self._scroll(None, fields, with_vectors=False, page=20_000):
             payload = rec.payload or {}
-            tenant, docid, known = payload.get(self.config.tenant_key), payload.get(self.docid_key), \
-                payload.get(TEXT_HASH_KEY)
+            tenant, docid = payload.get(self.config.tenant_key), payload.get(self.docid_key)
             if not (isinstance(tenant, str) and tenant):
                 continue
             digests.setdefault(tenant, 0)
+            known = payload.get(TEXT_HASH_KEY)
             if isinstance(known, str):
                 digests[tenant] ^= hash((str(rec.id), known))
             else:

@@ -27,7 +27,7 @@ from judged import BM25, DENSE, baseline_rows, build_arg, build_config, build_pa
 
 from genret.evaluation.evaluate import score_run
 from genret.indexing.pairs import passage
-from genret.indexing.querygen import ANSWER_PREFIX, INSTRUCTION, SYSTEM, load_generator
+from genret.indexing.querygen import SamplingSettings, load_generator
 from genret.serving.engine import Engine
 from genret.store import QdrantStore
 
@@ -41,17 +41,12 @@ class QueryLikelihood:
     """log p(query | passage) under a chat-template causal LM, summed over the query's tokens."""
 
     def __init__(self, passage_tokens: int) -> None:
-        gen = load_generator("default", torch.device("cpu"))
-        self.model, self.tokenizer = gen.model, gen.tokenizer
-        self.passage_tokens = passage_tokens
+        self.generator = load_generator("default", torch.device("cpu"), SamplingSettings(max_input_tokens=passage_tokens))
+        self.model, self.tokenizer = self.generator.model, self.generator.tokenizer
 
     def _prompt(self, text: str) -> list[int]:
-        tok = self.tokenizer
-        cut = tok.decode(tok(text, add_special_tokens=False, truncation=True,
-                             max_length=self.passage_tokens)["input_ids"], skip_special_tokens=True)
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Passage: {cut}\n\n{INSTRUCTION}"}]
-        chat = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return list(tok(f"{chat}{ANSWER_PREFIX}", add_special_tokens=False)["input_ids"])
+        """The generator's own prompt for the passage, as token ids."""
+        return list(self.tokenizer(self.generator.prompt(text), add_special_tokens=False)["input_ids"])
 
     @torch.inference_mode()
     def score(self, passages: Sequence[str], query: str) -> np.ndarray:

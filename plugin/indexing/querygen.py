@@ -116,7 +116,8 @@ class HFQueryGenerator(QueryGenerator):
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right" if self.seq2seq else "left"
 
-    def _prompt(self, passage: str) -> str:
+    def prompt(self, passage: str) -> str:
+        """What the model is given to write a query for ``passage`` (cut to ``max_input_tokens``)."""
         ids = self.tokenizer(passage, add_special_tokens=False, truncation=True,
                              max_length=self.settings.max_input_tokens)["input_ids"]
         text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
@@ -135,7 +136,7 @@ class HFQueryGenerator(QueryGenerator):
             return []
         st = self.settings
         torch.manual_seed(st.seed)
-        enc = self.tokenizer([self._prompt(p) for p in passages], return_tensors="pt", padding=True,
+        enc = self.tokenizer([self.prompt(p) for p in passages], return_tensors="pt", padding=True,
                              add_special_tokens=self.seq2seq).to(self.device)
         ids, mask = enc["input_ids"], enc["attention_mask"]  # (n, prompt)
         common = {"do_sample": True, "max_new_tokens": st.max_new_tokens, "temperature": st.temperature,

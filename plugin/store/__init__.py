@@ -377,9 +377,8 @@ class QdrantStore:
         """``text_hash`` of each of the tenant's points among ``ids``, from their title and text as stored."""
         keys = [self.config.title_key, self.config.text_key]
         for s in range(0, len(ids), batch):
-            for rec in self._owned(tenant, ids[s : s + batch], keys, False):
-                p = rec.payload or {}
-                yield str(rec.id), text_hash(str(p.get(keys[0]) or ""), str(p.get(keys[1]) or ""))
+            for doc in map(self._to_doc, self._owned(tenant, ids[s : s + batch], keys, False)):
+                yield doc.point_id, text_hash(doc.title, doc.text)
 
     def matching(self, tenant: str, flt: models.Filter) -> set[PointId]:
         """The tenant's points that match ``flt`` (ids only, paged)."""

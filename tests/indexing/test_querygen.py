@@ -208,7 +208,7 @@ def test_the_instruction_reaches_the_prompt_and_keys_the_cache(tmp_path: Path) -
     claim = "Write a one-sentence scientific claim that this passage supports."
     gen = load_generator(str(path), torch.device("cpu"), SamplingSettings(max_new_tokens=6, instruction=claim))
     gen.tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    prompt = gen._prompt(PASSAGES[0])
+    prompt = gen.prompt(PASSAGES[0])
     assert claim in prompt and PASSAGES[0] in prompt
     assert "instruction" not in SamplingSettings().tag() and "seed=0" in SamplingSettings().tag()
     assert generator_id(str(path), SamplingSettings(instruction=claim)) != generator_id(str(path), SamplingSettings())
